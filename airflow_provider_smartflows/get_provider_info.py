@@ -1,0 +1,93 @@
+"""Provider registry entry (``apache_airflow_provider`` entry point)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_smartflows import __version__
+
+PACKAGE_NAME = "airflow-provider-smartflows"
+HOOK_MODULE = "airflow_provider_smartflows.hooks.smartflows"
+ASYNC_HOOK_MODULE = "airflow_provider_smartflows.hooks.smartflows_async"
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the provider metadata that Airflow's ProvidersManager reads."""
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "Smart Flows",
+        "description": (
+            "Smart Flows (Invenso / Xpertdoc / Experlogix) document generation: run flows, "
+            "wait for them (deferrable), download the generated documents to object storage."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Smart Flows",
+                "external-doc-url": "https://github.com/Invenso/smart-flows-clients",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Smart Flows",
+                "python-modules": [HOOK_MODULE, ASYNC_HOOK_MODULE],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": f"{HOOK_MODULE}.SmartFlowsHook",
+                "hook-name": "Smart Flows",
+                "connection-type": "smartflows",
+                # Airflow >= 3.2 reads these declaratively; older versions call the hook's
+                # get_ui_field_behaviour() / get_connection_form_widgets().
+                "ui-field-behaviour": {
+                    "hidden-fields": ["login", "schema"],
+                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "placeholders": {
+                        "host": "https://acme.smartflows.xpertdoc.com",
+                        "port": "443",
+                        "password": "the API key of a Smart Flows user",
+                    },
+                },
+                "conn-fields": {
+                    "verify": {
+                        "label": "Verify TLS",
+                        "description": "true, false, or the path of a CA bundle file (default true).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "description": "Per-request timeout in seconds (default 60).",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
+                    },
+                    "proxies": {
+                        "label": "Proxies",
+                        "description": 'JSON such as {"https": "http://proxy:3128"}, or one proxy URL for all.',
+                        "schema": {"type": ["string", "object", "null"]},
+                    },
+                    "cancel_path": {
+                        "label": "Cancel path",
+                        "description": (
+                            "progress: DELETE /flows/executions/{id}/progress (default); "
+                            "execution: DELETE /flows/executions/{id}."
+                        ),
+                        "schema": {"type": ["string", "null"], "enum": ["progress", "execution", None]},
+                    },
+                    "execution_url_template": {
+                        "label": "Execution URL template",
+                        "description": (
+                            "Link shown in the Airflow UI; placeholders {base_url} and {execution_id} "
+                            "(default {base_url}/executions/{execution_id})."
+                        ),
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+            }
+        ],
+        # Filled in by the operators / sensors / triggers / extra-links work (next issue).
+        "operators": [],
+        "sensors": [],
+        "triggers": [],
+        "extra-links": [],
+    }

@@ -1,0 +1,387 @@
+"""Wire model of the Smart Flows API: statuses, progress, executions, documents.
+
+Pure functions and frozen dataclasses, no I/O. Every parser tolerates unknown fields and
+missing optional ones; ``raw`` keeps the server's JSON for anything not modelled here.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import unicodedata
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+__all__ = [
+    "DocumentInfo",
+    "DocumentRef",
+    "DownloadedDocument",
+    "Execution",
+    "ExecutionProgress",
+    "ExecutionStatus",
+    "FlowException",
+    "find_document_refs",
+    "safe_file_name",
+]
+
+
+class ExecutionStatus(str, Enum):
+    """Status of a flow execution, with the exact wire spelling; UNKNOWN for anything else."""
+
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    WAITING = "Waiting"
+    USER_INPUT = "UserInput"
+    SUCCESS = "Success"
+    WARNING = "Warning"
+    ERROR = "Error"
+    CANCELED = "Canceled"
+    SELECT_FLOW = "SelectFlow"
+    INTERRUPTED = "Interrupted"
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def parse(cls, raw: object) -> ExecutionStatus:
+        """Map a wire value to a status: exact spelling first, then case-insensitively; else UNKNOWN."""
+        if isinstance(raw, ExecutionStatus):
+            return raw
+        if not isinstance(raw, str):
+            return cls.UNKNOWN
+        try:
+            return cls(raw)
+        except ValueError:
+            return _STATUS_BY_FOLDED.get(raw.strip().casefold(), cls.UNKNOWN)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the execution is finished and will not change any more."""
+        return self in _TERMINAL
+
+    @property
+    def is_success(self) -> bool:
+        """Finished with its documents produced (Success, or Warning from a post-processing block)."""
+        return self in _SUCCESS
+
+    @property
+    def is_failure(self) -> bool:
+        """Finished without success (Error, Canceled, Interrupted)."""
+        return self in _FAILURE
+
+    @property
+    def needs_input(self) -> bool:
+        """Waiting for a person: a form to answer (UserInput) or a flow to pick (SelectFlow)."""
+        return self in (ExecutionStatus.USER_INPUT, ExecutionStatus.SELECT_FLOW)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_SUCCESS = frozenset({ExecutionStatus.SUCCESS, ExecutionStatus.WARNING})
+_FAILURE = frozenset({ExecutionStatus.ERROR, ExecutionStatus.CANCELED, ExecutionStatus.INTERRUPTED})
+# UNKNOWN is deliberately neither terminal nor failed: callers decide (e.g. fail after a grace period).
+_TERMINAL = _SUCCESS | _FAILURE
+_STATUS_BY_FOLDED = {status.value.casefold(): status for status in ExecutionStatus}
+_STATUS_BY_FOLDED["cancelled"] = ExecutionStatus.CANCELED
+_STATUS_BY_FOLDED["user_input"] = ExecutionStatus.USER_INPUT
+_STATUS_BY_FOLDED["select_flow"] = ExecutionStatus.SELECT_FLOW
+
+
+def _str_or_none(value: object) -> str | None:
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    return str(value)
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _require_mapping(data: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a Smart Flows {what} must be a JSON object, got {type(data).__name__}")
+    if data.get("id") in (None, ""):
+        raise ValueError(f"a Smart Flows {what} has no 'id'")
+    return data
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    """A reference to a generated document, as found inside a progress or execution."""
+
+    id: str
+    display_name: str | None = None
+
+
+@dataclass(frozen=True)
+class FlowException:
+    """The structured failure detail of the API (FlowException)."""
+
+    error: str | None
+    message: str | None
+    causes: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: object) -> FlowException:
+        if not isinstance(data, Mapping):
+            return cls(error=None, message=_str_or_none(data))
+        causes = data.get("causes") or ()
+        if not isinstance(causes, list):
+            causes = [causes]
+        return cls(
+            error=_str_or_none(data.get("error")),
+            message=_str_or_none(data.get("message")),
+            causes=tuple(str(cause) for cause in causes if cause is not None),
+        )
+
+    def __str__(self) -> str:
+        text = ": ".join(part for part in (self.error, self.message) if part) or "unspecified error"
+        if self.causes:
+            text += f" (causes: {'; '.join(self.causes)})"
+        return text
+
+
+def _form_keys(data: Mapping[str, Any]) -> tuple[str, ...]:
+    keys: dict[str, None] = {}
+    properties = _mapping(_mapping(data.get("schema")).get("properties"))
+    keys.update(dict.fromkeys(str(key) for key in properties))
+    form = data.get("form")
+    for section in form if isinstance(form, list) else ():
+        items = section.get("items") if isinstance(section, Mapping) else None
+        for item in items if isinstance(items, list) else ():
+            key = item.get("key") if isinstance(item, Mapping) else None
+            if isinstance(key, str) and key:
+                keys[key] = None
+        if isinstance(section, Mapping) and isinstance(section.get("key"), str):
+            keys[section["key"]] = None
+    return tuple(keys)
+
+
+def _percentage(value: object) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class ExecutionProgress:
+    """FlowExecutionProgress: what the start, progress, answer and cancel calls return."""
+
+    id: str
+    status: ExecutionStatus
+    raw_status: str | None
+    percentage: float | None = None
+    message: str | None = None
+    form_keys: tuple[str, ...] = ()
+    documents: tuple[DocumentRef, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> ExecutionProgress:
+        """Parse a FlowExecutionProgress; ValueError when it is not an object with an id."""
+        data = _require_mapping(data, "execution progress")
+        raw_status = _str_or_none(data.get("status"))
+        return cls(
+            id=str(data["id"]),
+            status=ExecutionStatus.parse(raw_status),
+            raw_status=raw_status,
+            percentage=_percentage(data.get("percentage")),
+            message=_str_or_none(data.get("message")),
+            form_keys=_form_keys(data),
+            documents=tuple(find_document_refs(data.get("model"))),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Execution:
+    """FlowExecution: the full record of an execution (``GET /flows/executions/{id}``)."""
+
+    id: str
+    status: ExecutionStatus
+    raw_status: str | None
+    flow_id: str | None = None
+    flow_name: str | None = None
+    created_at: str | None = None
+    errors: tuple[FlowException, ...] = ()
+    warnings: tuple[FlowException, ...] = ()
+    documents: tuple[DocumentRef, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> Execution:
+        """Parse a FlowExecution; ValueError when it is not an object with an id."""
+        data = _require_mapping(data, "execution")
+        raw_status = _str_or_none(data.get("status"))
+        flow = _mapping(data.get("flow"))
+        state = _mapping(data.get("state"))
+        # The input data is the caller's own and may hold anything; documents are in the output.
+        output_side = {key: value for key, value in state.items() if key != "inputData"}
+        return cls(
+            id=str(data["id"]),
+            status=ExecutionStatus.parse(raw_status),
+            raw_status=raw_status,
+            flow_id=_str_or_none(flow.get("id")),
+            flow_name=_str_or_none(flow.get("displayName")),
+            created_at=_str_or_none(data.get("createdAt")),
+            errors=_flow_exceptions(state.get("errors")),
+            warnings=_flow_exceptions(state.get("warnings")),
+            documents=tuple(find_document_refs([output_side, data.get("outputs")])),
+            raw=data,
+        )
+
+    @property
+    def error_messages(self) -> list[str]:
+        """One line per FlowException error, for error messages and logs."""
+        return [str(error) for error in self.errors]
+
+
+def _flow_exceptions(value: object) -> tuple[FlowException, ...]:
+    if value is None:
+        return ()
+    items = value if isinstance(value, list) else [value]
+    return tuple(FlowException.from_json(item) for item in items)
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """Document metadata (``GET /documents/{id}``); ``file_name`` is a safe local name."""
+
+    id: str
+    display_name: str | None
+    content_type: str | None
+    file_name: str
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> DocumentInfo:
+        """Parse a Document; ValueError when it is not an object with an id."""
+        data = _require_mapping(data, "document")
+        document_id = str(data["id"])
+        display_name = _str_or_none(data.get("displayName"))
+        content_type = _str_or_none(data.get("contentType"))
+        return cls(
+            id=document_id,
+            display_name=display_name,
+            content_type=content_type,
+            file_name=safe_file_name(display_name, content_type, fallback=document_id),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class DownloadedDocument:
+    """A document saved to storage; ``to_dict()`` is JSON-safe (for XCom)."""
+
+    document_id: str
+    uri: str
+    size: int
+    sha256: str
+    content_type: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+MAX_WALK_DEPTH = 200
+
+
+def _walk(obj: object, max_depth: int) -> Iterator[Mapping[str, Any]]:
+    """Yield every mapping in document (pre-)order, iteratively; deeper than max_depth is skipped."""
+    stack: list[tuple[object, int]] = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            continue
+        if isinstance(node, Mapping):
+            yield node
+            children: list[Any] = list(node.values())
+        elif isinstance(node, (list, tuple)):
+            children = list(node)
+        else:
+            continue
+        stack.extend((child, depth + 1) for child in reversed(children))
+
+
+def find_document_refs(obj: object, *, max_depth: int = MAX_WALK_DEPTH) -> list[DocumentRef]:
+    """Every object with ``type == "document"`` and an id anywhere in ``obj``.
+
+    De-duplicated by id (the first one wins), in document order. The walk is iterative and
+    bounded by ``max_depth``, so hostile deeply nested JSON cannot exhaust the stack.
+    """
+    found: dict[str, DocumentRef] = {}
+    for node in _walk(obj, max_depth):
+        if node.get("type") != "document":
+            continue
+        document_id = node.get("id")
+        if isinstance(document_id, bool) or not isinstance(document_id, (str, int)) or document_id == "":
+            continue
+        key = str(document_id)
+        if key not in found:
+            found[key] = DocumentRef(id=key, display_name=_str_or_none(node.get("displayName")))
+    return list(found.values())
+
+
+_EXTENSIONS = {
+    "application/pdf": ".pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/msword": ".doc",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "text/html": ".html",
+    "text/plain": ".txt",
+    "application/xml": ".xml",
+    "text/xml": ".xml",
+    "application/zip": ".zip",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+}
+MAX_FILE_NAME_BYTES = 200
+_UNSAFE_CHARS = re.compile(r'[/\\:*?"<>|\x00-\x1f\x7f]')
+_WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+
+
+def extension_for(content_type: str | None) -> str:
+    """File extension (with dot) for a content type, or "" when unknown."""
+    if not content_type:
+        return ""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return _EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ""
+
+
+def _clean(name: str) -> str:
+    name = unicodedata.normalize("NFC", name)
+    # Format (Cf, e.g. right-to-left override) and other control characters can disguise names.
+    name = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in name)
+    name = _UNSAFE_CHARS.sub("_", name)
+    name = re.sub(r"\.{2,}", ".", name)
+    name = re.sub(r"\s+", " ", name)
+    return name.strip(" .")
+
+
+def _truncate_utf8(text: str, max_bytes: int) -> str:
+    encoded = text.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return text
+    return encoded[:max_bytes].decode("utf-8", errors="ignore").rstrip(" .")
+
+
+def safe_file_name(
+    display_name: str | None, content_type: str | None, *, fallback: str, max_bytes: int = MAX_FILE_NAME_BYTES
+) -> str:
+    """A local file name from a server-given display name that cannot leave its folder.
+
+    No path separators, no "..", no control characters, at most ``max_bytes`` UTF-8 bytes,
+    and the extension of ``content_type`` (unless the name already ends with it).
+    """
+    extension = extension_for(content_type)
+    stem = _clean(display_name or "") or _clean(fallback) or "document"
+    if extension and stem.lower().endswith(extension):
+        stem = stem[: -len(extension)].rstrip(" .") or _clean(fallback) or "document"
+    if _WINDOWS_RESERVED.match(stem):
+        stem = f"_{stem}"
+    stem = _truncate_utf8(stem, max_bytes - len(extension.encode("utf-8"))) or "document"
+    return f"{stem}{extension}"

@@ -1,0 +1,89 @@
+"""The provider registers the ``smartflows`` connection type with Airflow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import airflow
+import jsonschema
+import pytest
+
+from airflow_provider_smartflows import __version__
+from airflow_provider_smartflows.get_provider_info import get_provider_info
+from airflow_provider_smartflows.hooks.smartflows import ALLOWED_EXTRAS, SmartFlowsHook
+
+HOOK_CLASS = "airflow_provider_smartflows.hooks.smartflows.SmartFlowsHook"
+
+
+def test_provider_info_matches_airflow_schema():
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    jsonschema.validate(get_provider_info(), schema)
+
+
+def test_provider_info_declares_connection_type_and_version():
+    info = get_provider_info()
+    assert info["versions"] == [__version__]
+    (conn_type,) = info["connection-types"]
+    assert conn_type["connection-type"] == "smartflows"
+    assert conn_type["hook-class-name"] == HOOK_CLASS
+    assert set(conn_type["conn-fields"]) == set(ALLOWED_EXTRAS)
+    assert conn_type["ui-field-behaviour"]["relabeling"]["password"] == "API key"
+
+
+def test_hook_class_attributes_match_provider_info():
+    assert (SmartFlowsHook.conn_type, SmartFlowsHook.conn_name_attr, SmartFlowsHook.default_conn_name) == (
+        "smartflows",
+        "smartflows_conn_id",
+        "smartflows_default",
+    )
+    assert SmartFlowsHook.get_ui_field_behaviour()["hidden_fields"] == ["login", "schema"]
+
+
+def test_providers_manager_registers_the_hook():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert manager.providers["airflow-provider-smartflows"].version == __version__
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hook_info = manager.hooks["smartflows"]
+    assert hook_info is not None
+    assert hook_info.hook_class_name == HOOK_CLASS
+    assert hook_info.connection_id_attribute_name == "smartflows_conn_id"
+    assert hook_info.connection_testable
+
+
+def test_providers_manager_loads_connection_form_fields():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert manager.field_behaviours["smartflows"]["relabeling"]["host"] == "Base URL"
+    widgets = {name for name in manager.connection_form_widgets if name.startswith("extra__smartflows__")}
+    assert widgets == {f"extra__smartflows__{name}" for name in ALLOWED_EXTRAS}
+
+
+def test_task_runtime_providers_manager_registers_the_hook():
+    runtime = pytest.importorskip("airflow.sdk.providers_manager_runtime")
+    hook_info = runtime.ProvidersManagerTaskRuntime().hooks["smartflows"]
+    assert hook_info is not None
+    assert hook_info.hook_class_name == HOOK_CLASS
+
+
+def test_airflow_providers_list_shows_the_provider(tmp_path):
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "list", "--output", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    start = result.stdout.index("[")
+    providers = {p["package_name"]: p for p in json.loads(result.stdout[start:])}
+    assert providers["airflow-provider-smartflows"]["version"] == __version__
