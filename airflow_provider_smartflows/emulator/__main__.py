@@ -1,0 +1,71 @@
+"""Command line: ``python -m airflow_provider_smartflows.emulator`` / ``smartflows-emulator``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from airflow_provider_smartflows.emulator.scenario import Scenario, ScenarioError
+from airflow_provider_smartflows.emulator.server import resolve_settings, start_site
+from airflow_provider_smartflows.emulator.state import EmulatorState
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="smartflows-emulator", description="Local Smart Flows server for tests and demos."
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8099, help="port (default 8099; 0 picks a free one)")
+    p.add_argument("--scenario", help="scenario file (JSON): flows, API keys, faults")
+    p.add_argument(
+        "--speedup", type=float, default=None, help="time factor for flow steps (default: scenario or 1)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the fault RNG (default: scenario or 0)")
+    p.add_argument("--quiet", action="store_true", help="do not print one line per request")
+    return p
+
+
+async def _serve(scenario: Scenario, speedup: float, seed: int, host: str, port: int, quiet: bool) -> None:
+    access_log = None
+    if not quiet:
+        # aiohttp's access log: method, path and status; the API key is a header, never printed.
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+        access_log = logging.getLogger("aiohttp.access")
+    state = EmulatorState(scenario, speedup, seed)
+    runner, url = await start_site(state, host, port, access_log)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Handlers first: whoever reads the URL line may signal us right away.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    admin = next(k.key for k in scenario.api_keys if k.role == "admin" and not k.revoked)
+    print(f"Smart Flows emulator listening on {url}", flush=True)
+    print(f"API key (admin): {admin}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    if not quiet:
+        print("Smart Flows emulator stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        scenario, speedup, seed = resolve_settings(args.scenario, args.speedup, args.seed)
+    except (ScenarioError, ValueError) as exc:
+        print(f"smartflows-emulator: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(scenario, speedup, seed, args.host, args.port, args.quiet))
+    except OSError as exc:
+        print(f"smartflows-emulator: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

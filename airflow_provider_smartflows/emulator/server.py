@@ -1,0 +1,302 @@
+"""``EmulatorServer``: the emulator app on its own event loop in a daemon thread."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+import threading
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiohttp import web
+
+from airflow_provider_smartflows.emulator.app import build_app
+from airflow_provider_smartflows.emulator.scenario import Scenario, load_scenario
+from airflow_provider_smartflows.emulator.state import EmulatorState
+
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable
+    from pathlib import Path
+    from types import TracebackType
+
+T = TypeVar("T")
+SHUTDOWN_TIMEOUT = 2.0
+
+
+def resolve_settings(
+    scenario: str | Path | dict[str, Any] | Scenario | None, speedup: float | None, seed: int | None
+) -> tuple[Scenario, float, int]:
+    """Explicit arguments win over the scenario's values, which win over 1.0 / 0."""
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    final_speedup = speedup if speedup is not None else (sc.speedup or 1.0)
+    if final_speedup <= 0:
+        raise ValueError("speedup must be > 0")
+    final_seed = seed if seed is not None else (sc.seed or 0)
+    return sc, final_speedup, final_seed
+
+
+async def start_site(
+    state: EmulatorState, host: str, port: int, access_log: logging.Logger | None = None
+) -> tuple[web.AppRunner, str]:
+    """Set the app up and listen; returns the runner and the base URL (with the bound port)."""
+    runner = web.AppRunner(build_app(state), access_log=access_log, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = runner.addresses[0]
+    shown_host = f"[{host}]" if ":" in host else host
+    return runner, f"http://{shown_host}:{bound[1]}"
+
+
+class EmulatorServer:
+    """A Smart Flows emulator on ``host:port`` (0 = a free port), run in a background thread.
+
+    :param scenario: scenario file path, a dict in the scenario format, or None (built-ins)
+    :param speedup: time factor for flow steps; None = the scenario's value or 1.0
+    :param seed: seed of the fault RNG; None = the scenario's value or 0
+    """
+
+    def __init__(
+        self,
+        scenario: str | Path | dict[str, Any] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        speedup: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.scenario, speed, seed_ = resolve_settings(scenario, speedup, seed)
+        self.host = host
+        self.port = port
+        self._speedup = speed
+        self._seed = seed_
+        self.base_url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._state: EmulatorState | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> EmulatorServer:
+        if self._thread is not None:
+            raise RuntimeError("EmulatorServer already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                # The state's asyncio objects must be created on this loop's thread.
+                self._state = EmulatorState(self.scenario, self._speedup, self._seed)
+                self._runner, self.base_url = loop.run_until_complete(
+                    start_site(self._state, self.host, self.port)
+                )
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="smartflows-emulator", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            self._loop = None
+            raise failure[0]
+        self.port = int(self.base_url.rsplit(":", 1)[1])
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None or self._loop is None:
+            return
+        loop, runner = self._loop, self._runner
+        try:
+            if runner is not None:
+                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(timeout=SHUTDOWN_TIMEOUT + 10)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(timeout=10)
+            self._thread = None
+            self._loop = None
+            self._runner = None
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[[EmulatorState], T]) -> T:
+        """Run ``fn(state)`` on the server's loop (all state lives there) and return its result."""
+        if self._loop is None or self._state is None:
+            raise RuntimeError("EmulatorServer is not running: call start() first")
+        state = self._state
+
+        async def hop() -> T:
+            return fn(state)
+
+        return asyncio.run_coroutine_threadsafe(hop(), self._loop).result()
+
+    def _key(self, role: str, revoked: bool) -> str:
+        for key in self.scenario.api_keys:
+            if key.role == role and key.revoked == revoked:
+                return key.key
+        raise LookupError(f"the scenario defines no {'revoked' if revoked else role} API key")
+
+    # --- public API ----------------------------------------------------------------------------
+
+    @property
+    def api_key(self) -> str:
+        """An admin key (the first of the scenario)."""
+        return self._key("admin", False)
+
+    @property
+    def user_key(self) -> str:
+        """A plain user's key (role "user")."""
+        return self._key("user", False)
+
+    @property
+    def revoked_key(self) -> str:
+        """A removed key: every call with it gets 401."""
+        for key in self.scenario.api_keys:
+            if key.revoked:
+                return key.key
+        raise LookupError("the scenario defines no revoked API key")
+
+    def connection_json(self, key: str | None = None, **extra: Any) -> str:
+        """JSON for ``AIRFLOW_CONN_<ID>`` pointing at this emulator."""
+        return json.dumps(
+            {
+                "conn_type": "smartflows",
+                "host": self.base_url,
+                "password": key or self.api_key,
+                "extra": extra,
+            }
+        )
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """The request log, newest last (a copy)."""
+        return self._call(lambda s: copy.deepcopy(s.request_log))
+
+    def requests_to(self, method: str, path_regex: str) -> list[dict[str, Any]]:
+        pattern = re.compile(path_regex)
+        return [r for r in self.requests if r["method"] == method.upper() and pattern.search(r["path"])]
+
+    def add_fault(
+        self,
+        kind: str,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        flow_id: str | None = None,
+        status: int | None = None,
+        retry_after: int | float | str | None = None,
+        latency: float | None = None,
+        times: int | None = 1,
+        probability: float = 1.0,
+        after: int = 0,
+        body: Any = None,
+        when: str = "before",
+    ) -> str:
+        """Add a fault rule (see docs/EMULATOR.md); returns its id. Raises ScenarioError if malformed."""
+        spec = {
+            "kind": kind,
+            "method": method,
+            "path": path,
+            "flow_id": flow_id,
+            "status": status,
+            "retry_after": retry_after,
+            "latency": latency,
+            "times": times,
+            "probability": probability,
+            "after": after,
+            "body": body,
+            "when": when,
+        }
+        return self._call(lambda s: s.faults.add(spec).id)
+
+    def clear_faults(self) -> None:
+        self._call(lambda s: s.faults.clear())
+
+    @property
+    def faults(self) -> list[dict[str, Any]]:
+        """The active fault rules with their seen/hits counters."""
+        return self._call(lambda s: s.faults.list())
+
+    def add_flow(self, flow: dict[str, Any]) -> str:
+        """Add (or replace, same id) a flow in the scenario-file format; returns its id."""
+        return self._call(lambda s: s.add_flow(copy.deepcopy(flow)))
+
+    def set_speedup(self, speedup: float) -> None:
+        self._call(lambda s: s.set_speedup(float(speedup)))
+
+    def reset(self) -> None:
+        """Executions, documents, request log, faults, speed-up and flows back to the start."""
+        self._call(lambda s: s.reset())
+
+    @property
+    def executions(self) -> list[dict[str, Any]]:
+        return self._call(lambda s: [s.execution_summary(ex) for ex in s.executions.values()])
+
+    def executions_started(self, flow_id: str | None = None) -> int:
+        """How many executions the start routes created (of one flow, or all)."""
+
+        def count(s: EmulatorState) -> int:
+            if flow_id is None:
+                return s.starts
+            return sum(1 for ex in s.executions.values() if ex.flow is not None and ex.flow.id == flow_id)
+
+        return self._call(count)
+
+    def _document(self, document_id: str) -> Any:
+        def find(s: EmulatorState) -> Any:
+            doc = s.documents.get(document_id)
+            if doc is None:
+                raise KeyError(f"unknown document {document_id}")
+            return doc
+
+        return self._call(find)
+
+    def document_sha256(self, document_id: str) -> str:
+        """Hex sha256 of the bytes the content route sends (computed by the same generator)."""
+        doc = self._document(document_id)
+        assert self._state is not None
+        # Hashed on the calling thread: a 1 GiB document must not stall the server's loop.
+        return self._state.document_sha256(doc)
+
+    def document_size(self, document_id: str) -> int:
+        return int(self._document(document_id).content.size)
+
+    def release(self, execution_id: str) -> None:
+        """Leave ``Waiting`` (same as the callback route); ValueError if it is not Waiting."""
+
+        def do(s: EmulatorState) -> None:
+            ex = s.executions.get(execution_id)
+            if ex is None:
+                raise KeyError(f"unknown execution {execution_id}")
+            status = s.status(ex).status
+            if status != "Waiting":
+                raise ValueError(f"execution {execution_id} is {status}, not Waiting")
+            s.release(ex)
+
+        self._call(do)
