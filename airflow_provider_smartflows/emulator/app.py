@@ -87,11 +87,15 @@ def _state(request: web.Request) -> EmulatorState:
 @web.middleware
 async def log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: records every request (key values redacted) and turns crashes into JSON 500."""
+    state = _state(request)
+    generation = state.generation
     try:
         resp = await handler(request)
     except Exception as exc:
         resp = error_response(request, 500, f"Internal emulator error: {type(exc).__name__}")
-    state = _state(request)
+    if generation != state.generation:
+        # Began before a reset: it belongs to the previous test's log, which is gone.
+        return resp
     key: ApiKey | None = request.get(KEY)
     state.request_log.append(
         {

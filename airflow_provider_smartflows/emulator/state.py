@@ -165,6 +165,7 @@ class EmulatorState:
         self.documents: dict[str, DocumentRecord] = {}
         self.callbacks: dict[str, str] = {}
         self.request_log: list[dict[str, Any]] = []
+        self.generation = 0  # bumped by reset(): requests begun before it are not logged after it
         self.starts = 0
         self.closing = False  # set on shutdown so long-polls return at once
         self.reset()
@@ -179,6 +180,7 @@ class EmulatorState:
         self.documents.clear()
         self.callbacks.clear()
         self.request_log.clear()
+        self.generation += 1
         self.flows = {f.id: f for f in self.scenario.flows}
         self.flow_starts = {}
         self.starts = 0
