@@ -7,8 +7,9 @@ from typing import Any
 from airflow_provider_smartflows import __version__
 
 PACKAGE_NAME = "airflow-provider-smartflows"
-HOOK_MODULE = "airflow_provider_smartflows.hooks.smartflows"
-ASYNC_HOOK_MODULE = "airflow_provider_smartflows.hooks.smartflows_async"
+PACKAGE = "airflow_provider_smartflows"
+HOOK_MODULE = f"{PACKAGE}.hooks.smartflows"
+ASYNC_HOOK_MODULE = f"{PACKAGE}.hooks.smartflows_async"
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -85,9 +86,12 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         ],
-        # Filled in by the operators / sensors / triggers / extra-links work (next issue).
-        "operators": [],
-        "sensors": [],
-        "triggers": [],
-        "extra-links": [],
+        "operators": [
+            {"integration-name": "Smart Flows", "python-modules": [f"{PACKAGE}.operators.smartflows"]}
+        ],
+        "sensors": [{"integration-name": "Smart Flows", "python-modules": [f"{PACKAGE}.sensors.smartflows"]}],
+        "triggers": [
+            {"integration-name": "Smart Flows", "python-modules": [f"{PACKAGE}.triggers.smartflows"]}
+        ],
+        "extra-links": [f"{PACKAGE}.links.SmartFlowsExecutionLink"],
     }

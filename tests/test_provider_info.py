@@ -87,3 +87,25 @@ def test_airflow_providers_list_shows_the_provider(tmp_path):
     start = result.stdout.index("[")
     providers = {p["package_name"]: p for p in json.loads(result.stdout[start:])}
     assert providers["airflow-provider-smartflows"]["version"] == __version__
+
+
+def test_provider_info_lists_importable_operators_sensors_triggers_and_links():
+    import importlib
+
+    info = get_provider_info()
+    for section in ("hooks", "operators", "sensors", "triggers"):
+        (entry,) = info[section]
+        for module in entry["python-modules"]:
+            assert importlib.import_module(module), module
+    for link in info["extra-links"]:
+        module, _, name = link.rpartition(".")
+        assert getattr(importlib.import_module(module), name)().name == "Smart Flows execution"
+
+
+def test_providers_manager_registers_the_extra_link():
+    from airflow.providers_manager import ProvidersManager
+
+    assert (
+        "airflow_provider_smartflows.links.SmartFlowsExecutionLink"
+        in ProvidersManager().extra_links_class_names
+    )

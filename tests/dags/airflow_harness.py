@@ -1,0 +1,130 @@
+"""Run DAGs with real Airflow (``dag.test()``) in the tests: a SQLite metadata DB per session.
+
+``tests/conftest.py`` points ``AIRFLOW_HOME`` at a throw-away folder before Airflow is imported;
+this module creates the metadata tables there once (``initdb``: a create-all plus stamp, about a
+second) and registers each test's DAG in the DB, which ``dag.test()`` needs. Deferred tasks run
+their trigger in-process (``dag.test()``'s inline triggerer), task retries happen for real, and
+``task_state_store`` (Airflow >= 3.3) is the metadata DB's.
+
+The fixtures are imported by ``tests/operators/conftest.py`` and ``tests/sensors/conftest.py``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+
+@dataclass
+class DagResult:
+    """What a ``dag.test()`` run left behind."""
+
+    dag_run: Any
+    states: dict[str, str]
+    tries: dict[str, int]
+    errors: dict[str, list[BaseException]] = field(default_factory=dict)
+
+    def xcom(self, task_id: str, key: str = "return_value") -> Any:
+        from airflow.models.xcom import XComModel
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            row = session.scalars(
+                select(XComModel)
+                .where(
+                    XComModel.dag_id == self.dag_run.dag_id,
+                    XComModel.run_id == self.dag_run.run_id,
+                    XComModel.task_id == task_id,
+                    XComModel.key == key,
+                )
+                .order_by(XComModel.timestamp.desc())
+            ).first()
+            return None if row is None else XComModel.deserialize_value(row)
+
+    def error(self, task_id: str) -> BaseException:
+        """The exception of the task's last failed try."""
+        errors = self.errors.get(task_id)
+        assert errors, f"task {task_id} raised nothing (state {self.states.get(task_id)})"
+        return errors[-1]
+
+
+@pytest.fixture(scope="session")
+def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Create the metadata tables once per session (AIRFLOW_HOME is a temp folder)."""
+    import os
+
+    dags_folder = tmp_path_factory.mktemp("dags")
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags_folder)
+    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    from airflow.utils import db
+
+    db.initdb()
+
+
+def _register(dag: Any) -> None:
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+
+    DagBundlesManager().sync_bundles_to_db()
+    with create_session() as session:
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
+        )
+
+
+@pytest.fixture
+def run_dag(airflow_db: None) -> Callable[..., DagResult]:
+    """Run one DAG with ``dag.test()``; record each task's exceptions through its callbacks."""
+
+    def run(dag: Any, **test_kwargs: Any) -> DagResult:
+        errors: dict[str, list[BaseException]] = {}
+
+        def record(context: Any) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, BaseException):
+                errors.setdefault(context["ti"].task_id, []).append(exc)
+
+        for task in dag.tasks:
+            task.on_failure_callback = [record]
+            task.on_retry_callback = [record]
+        _register(dag)
+        dag_run = dag.test(**test_kwargs)
+        tis = dag_run.get_task_instances()
+        return DagResult(
+            dag_run=dag_run,
+            states={ti.task_id: str(ti.state) for ti in tis},
+            tries={ti.task_id: ti.try_number for ti in tis},
+            errors=errors,
+        )
+
+    return run
+
+
+_counter = 0
+
+
+def make_dag(dag_id_prefix: str, build: Callable[[], Any], **dag_kwargs: Any) -> Any:
+    """A DAG with a unique id whose tasks ``build()`` creates inside the DAG context."""
+    from airflow.providers.common.compat.sdk import DAG
+
+    global _counter
+    _counter += 1
+    dag_id = f"{dag_id_prefix}_{_counter}"
+    with DAG(
+        dag_id,
+        schedule=None,
+        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        catchup=False,
+        **dag_kwargs,
+    ) as dag:
+        build()
+    return dag

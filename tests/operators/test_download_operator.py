@@ -1,0 +1,235 @@
+"""SmartFlowsDownloadDocumentsOperator writing to file:// and to s3:// (moto server)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from airflow_harness import make_dag
+
+from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
+from airflow_provider_smartflows.operators.smartflows import (
+    SmartFlowsDownloadDocumentsOperator,
+    SmartFlowsRunFlowOperator,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.usefixtures("smartflows_conn")
+
+EXECUTION_ID = "{{ ti.xcom_pull(task_ids='generate')['execution_id'] }}"
+
+
+def generate_and_download(run_dag: Any, flow_id: str, **download_kwargs: Any) -> Any:
+    def build() -> None:
+        generate = SmartFlowsRunFlowOperator(task_id="generate", flow_id=flow_id, poll_interval=2)
+        download_kwargs.setdefault("execution_id", EXECUTION_ID)
+        download = SmartFlowsDownloadDocumentsOperator(task_id="download", **download_kwargs)
+        generate >> download
+
+    return run_dag(make_dag("download", build))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def local(uri: str) -> Path:
+    assert uri.startswith("file://"), uri
+    return Path(uri[len("file://") :])
+
+
+def test_downloads_every_document_of_the_execution_to_a_folder(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    result = generate_and_download(run_dag, "multi-docs", destination=f"file://{tmp_path}/out/")
+    assert result.states == {"generate": "success", "download": "success"}
+    uris = result.xcom("download")
+    document_ids = result.xcom("generate")["document_ids"]
+    assert [local(uri).name for uri in uris] == ["Report.pdf", "Report (2).pdf", "Report.docx"]
+    for uri, document_id in zip(uris, document_ids, strict=True):
+        assert sha256(local(uri).read_bytes()) == smartflows_emulator.document_sha256(document_id)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(local(u).name for u in uris)
+
+
+def test_document_ids_to_an_exact_file(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
+    result = generate_and_download(
+        run_dag,
+        "hello",
+        execution_id=None,
+        document_ids="{{ ti.xcom_pull(task_ids='generate')['document_ids'] }}",
+        destination=f"file://{tmp_path}/hello-copy.pdf",
+    )
+    assert result.states["download"] == "success"
+    (uri,) = result.xcom("download")
+    assert local(uri) == tmp_path / "hello-copy.pdf"
+    (document_id,) = result.xcom("generate")["document_ids"]
+    assert sha256(local(uri).read_bytes()) == smartflows_emulator.document_sha256(document_id)
+
+
+def test_several_documents_need_a_folder(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
+    result = generate_and_download(run_dag, "multi-docs", destination=f"file://{tmp_path}/one-file.pdf")
+    assert isinstance(result.error("download"), SmartFlowsInputError)
+    assert "end it with '/'" in str(result.error("download"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("overwrite", "state"), [(False, "failed"), (True, "success")], ids=["keep", "overwrite"]
+)
+def test_existing_file_is_kept_unless_overwrite(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path, overwrite: bool, state: str
+) -> None:
+    (tmp_path / "Hello.pdf").write_bytes(b"older")
+    result = generate_and_download(run_dag, "hello", destination=f"file://{tmp_path}/", overwrite=overwrite)
+    assert result.states["download"] == state
+    if overwrite:
+        assert (tmp_path / "Hello.pdf").read_bytes().startswith(b"%PDF")
+    else:
+        assert isinstance(result.error("download"), SmartFlowsDownloadError)
+        assert (tmp_path / "Hello.pdf").read_bytes() == b"older"
+
+
+def test_nothing_to_download_is_an_input_error() -> None:
+    operator = SmartFlowsDownloadDocumentsOperator(task_id="d", destination="file:///tmp/x/")
+    with pytest.raises(SmartFlowsInputError, match="execution_id or document_ids"):
+        operator._document_ids()
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["a.pdf", "a.pdf", "a.pdf"], ["a.pdf", "a (2).pdf", "a (3).pdf"]),
+        (["A.pdf", "a.pdf"], ["A.pdf", "a (2).pdf"]),
+        (["a", "a"], ["a", "a (2)"]),
+        (["a (2).pdf", "a.pdf", "a.pdf"], ["a (2).pdf", "a.pdf", "a (3).pdf"]),
+    ],
+    ids=["repeats", "case-insensitive", "no-extension", "suffix-taken"],
+)
+def test_unique_names(names: list[str], expected: list[str]) -> None:
+    used: set[str] = set()
+    assert [SmartFlowsDownloadDocumentsOperator._unique_name(n, used) for n in names] == expected
+
+
+# --------------------------------------------------------------------------- s3 (moto server)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 in its own process group, stopped by PID."""
+    executable = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+    if executable is None:
+        pytest.skip("moto_server is not installed")
+    port = _free_port()
+    process = subprocess.Popen(
+        [executable, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert process.poll() is None, "moto_server exited"
+                assert time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    import boto3
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_TEST",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    s3.create_bucket(Bucket="docs")
+    yield s3
+    for item in s3.list_objects_v2(Bucket="docs").get("Contents", []):
+        s3.delete_object(Bucket="docs", Key=item["Key"])
+    s3.delete_bucket(Bucket="docs")
+
+
+def test_downloads_to_s3(run_dag: Any, smartflows_emulator: Any, s3_bucket: Any) -> None:
+    result = generate_and_download(
+        run_dag,
+        "multi-docs",
+        destination="s3://docs/{{ ds }}/",
+        destination_conn_id="aws_test",
+    )
+    assert result.states == {"generate": "success", "download": "success"}
+    uris = result.xcom("download")
+    document_ids = result.xcom("generate")["document_ids"]
+    assert len(uris) == 3
+    # The URIs name the connection (s3://aws_test@docs/...), so ObjectStoragePath(uri) reopens them.
+    assert all(uri.startswith("s3://aws_test@docs/") for uri in uris)
+    uri_keys = [uri.split("@docs/", 1)[1] for uri in uris]
+    keys = sorted(item["Key"] for item in s3_bucket.list_objects_v2(Bucket="docs")["Contents"])
+    assert keys == sorted(uri_keys)
+    for key, document_id in zip(uri_keys, document_ids, strict=True):
+        body = s3_bucket.get_object(Bucket="docs", Key=key)["Body"].read()
+        assert sha256(body) == smartflows_emulator.document_sha256(document_id)
+
+
+def test_outlet_asset_event_lists_the_written_files(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    from airflow.models.asset import AssetEvent
+    from airflow.providers.common.compat.sdk import Asset
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    asset = Asset(name="smartflows_documents", uri=f"file://{tmp_path}/out/")
+    result = generate_and_download(run_dag, "hello", destination=f"file://{tmp_path}/out/", outlets=[asset])
+    assert result.states["download"] == "success"
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent).where(AssetEvent.source_run_id == result.dag_run.run_id)
+        ).all()
+        extras = [event.extra for event in events]
+    assert extras == [{"uris": result.xcom("download")}]

@@ -1,0 +1,220 @@
+"""Real Airflow services (scheduler, triggerer, dag-processor, api-server) and the emulator.
+
+Each service runs in its own process group in a temporary AIRFLOW_HOME (SQLite, LocalExecutor,
+parallelism 2) on loopback ports chosen at start, and is stopped by PID: SIGTERM to the group, then
+SIGKILL after a grace period (the scheduler can hang on SIGTERM with LocalExecutor workers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+BIN = Path(sys.executable).parent
+SERVICES = ("scheduler", "triggerer", "dag-processor", "api-server")
+TERMINAL_TI_STATES = {"success", "failed", "upstream_failed", "skipped", "removed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stop_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+    # Children of a stopped leader (task supervisors, workers) may linger in the group.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+class EmulatorProcess:
+    """The Smart Flows emulator as a separate process (as a real server would be)."""
+
+    def __init__(self, log_dir: Path, *, scenario: Path | None = None, speedup: float = 1.0) -> None:
+        self.log_path = log_dir / "emulator.log"
+        self.port = free_port()
+        args = [sys.executable, "-m", "airflow_provider_smartflows.emulator"]
+        args += ["--host", "127.0.0.1", "--port", str(self.port), "--speedup", str(speedup)]
+        if scenario is not None:
+            args += ["--scenario", str(scenario)]
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.api_key = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.api_key:
+            if m := re.search(r"API key \(admin\): (\S+)", self.log_path.read_text()):
+                self.api_key = m.group(1)
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.1)
+        if not self.api_key:
+            self.stop()
+            raise RuntimeError(f"emulator did not start: {self.log_path.read_text()[-2000:]}")
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = requests.request(
+            method, self.base_url + path, headers={"X-API-Key": self.api_key}, timeout=30, **kwargs
+        )
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
+    def stop(self) -> None:
+        stop_group(self.proc, grace=5)
+        self._log.close()
+
+
+class AirflowStack:
+    """Scheduler, triggerer, dag-processor and api-server in a temporary AIRFLOW_HOME."""
+
+    def __init__(self, home: Path, dags_folder: Path, extra_env: dict[str, str]) -> None:
+        self.home = home
+        self.api_port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.api_port}"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        self.env.update(
+            AIRFLOW_HOME=str(home),
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+            AIRFLOW__CORE__PARALLELISM="2",
+            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+            AIRFLOW__API__HOST="127.0.0.1",
+            AIRFLOW__API__PORT=str(self.api_port),
+            AIRFLOW__API__BASE_URL=self.base_url,
+            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.base_url}/execution/",
+            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+            AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+            AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT="300",
+            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
+            AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
+            AIRFLOW__TRIGGERER__CAPACITY="100",
+            # Tell the triggerer to stop at once on SIGTERM rather than drain for minutes.
+            AIRFLOW__CORE__KILLED_TASK_CLEANUP_TIME="5",
+        )
+        self.env.update(extra_env)
+        self.procs: dict[str, subprocess.Popen[Any]] = {}
+        self.session = requests.Session()
+
+    # -- processes ---------------------------------------------------------------------------
+    def migrate(self) -> None:
+        subprocess.run(
+            [str(BIN / "airflow"), "db", "migrate"],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+
+    def start(self, name: str) -> None:
+        args = [str(BIN / "airflow"), name]
+        if name == "api-server":
+            args += ["--host", "127.0.0.1", "--port", str(self.api_port)]
+        log = (self.home / f"{name}.log").open("a")
+        self.procs[name] = subprocess.Popen(
+            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is not None:
+            stop_group(proc)
+
+    def start_all(self) -> None:
+        self.migrate()
+        for name in SERVICES:
+            self.start(name)
+        self.wait_for(lambda: self._api_up(), timeout=120, what="api-server to answer")
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def _api_up(self) -> bool:
+        try:
+            return self.session.get(f"{self.base_url}/api/v2/version", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    # -- REST API ----------------------------------------------------------------------------
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.session.request(method, f"{self.base_url}/api/v2{path}", timeout=30, **kwargs)
+        if not resp.ok:
+            raise AssertionError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
+        return resp.json() if resp.content else None
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        def parsed() -> bool:
+            resp = self.session.get(f"{self.base_url}/api/v2/dags/{dag_id}", timeout=5)
+            return resp.ok
+
+        self.wait_for(parsed, timeout=timeout, what=f"DAG {dag_id} to be parsed")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return str(run["dag_run_id"])
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        data = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+        return list(data["task_instances"])
+
+    def dag_run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"])
+
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str, map_index: int = -1) -> None:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        if map_index >= 0:
+            path += f"/{map_index}"
+        self.api("PATCH", path, json={"new_state": state})
+
+    @staticmethod
+    def wait_for(check: Any, *, timeout: float, what: str, interval: float = 0.5) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = check()
+            if result:
+                return result
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def logs(self, pattern: str = "**/*.log") -> dict[Path, str]:
+        return {p: p.read_text(errors="replace") for p in self.home.glob(pattern) if p.is_file()}
+
+    def dump(self) -> str:
+        """Tail of every service log, for a failing test's report."""
+        parts = []
+        for name in SERVICES:
+            path = self.home / f"{name}.log"
+            if path.exists():
+                parts.append(f"===== {name}.log =====\n" + path.read_text(errors="replace")[-4000:])
+        return "\n".join(parts)
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data))
+    return path

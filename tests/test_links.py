@@ -1,0 +1,56 @@
+"""The "Smart Flows execution" extra link, from a real dag.test() run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "dags"))
+
+import airflow_harness
+
+from airflow_provider_smartflows.links import SmartFlowsExecutionLink
+from airflow_provider_smartflows.operators.smartflows import SmartFlowsRunFlowOperator
+from airflow_provider_smartflows.sensors.smartflows import SmartFlowsExecutionSensor
+
+# The real-Airflow fixtures (tests/dags/airflow_harness.py).
+airflow_db = airflow_harness.airflow_db
+run_dag = airflow_harness.run_dag
+make_dag = airflow_harness.make_dag
+
+
+def test_link_is_declared_on_the_operator_and_the_sensor() -> None:
+    for operator_class in (SmartFlowsRunFlowOperator, SmartFlowsExecutionSensor):
+        names = [link.name for link in operator_class.operator_extra_links]
+        assert names == ["Smart Flows execution"]
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        (None, "{base_url}/executions/{execution_id}"),
+        ("https://ui.example.com/run/{execution_id}", "https://ui.example.com/run/{execution_id}"),
+    ],
+    ids=["default", "connection-template"],
+)
+def test_link_points_at_the_execution(
+    run_dag: Any,
+    smartflows_emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    template: str | None,
+    expected: str,
+) -> None:
+    extra = {"execution_url_template": template} if template else {}
+    monkeypatch.setenv("AIRFLOW_CONN_SMARTFLOWS_DEFAULT", smartflows_emulator.connection_json(**extra))
+    dag = make_dag(
+        "link", lambda: SmartFlowsRunFlowOperator(task_id="generate", flow_id="hello", poll_interval=2)
+    )
+    result = run_dag(dag)
+    execution_id = result.xcom("generate", "execution_id")
+    url = expected.format(base_url=smartflows_emulator.base_url, execution_id=execution_id)
+    assert result.xcom("generate", "execution_url") == url
+    # What the UI shows: the link Airflow 3 stores at the end of the task from get_link().
+    assert result.xcom("generate", SmartFlowsExecutionLink().xcom_key) == url
