@@ -24,7 +24,7 @@ DAG_ID = "smartflows_generate_document"
 BIN = Path(sys.executable).parent
 # Lines of the run worth showing: the provider's own log lines and the task outcomes.
 SHOW = re.compile(
-    r"Smart Flows|execution [0-9a-f]{8}-[0-9a-f-]+: |Wrote document|Pausing task as DEFERRED|new_state=|"
+    r"Smart Flows|execution [0-9a-f]{8}-[0-9a-f-]+: |Pausing task as DEFERRED|new_state=|"
     r"DagRun Finished|\[error|Traceback|Error:"
 )
 # structlog console line: "<timestamp> [level    ] message   [logger] key=value ..."

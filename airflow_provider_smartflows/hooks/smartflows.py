@@ -22,6 +22,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import unicodedata
@@ -265,7 +266,8 @@ def validate_wait_seconds(wait_seconds: float | None) -> int | None:
         raise SmartFlowsInputError(
             f"wait_seconds must be between 0 and {MAX_WAIT_SECONDS}, not {wait_seconds}."
         )
-    return int(wait_seconds)
+    # The API takes whole seconds and answers at once for 0: round up so a short wait still waits.
+    return math.ceil(wait_seconds)
 
 
 def _declared_xml_encoding(payload: bytes) -> str | None:
@@ -991,14 +993,21 @@ class SmartFlowsHook(HttpHook):
                     uri=str(target),
                 ) from err
             raise
-        self.log.info("Saved Smart Flows document %s to %s (%d bytes)", document_id, target, size)
-        return DownloadedDocument(
+        downloaded = DownloadedDocument(
             document_id=document_id,
             uri=str(target),
             size=size,
             sha256=digest.hexdigest(),
             content_type=content_type,
         )
+        self.log.info(
+            "Saved Smart Flows document %s to %s (%d bytes, sha256 %s)",
+            document_id,
+            downloaded.uri,
+            size,
+            downloaded.sha256,
+        )
+        return downloaded
 
     # ----------------------------------------------------------------- connection test
 

@@ -654,13 +654,6 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
             downloaded = self.hook.download_document(
                 document_id, target, conn_id=self.destination_conn_id, overwrite=self.overwrite
             )
-            self.log.info(
-                "Wrote document %s to %s (%d bytes, sha256 %s)",
-                document_id,
-                downloaded.uri,
-                downloaded.size,
-                downloaded.sha256,
-            )
             written.append(downloaded.uri)
         self._record_lineage(context, written)
         return written

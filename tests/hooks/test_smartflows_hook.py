@@ -164,6 +164,18 @@ def test_progress_long_poll_sends_timeout_and_extends_the_request_timeout(smartf
     assert smartflows_emulator.requests_to("GET", "/progress$")[-1]["query"] == {"timeout": "1"}
 
 
+@pytest.mark.parametrize(
+    ("wait", "sent"),
+    [(0, "0"), (0.2, "1"), (1.5, "2"), (7, "7")],
+    ids=["zero", "sub-second", "fraction", "whole"],
+)
+def test_progress_long_poll_rounds_wait_up_to_whole_seconds(smartflows_emulator, hook, wait, sent):
+    """The API takes whole seconds and answers at once for 0: a short wait must not become a spin."""
+    progress = hook.start_execution("hello")
+    hook.get_progress(progress.id, wait_seconds=wait)
+    assert smartflows_emulator.requests_to("GET", "/progress$")[-1]["query"] == {"timeout": sent}
+
+
 @pytest.mark.parametrize("wait", [-1, 3601, "30", True], ids=["negative", "too-long", "text", "bool"])
 def test_progress_rejects_bad_wait_seconds(smartflows_emulator, hook, wait):
     with pytest.raises(SmartFlowsInputError, match="wait_seconds"):
