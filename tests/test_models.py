@@ -302,3 +302,10 @@ def test_input_error_is_a_value_error():
     assert isinstance(SmartFlowsInputError("x"), ValueError)
     assert isinstance(SmartFlowsConnectionError("x"), SmartFlowsApiError)
     assert SmartFlowsConnectionError("x").status_code is None
+
+
+def test_flow_exception_without_causes_prints_no_causes() -> None:
+    from airflow_provider_smartflows.models import FlowException
+
+    for raw in ({"error": "E", "message": "m", "causes": []}, {"error": "E", "message": "m"}):
+        assert str(FlowException.from_json(raw)) == "E: m"
