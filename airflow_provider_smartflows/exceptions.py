@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -88,6 +88,10 @@ class SmartFlowsConnectionError(SmartFlowsApiError):
 
     def __init__(self, message: str = "", *, request_sent: bool = True, **fields: Any) -> None:
         super().__init__(message, request_sent=request_sent, **fields)
+
+
+class SmartFlowsStartUnknownError(SmartFlowsApiError, AirflowFailException):
+    """A start request may have created an execution: the task fails without Airflow retries."""
 
 
 class SmartFlowsAuthError(SmartFlowsApiError):

@@ -126,7 +126,7 @@ class FlowException:
     def from_json(cls, data: object) -> FlowException:
         if not isinstance(data, Mapping):
             return cls(error=None, message=_str_or_none(data))
-        causes = data.get("causes") or ()
+        causes = data.get("causes") or []
         if not isinstance(causes, list):
             causes = [causes]
         return cls(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -65,6 +66,17 @@ def test_providers_manager_loads_connection_form_fields():
     assert manager.field_behaviours["smartflows"]["relabeling"]["host"] == "Base URL"
     widgets = {name for name in manager.connection_form_widgets if name.startswith("extra__smartflows__")}
     assert widgets == {f"extra__smartflows__{name}" for name in ALLOWED_EXTRAS}
+
+
+@pytest.mark.airflow_version(below="3.2", reason="Airflow >= 3.2 builds the form from conn-fields")
+def test_connection_form_before_conn_fields_says_its_extras_are_unchecked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="airflow_provider_smartflows.hooks.smartflows"):
+        widgets = SmartFlowsHook.get_connection_form_widgets()
+    assert set(widgets) == set(ALLOWED_EXTRAS)
+    assert "ignores conn-fields" in caplog.text
+    assert "the hook validates them" in caplog.text
 
 
 def test_task_runtime_providers_manager_registers_the_hook():

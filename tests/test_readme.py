@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 DAG_BLOCKS = [block for block in BLOCKS if "with DAG(" in block]
@@ -21,7 +23,10 @@ def test_readme_has_the_two_commands_first() -> None:
 
 @pytest.mark.parametrize("block", DAG_BLOCKS, ids=[re.search(r'DAG\("(\w+)"', b)[1] for b in DAG_BLOCKS])
 def test_readme_dag_example_parses(block: str, tmp_path: Path) -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.dag_processing.dagbag import DagBag
+    else:
+        from airflow.models.dagbag import DagBag
 
     (tmp_path / "example.py").write_text(block)
     bag = DagBag(dag_folder=str(tmp_path))

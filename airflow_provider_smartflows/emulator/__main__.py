@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 
 from airflow_provider_smartflows.emulator.scenario import Scenario, ScenarioError
@@ -25,17 +26,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="seed of the fault RNG (default: scenario or 0)")
     p.add_argument("--quiet", action="store_true", help="do not print one line per request")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM); needs --tls-key")
+    p.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
     return p
 
 
-async def _serve(scenario: Scenario, speedup: float, seed: int, host: str, port: int, quiet: bool) -> None:
+async def _serve(
+    scenario: Scenario,
+    speedup: float,
+    seed: int,
+    host: str,
+    port: int,
+    quiet: bool,
+    ssl_context: ssl.SSLContext | None = None,
+) -> None:
     access_log = None
     if not quiet:
         # aiohttp's access log: method, path and status; the API key is a header, never printed.
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
         access_log = logging.getLogger("aiohttp.access")
     state = EmulatorState(scenario, speedup, seed)
-    runner, url = await start_site(state, host, port, access_log)
+    runner, url = await start_site(state, host, port, access_log, ssl_context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Handlers first: whoever reads the URL line may signal us right away.
@@ -59,8 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     except (ScenarioError, ValueError) as exc:
         print(f"smartflows-emulator: error: {exc}", file=sys.stderr)
         return 2
+    ssl_context = None
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            print("smartflows-emulator: error: --tls-cert and --tls-key go together", file=sys.stderr)
+            return 2
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(args.tls_cert, args.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"smartflows-emulator: error: cannot load the TLS certificate: {exc}", file=sys.stderr)
+            return 2
     try:
-        asyncio.run(_serve(scenario, speedup, seed, args.host, args.port, args.quiet))
+        asyncio.run(_serve(scenario, speedup, seed, args.host, args.port, args.quiet, ssl_context))
     except OSError as exc:
         print(f"smartflows-emulator: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

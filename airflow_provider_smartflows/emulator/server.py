@@ -17,6 +17,7 @@ from airflow_provider_smartflows.emulator.state import EmulatorState
 
 if TYPE_CHECKING:
     import logging
+    import ssl
     from collections.abc import Callable
     from pathlib import Path
     from types import TracebackType
@@ -38,12 +39,16 @@ def resolve_settings(
 
 
 async def start_site(
-    state: EmulatorState, host: str, port: int, access_log: logging.Logger | None = None
+    state: EmulatorState,
+    host: str,
+    port: int,
+    access_log: logging.Logger | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[web.AppRunner, str]:
-    """Set the app up and listen; returns the runner and the base URL (with the bound port)."""
+    """Set the app up and listen (HTTPS with ``ssl_context``); returns the runner and the base URL."""
     runner = web.AppRunner(build_app(state), access_log=access_log, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except BaseException:
@@ -51,7 +56,8 @@ async def start_site(
         raise
     bound = runner.addresses[0]
     shown_host = f"[{host}]" if ":" in host else host
-    return runner, f"http://{shown_host}:{bound[1]}"
+    scheme = "https" if ssl_context is not None else "http"
+    return runner, f"{scheme}://{shown_host}:{bound[1]}"
 
 
 class EmulatorServer:
@@ -60,6 +66,7 @@ class EmulatorServer:
     :param scenario: scenario file path, a dict in the scenario format, or None (built-ins)
     :param speedup: time factor for flow steps; None = the scenario's value or 1.0
     :param seed: seed of the fault RNG; None = the scenario's value or 0
+    :param ssl_context: serve HTTPS with this server-side context (``base_url`` becomes https)
     """
 
     def __init__(
@@ -69,8 +76,10 @@ class EmulatorServer:
         port: int = 0,
         speedup: float | None = None,
         seed: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.scenario, speed, seed_ = resolve_settings(scenario, speedup, seed)
+        self.ssl_context = ssl_context
         self.host = host
         self.port = port
         self._speedup = speed
@@ -96,7 +105,7 @@ class EmulatorServer:
                 # The state's asyncio objects must be created on this loop's thread.
                 self._state = EmulatorState(self.scenario, self._speedup, self._seed)
                 self._runner, self.base_url = loop.run_until_complete(
-                    start_site(self._state, self.host, self.port)
+                    start_site(self._state, self.host, self.port, ssl_context=self.ssl_context)
                 )
             except BaseException as exc:
                 failure.append(exc)

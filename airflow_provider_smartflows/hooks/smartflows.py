@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import re
+import ssl
 import time
 import unicodedata
 import uuid
@@ -498,7 +499,31 @@ def may_have_started_error(error: SmartFlowsApiError, flow_id: str | None) -> Sm
     )
     fields = error.fields()
     fields["retryable"] = False
+    # Callers that would run the start again (an Airflow task retry) must know without parsing text.
+    fields["may_have_started"] = True
     return type(error)(message, **fields)
+
+
+#: Reason of a failed TLS certificate check (both hooks): says what to change.
+TLS_UNTRUSTED = (
+    "TLS certificate verification failed (the server's certificate is not trusted: set the "
+    "connection extra 'verify' to the path of the CA bundle that signed it)"
+)
+
+
+def caused_by(exc: BaseException, cls: type[BaseException]) -> bool:
+    """Whether ``exc`` or an exception it wraps (cause, context, args, ``reason``) is a ``cls``."""
+    stack: list[object] = [exc]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        if isinstance(item, cls):
+            return True
+        seen.add(id(item))
+        stack.extend((item.__cause__, item.__context__, getattr(item, "reason", None), *item.args))
+    return False
 
 
 def _network_reason(exc: requests.RequestException) -> tuple[bool, str]:
@@ -506,7 +531,7 @@ def _network_reason(exc: requests.RequestException) -> tuple[bool, str]:
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False, "connect timeout"
     if isinstance(exc, requests.exceptions.SSLError):
-        return False, "TLS error"
+        return False, TLS_UNTRUSTED if caused_by(exc, ssl.SSLCertVerificationError) else "TLS error"
     if isinstance(exc, requests.exceptions.ConnectionError):
         from urllib3.exceptions import NewConnectionError
 
@@ -594,6 +619,13 @@ class SmartFlowsHook(HttpHook):
         from airflow_provider_smartflows.get_provider_info import get_provider_info
 
         fields = get_provider_info()["connection-types"][0]["conn-fields"]
+        # Only an Airflow without conn-fields support (< 3.2) calls this: say what the form lacks.
+        logging.getLogger(__name__).info(
+            "Smart Flows connection form: this Airflow (< 3.2) ignores conn-fields, so the extras %s "
+            "are plain text fields without type checks; the hook validates them when it loads the "
+            "connection.",
+            ", ".join(fields),
+        )
         return {
             name: StringField(lazy_gettext(spec["label"]), description=spec["description"])
             for name, spec in fields.items()
@@ -676,6 +708,10 @@ class SmartFlowsHook(HttpHook):
                     headers=dict(headers or {}),
                     stream=stream,
                     timeout=(settings.timeout, timeout),
+                    # Per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE and *_proxy
+                    # variables override the session's own verify and proxies (psf/requests#3829).
+                    verify=settings.verify,
+                    proxies=dict(settings.proxies),
                 )
             except requests.RequestException as exc:
                 sent, reason = _network_reason(exc)
@@ -913,7 +949,8 @@ class SmartFlowsHook(HttpHook):
             raise SmartFlowsInputError(f"chunk_size must be a positive integer, not {chunk_size!r}.")
         if isinstance(destination, str):
             is_folder = destination.endswith("/")
-            path = ObjectStoragePath(destination, conn_id=conn_id)
+            # conn_id=None would hide a URI's own (s3://conn@bucket/) on Airflow 2: pass it only when set.
+            path = ObjectStoragePath(destination, **({"conn_id": conn_id} if conn_id else {}))
         elif isinstance(destination, ObjectStoragePath):
             path = destination
             is_folder = str(destination).endswith("/") or path.is_dir()

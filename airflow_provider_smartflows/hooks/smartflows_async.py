@@ -24,6 +24,7 @@ from airflow_provider_smartflows.exceptions import (
 from airflow_provider_smartflows.hooks.smartflows import (
     API_PREFIX,
     DEFAULT_CONN_ID,
+    TLS_UNTRUSTED,
     ConnectionSettings,
     body_excerpt,
     check_retry_arguments,
@@ -57,7 +58,9 @@ def _network_reason(exc: BaseException) -> tuple[bool, str]:
     """(request_sent, short reason) for an aiohttp failure."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return False, "connect timeout"
-    if isinstance(exc, (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError)):
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return False, TLS_UNTRUSTED
+    if isinstance(exc, aiohttp.ClientSSLError):
         return False, "TLS error"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return False, "connection refused"
@@ -224,7 +227,8 @@ class SmartFlowsAsyncHook(BaseHook):
             except (ValueError, RecursionError) as err:
                 raise SmartFlowsApiError(
                     f"Smart Flows {method} {path} answered {status} with a body that is not the "
-                    f"expected JSON (connection {settings.conn_id!r}): {err}.",
+                    f"expected JSON (connection {settings.conn_id!r}): {err}. Is the Host the Smart "
+                    "Flows server and not a proxy or login page?",
                     status_code=status,
                     method=method,
                     path=path,

@@ -21,6 +21,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsError,
     SmartFlowsExecutionError,
     SmartFlowsInputError,
+    SmartFlowsStartUnknownError,
     SmartFlowsTimeoutError,
 )
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
@@ -41,6 +42,7 @@ from airflow_provider_smartflows.triggers.smartflows import (
     progress_line,
     short,
 )
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -213,6 +215,15 @@ class SmartFlowsExecutionWaitMixin:
                 return event
 
     def _trigger(self, execution_id: str, end_time: float | None) -> SmartFlowsExecutionTrigger:
+        if self.cancel_on_kill and not AIRFLOW_V_3_3_PLUS:
+            self.log.warning(
+                "cancel_on_kill while deferred is unavailable: Airflow %s does not call a trigger's "
+                "on_kill (Airflow >= 3.3 does), so killing this task while it waits on the triggerer "
+                "leaves Smart Flows execution %s running; cancel it in Smart Flows if needed: %s",
+                AIRFLOW_VERSION,
+                execution_id,
+                self.hook.execution_url(execution_id),
+            )
         return SmartFlowsExecutionTrigger(
             execution_id=execution_id,
             smartflows_conn_id=self.smartflows_conn_id,
@@ -409,11 +420,16 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
     execution is started anew. This applies to the synchronous and the deferrable path alike, and
     also to a task that is cleared and run again (the store outlives the try; pass
     ``durable=False`` to always start a new execution). Below Airflow 3.3 there is no task state
-    store: every try starts a new execution.
+    store: every try starts a new execution (a retry's log says "Reattach unavailable"). A start
+    POST whose outcome is unknown (connection reset after sending, 500) leaves no id to reattach
+    to: it raises
+    :class:`SmartFlowsStartUnknownError`, which Airflow does not retry; check the flow's executions
+    on the server before clearing the task.
 
     :param flow_id: flow id or name; without it Smart Flows asks for a flow (``SelectFlow``), which
         fails the task.
-    :param data: input: None, a dict (Dynamics/Sugar plugin JSON), or XML text/bytes.
+    :param data: input: None, a dict (Dynamics/Sugar plugin JSON), or XML text/bytes; a string
+        ending with ``.xml`` or ``.xml.j2`` is a template file rendered from the DAG's search path.
     :param dataset_id: data set of the flow to feed with ``data``.
     :param priority: execution priority.
     :param smartflows_conn_id: the ``smartflows`` connection.
@@ -422,14 +438,19 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
     :param poll_interval: longest long-poll in seconds (the server answers early on a change).
     :param timeout: seconds to wait at most; then the execution is cancelled (``cancel_on_kill``)
         and :class:`SmartFlowsTimeoutError` raised. None waits without limit.
-    :param fail_on_warning: treat the ``Warning`` outcome as a failure.
+    :param fail_on_warning: treat the ``Warning`` outcome as a failure. Like a failed execution, a
+        Warning one is not reattached to: with ``retries`` each try runs the flow (and generates its
+        documents) again.
     :param user_input: answers posted when the execution asks for user input (``UserInput``),
         a mapping of form keys to values; once per prompt.
-    :param cancel_on_kill: cancel the execution when the task is killed or times out.
+    :param cancel_on_kill: cancel the execution when the task is killed or times out. A kill while
+        deferred reaches the trigger from Airflow 3.3 on; older versions log a warning on deferring.
     """
 
     template_fields: Sequence[str] = ("flow_id", "data", "dataset_id", "priority", "user_input")
-    template_fields_renderers = {"data": "json", "user_input": "json"}
+    # data="letter.xml" (or .xml.j2) is read from the DAG's template search path and rendered.
+    template_ext: Sequence[str] = (".xml", ".xml.j2")
+    template_fields_renderers = {"data": "py", "user_input": "json"}
     operator_extra_links = (SmartFlowsExecutionLink(),)
     ui_color = "#e8f0fe"
 
@@ -478,15 +499,28 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
     # --- ResumableJobMixin --------------------------------------------------------------------
 
     def submit_job(self, context: Context) -> str:
+        if not AIRFLOW_V_3_3_PLUS and context["ti"].try_number > 1:
+            self.log.warning(
+                "Reattach unavailable: Airflow %s has no task state store (Airflow >= 3.3 has), so try "
+                "%s starts a new Smart Flows execution; one started by an earlier try is not resumed.",
+                AIRFLOW_VERSION,
+                context["ti"].try_number,
+            )
         priority = self.priority
         if isinstance(priority, str) and priority.strip().lstrip("-").isdigit():
             priority = int(priority)  # a rendered template is text
-        progress = self.hook.start_execution(
-            self.flow_id or None,
-            self.data,
-            dataset_id=self.dataset_id or None,
-            priority=priority,  # type: ignore[arg-type]
-        )
+        try:
+            progress = self.hook.start_execution(
+                self.flow_id or None,
+                self.data,
+                dataset_id=self.dataset_id or None,
+                priority=priority,  # type: ignore[arg-type]
+            )
+        except SmartFlowsApiError as err:
+            if not getattr(err, "may_have_started", False):
+                raise
+            # No execution id to store: an Airflow retry would start the flow a second time.
+            raise SmartFlowsStartUnknownError(err.message, **err.fields()) from err
         self._execution_id = progress.id
         url = self._remember(context, progress.id)
         self.log.info("Smart Flows execution %s (%s) in the UI: %s", progress.id, progress.raw_status, url)
@@ -565,7 +599,8 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
     ``overwrite``. Returns the list of written URIs; each is logged with size and sha256 and, where
     the running Airflow supports it, recorded as an output asset for lineage.
 
-    :param destination: target folder (ending with ``/``) or file.
+    :param destination: target folder (a URI ending with ``/``, or an ``ObjectStoragePath`` of an
+        existing folder) or file.
     :param execution_id: download every document of this execution.
     :param document_ids: download these documents (alternative to ``execution_id``).
     :param smartflows_conn_id: the ``smartflows`` connection.
@@ -573,7 +608,7 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
     :param overwrite: replace existing files.
     """
 
-    template_fields: Sequence[str] = ("destination", "execution_id", "document_ids")
+    template_fields: Sequence[str] = ("destination", "execution_id", "document_ids", "destination_conn_id")
     ui_color = "#e8f0fe"
 
     def __init__(
@@ -623,14 +658,16 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
     def _destination(self) -> tuple[Any, bool]:
         destination = self.destination
         if isinstance(destination, ObjectStoragePath):
-            text = str(destination)
-            is_folder = text.endswith("/")
-            return destination, is_folder
+            # A path object drops a trailing "/": it names a folder when one exists there.
+            return destination, str(destination).endswith("/") or destination.is_dir()
         text = str(destination).strip()
         if not text:
             raise SmartFlowsInputError(f"Task {self.task_id}: destination is empty.")
         is_folder = text.endswith("/")
-        return ObjectStoragePath(text, conn_id=self.destination_conn_id), is_folder
+        # A template that rendered to "" means no connection. No conn_id keyword then: Airflow 2's
+        # ObjectStoragePath would let conn_id=None hide the one a URI names (s3://conn@bucket/).
+        options = {"conn_id": self.destination_conn_id} if self.destination_conn_id else {}
+        return ObjectStoragePath(text, **options), is_folder
 
     def execute(self, context: Context) -> list[str]:
         document_ids = self._document_ids()

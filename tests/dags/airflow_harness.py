@@ -12,10 +12,13 @@ The fixtures are imported by ``tests/operators/conftest.py`` and ``tests/sensors
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -31,9 +34,16 @@ class DagResult:
     errors: dict[str, list[BaseException]] = field(default_factory=dict)
 
     def xcom(self, task_id: str, key: str = "return_value") -> Any:
-        from airflow.models.xcom import XComModel
         from airflow.utils.session import create_session
         from sqlalchemy import select
+
+        if not AIRFLOW_V_3_0_PLUS:
+            from airflow.models.xcom import XCom
+
+            return XCom.get_one(
+                dag_id=self.dag_run.dag_id, run_id=self.dag_run.run_id, task_id=task_id, key=key
+            )
+        from airflow.models.xcom import XComModel
 
         with create_session() as session:
             row = session.scalars(
@@ -65,10 +75,20 @@ def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
     from airflow.utils import db
 
+    # Airflow 2's migrations run alembic's fileConfig(), which replaces the root logger's handlers
+    # (stderr, WARNING): keep Airflow's, so later tests still see log lines on stdout.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     db.initdb()
+    root.setLevel(level)
+    root.handlers[:] = handlers
 
 
 def _register(dag: Any) -> None:
+    if not AIRFLOW_V_3_0_PLUS:
+        # Airflow 2's dag.test() needs no serialized DAG: the DagModel and outlet dataset rows do.
+        dag.sync_to_db()
+        return
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db
     from airflow.serialization.serialized_objects import LazyDeserializedDAG

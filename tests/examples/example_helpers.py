@@ -43,9 +43,22 @@ class ExampleRun:
     errors: dict[str, list[BaseException]] = field(default_factory=dict)
 
     def xcom(self, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
-        from airflow.models.xcom import XComModel
         from airflow.utils.session import create_session
         from sqlalchemy import select
+
+        from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+
+        if not AIRFLOW_V_3_0_PLUS:
+            from airflow.models.xcom import XCom
+
+            return XCom.get_one(
+                dag_id=self.dag_run.dag_id,
+                run_id=self.dag_run.run_id,
+                task_id=task_id,
+                key=key,
+                map_index=map_index,
+            )
+        from airflow.models.xcom import XComModel
 
         with create_session() as session:
             row = session.scalars(
@@ -86,6 +99,8 @@ def run_example(dag: Any, emulator: Any, **test_kwargs: Any) -> ExampleRun:
     """
     from airflow_harness import _register
 
+    from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+
     errors: dict[str, list[BaseException]] = {}
 
     def record(context: Any) -> None:
@@ -98,6 +113,8 @@ def run_example(dag: Any, emulator: Any, **test_kwargs: Any) -> ExampleRun:
         task.on_retry_callback = _with(task.on_retry_callback, record)
     emulator.reset()
     _register(dag)
+    if not AIRFLOW_V_3_0_PLUS and "logical_date" in test_kwargs:
+        test_kwargs["execution_date"] = test_kwargs.pop("logical_date")  # Airflow 2's name
     dag_run = dag.test(**test_kwargs)
     tis = dag_run.get_task_instances()
     return ExampleRun(

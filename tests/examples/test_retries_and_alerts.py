@@ -46,7 +46,12 @@ def alerts(alert_file: Path, task_id: str) -> list[dict[str, Any]]:
 
 def test_retry_delays_double_up_to_the_cap(run: ExampleRun) -> None:
     """Airflow's own scheduler arithmetic on the example's untouched settings: 10-20 s, 20-40 s..."""
-    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.serialization.serialized_objects import DagSerialization
+    else:
+        from airflow.serialization.serialized_objects import SerializedDAG as DagSerialization
 
     fresh = load_example("smartflows_retries_and_alerts").dag
     task = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(fresh)).get_task("flaky_flow")

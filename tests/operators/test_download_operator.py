@@ -22,6 +22,7 @@ from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsDownloadDocumentsOperator,
     SmartFlowsRunFlowOperator,
 )
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -219,12 +220,17 @@ def test_downloads_to_s3(run_dag: Any, smartflows_emulator: Any, s3_bucket: Any)
 def test_outlet_asset_event_lists_the_written_files(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:
-    from airflow.models.asset import AssetEvent
     from airflow.providers.common.compat.sdk import Asset
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    asset = Asset(name="smartflows_documents", uri=f"file://{tmp_path}/out/")
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.models.asset import AssetEvent
+    else:  # Airflow 2 calls assets datasets
+        from airflow.models.dataset import DatasetEvent as AssetEvent
+
+    named = {"name": "smartflows_documents"} if AIRFLOW_V_3_0_PLUS else {}  # a Dataset has no name
+    asset = Asset(uri=f"file://{tmp_path}/out/", **named)
     result = generate_and_download(run_dag, "hello", destination=f"file://{tmp_path}/out/", outlets=[asset])
     assert result.states["download"] == "success"
     with create_session() as session:

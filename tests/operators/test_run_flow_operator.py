@@ -14,11 +14,15 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsTimeoutError,
 )
 from airflow_provider_smartflows.operators.smartflows import SmartFlowsRunFlowOperator
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS
 
 pytestmark = pytest.mark.usefixtures("smartflows_conn")
 
 from airflow_harness import make_dag  # noqa: E402  (put on sys.path by conftest.py)
 
+NEEDS_TASK_STATE_STORE = pytest.mark.airflow_version(
+    min="3.3", reason="the task state store (ResumableJobMixin reattach) arrived in Airflow 3.3"
+)
 MODES = pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 
 
@@ -196,6 +200,7 @@ def test_without_waiting_returns_right_after_the_start(run_dag: Any, smartflows_
     assert smartflows_emulator.requests_to("GET", "/progress") != []
 
 
+@NEEDS_TASK_STATE_STORE
 @MODES
 def test_retry_reattaches_to_the_running_execution(
     run_dag: Any, smartflows_emulator: Any, deferrable: bool
@@ -219,6 +224,7 @@ def test_retry_reattaches_to_the_running_execution(
     assert (value["execution_id"], value["status"]) == (smartflows_emulator.executions[0]["id"], "Success")
 
 
+@NEEDS_TASK_STATE_STORE
 def test_retry_after_success_returns_the_finished_execution(run_dag: Any, smartflows_emulator: Any) -> None:
     tries: list[int] = []
 
@@ -240,6 +246,32 @@ def test_retry_after_success_returns_the_finished_execution(run_dag: Any, smartf
     value = result.xcom("generate")
     assert (value["execution_id"], value["status"]) == (smartflows_emulator.executions[0]["id"], "Success")
     assert len(value["document_ids"]) == 1
+
+
+@pytest.mark.airflow_version(below="3.3", reason="Airflow >= 3.3 reattaches (the tests above)")
+def test_retry_without_a_task_state_store_starts_a_new_execution_and_says_so(
+    run_dag: Any, smartflows_emulator: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smartflows_emulator.set_speedup(10)
+    smartflows_emulator.add_fault("status", status=401, method="GET", path="/progress$", times=1)
+    result = run_flow(run_dag, flow_id="slow", retries=1, retry_delay=datetime.timedelta(seconds=0))
+    assert isinstance(result.errors["generate"][0], SmartFlowsAuthError)
+    assert result.states["generate"] == "success"
+    assert smartflows_emulator.executions_started("slow") == 2
+    output = capsys.readouterr().out
+    assert "Reattach unavailable" in output
+    assert "try 2 starts a new Smart Flows execution" in output
+
+
+def test_deferring_says_whether_a_kill_cancels_the_execution(
+    run_dag: Any, smartflows_emulator: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    smartflows_emulator.set_speedup(10)  # the first check sees it running: it must defer
+    result = run_flow(run_dag, flow_id="hello", deferrable=True, poll_interval=5)
+    assert result.states["generate"] == "success"
+    # Below Airflow 3.3 the triggerer never calls on_kill: the task log says so when it defers.
+    said = "cancel_on_kill while deferred is unavailable" in capsys.readouterr().out
+    assert said is not AIRFLOW_V_3_3_PLUS
 
 
 def test_retry_after_a_failed_execution_starts_a_new_one(run_dag: Any, smartflows_emulator: Any) -> None:

@@ -7,6 +7,7 @@ SIGKILL after a grace period (the scheduler can hang on SIGTERM with LocalExecut
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -21,9 +22,22 @@ from typing import Any
 
 import requests
 
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+
 BIN = Path(sys.executable).parent
-SERVICES = ("scheduler", "triggerer", "dag-processor", "api-server")
+# Airflow 2: the webserver serves REST API v1 (basic auth) and the scheduler parses the DAGs itself.
+SERVICES = (
+    ("scheduler", "triggerer", "dag-processor", "api-server")
+    if AIRFLOW_V_3_0_PLUS
+    else ("scheduler", "triggerer", "webserver")
+)
+API = "/api/v2" if AIRFLOW_V_3_0_PLUS else "/api/v1"
+ADMIN = ("admin", "admin")  # Airflow 2's REST API user, created by migrate()
 TERMINAL_TI_STATES = {"success", "failed", "upstream_failed", "skipped", "removed"}
+# The triggerer's supervisor gives its trigger runner 10 s (escalation_delay) before it exits and
+# marks its job ended; killed earlier, the job stays "running" and a new triggerer adopts the
+# triggers only after [triggerer] triggerer_health_check_threshold (30 s).
+STOP_GRACE = {"triggerer": 30.0}
 
 
 def free_port() -> int:
@@ -32,20 +46,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stop_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+def stop_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> bool:
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds; True if it exited in time."""
+    graceful = True
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            pass
+            graceful = False
         except ProcessLookupError:
-            return
+            return True
     # Children of a stopped leader (task supervisors, workers) may linger in the group.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    return graceful
 
 
 class EmulatorProcess:
@@ -85,12 +101,27 @@ class EmulatorProcess:
         stop_group(self.proc, grace=5)
         self._log.close()
 
+    def executions(self, flow_id: str) -> list[dict[str, Any]]:
+        """The emulator's view of every execution of ``flow_id``."""
+        return [ex for ex in self.admin("GET", "/_emulator/executions") if ex["flow_id"] == flow_id]
+
+    def requests_to(self, method: str, path_regex: str) -> list[dict[str, Any]]:
+        """Recorded requests with this method whose path matches ``path_regex`` (re.search)."""
+        return [
+            req
+            for req in self.admin("GET", "/_emulator/requests")
+            if req["method"] == method and re.search(path_regex, req["path"])
+        ]
+
 
 class AirflowStack:
     """Scheduler, triggerer, dag-processor and api-server in a temporary AIRFLOW_HOME."""
 
-    def __init__(self, home: Path, dags_folder: Path, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self, home: Path, dags_folder: Path, extra_env: dict[str, str], extra_logs: list[Path] | None = None
+    ) -> None:
         self.home = home
+        self.extra_logs = list(extra_logs or [])
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -108,6 +139,9 @@ class AirflowStack:
             AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
             AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT="300",
+            # The task supervisor sometimes notices its task process's exit only when its select()
+            # times out (this interval, default 5 s), holding the worker slot that long.
+            AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
             AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
             AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
@@ -115,34 +149,70 @@ class AirflowStack:
             # Tell the triggerer to stop at once on SIGTERM rather than drain for minutes.
             AIRFLOW__CORE__KILLED_TASK_CLEANUP_TIME="5",
         )
+        if not AIRFLOW_V_3_0_PLUS:
+            self.env.update(
+                AIRFLOW__WEBSERVER__WEB_SERVER_HOST="127.0.0.1",
+                AIRFLOW__WEBSERVER__WEB_SERVER_PORT=str(self.api_port),
+                AIRFLOW__WEBSERVER__BASE_URL=self.base_url,
+                AIRFLOW__WEBSERVER__WORKERS="1",
+                AIRFLOW__API__AUTH_BACKENDS="airflow.api.auth.backend.basic_auth",
+                AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL="5",
+                AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
+                # Airflow 2 refuses LocalExecutor on SQLite outside its own tests; two worker
+                # slots and SQLite's busy timeout are enough for these few writers.
+                _AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK="1",
+            )
         self.env.update(extra_env)
         self.procs: dict[str, subprocess.Popen[Any]] = {}
         self.session = requests.Session()
+        if not AIRFLOW_V_3_0_PLUS:
+            self.session.auth = ADMIN
+        # Last resort if the test process exits without its teardown (the fixture is the normal path).
+        atexit.register(self.stop_all)
 
     # -- processes ---------------------------------------------------------------------------
     def migrate(self) -> None:
-        subprocess.run(
+        done = subprocess.run(
             [str(BIN / "airflow"), "db", "migrate"],
             env=self.env,
-            check=True,
             capture_output=True,
+            text=True,
             timeout=300,
         )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"airflow db migrate failed ({done.returncode}):\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+            )
+        if not AIRFLOW_V_3_0_PLUS:
+            user, password = ADMIN
+            args = ["users", "create", "--username", user, "--password", password, "--role", "Admin"]
+            args += ["--email", "admin@example.com", "--firstname", "Admin", "--lastname", "User"]
+            done = subprocess.run(
+                [str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, timeout=300
+            )
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"airflow users create failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+                )
 
     def start(self, name: str) -> None:
         args = [str(BIN / "airflow"), name]
         if name == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(self.api_port)]
+        elif name == "webserver":
+            args += ["--hostname", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
         log = (self.home / f"{name}.log").open("a")
         self.procs[name] = subprocess.Popen(
             args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str) -> bool:
+        """Stop one service; True if it exited on SIGTERM within its grace period."""
         proc = self.procs.pop(name, None)
-        if proc is not None:
-            stop_group(proc)
+        if proc is None:
+            return True
+        return stop_group(proc, grace=STOP_GRACE.get(name, 10.0))
 
     def start_all(self) -> None:
         self.migrate()
@@ -156,27 +226,30 @@ class AirflowStack:
 
     def _api_up(self) -> bool:
         try:
-            return self.session.get(f"{self.base_url}/api/v2/version", timeout=2).ok
+            return self.session.get(f"{self.base_url}{API}/version", timeout=2).ok
         except requests.RequestException:
             return False
 
     # -- REST API ----------------------------------------------------------------------------
     def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self.session.request(method, f"{self.base_url}/api/v2{path}", timeout=30, **kwargs)
+        resp = self.session.request(method, f"{self.base_url}{API}{path}", timeout=30, **kwargs)
         if not resp.ok:
             raise AssertionError(f"{method} {path} -> {resp.status_code}: {resp.text[:500]}")
         return resp.json() if resp.content else None
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
         def parsed() -> bool:
-            resp = self.session.get(f"{self.base_url}/api/v2/dags/{dag_id}", timeout=5)
+            resp = self.session.get(f"{self.base_url}{API}/dags/{dag_id}", timeout=5)
             return resp.ok
 
         self.wait_for(parsed, timeout=timeout, what=f"DAG {dag_id} to be parsed")
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
-        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        body: dict[str, Any] = {"conf": conf or {}}
+        if AIRFLOW_V_3_0_PLUS:
+            body["logical_date"] = None
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
         return str(run["dag_run_id"])
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
@@ -190,28 +263,37 @@ class AirflowStack:
         path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
         if map_index >= 0:
             path += f"/{map_index}"
-        self.api("PATCH", path, json={"new_state": state})
+        body: dict[str, Any] = {"new_state": state}
+        if not AIRFLOW_V_3_0_PLUS:
+            body["dry_run"] = False
+        self.api("PATCH", path, json=body)
 
-    @staticmethod
-    def wait_for(check: Any, *, timeout: float, what: str, interval: float = 0.5) -> Any:
+    def wait_for(
+        self, check: Any, *, timeout: float, what: str, interval: float = 0.5, describe: Any = None
+    ) -> Any:
+        """Call ``check`` until it returns something truthy; on timeout fail with the service logs.
+
+        ``describe`` (optional callable) adds the last observed state to the failure message.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = check()
             if result:
                 return result
             time.sleep(interval)
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        state = f"\nlast state: {describe()}" if describe is not None else ""
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{state}\n{self.dump()}")
 
     def logs(self, pattern: str = "**/*.log") -> dict[Path, str]:
         return {p: p.read_text(errors="replace") for p in self.home.glob(pattern) if p.is_file()}
 
     def dump(self) -> str:
-        """Tail of every service log, for a failing test's report."""
+        """Tail of every service log (and of the extra logs), for a failing test's report."""
         parts = []
-        for name in SERVICES:
-            path = self.home / f"{name}.log"
+        paths = [self.home / f"{name}.log" for name in SERVICES] + self.extra_logs
+        for path in paths:
             if path.exists():
-                parts.append(f"===== {name}.log =====\n" + path.read_text(errors="replace")[-4000:])
+                parts.append(f"===== {path.name} =====\n" + path.read_text(errors="replace")[-4000:])
         return "\n".join(parts)
 
 

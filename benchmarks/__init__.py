@@ -1,0 +1,1 @@
+"""Reproducible measurements of the provider, side by side with baselines (``make bench``)."""

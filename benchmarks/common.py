@@ -1,0 +1,232 @@
+"""Helpers shared by the benchmarks: the emulator process, statistics, machine facts, JSON files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_nofile() -> None:
+    """Soft limit of open files up to the hard limit (5 000 waits hold 5 000 sockets)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def stop_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM the process group led by ``proc`` (by its PID), SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+class Emulator:
+    """The Smart Flows emulator in its own process (own process group, ``--quiet``, more open files)."""
+
+    def __init__(self, log_dir: Path, *, scenario: Path | None = None, speedup: float = 1.0) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / "emulator.log"
+        self.port = free_port()
+        args = [sys.executable, "-m", "airflow_provider_smartflows.emulator", "--quiet"]
+        args += ["--host", "127.0.0.1", "--port", str(self.port), "--speedup", str(speedup)]
+        if scenario is not None:
+            args += ["--scenario", str(scenario)]
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=raise_nofile,
+        )
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.api_key = ""
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.api_key:
+            if m := re.search(r"API key \(admin\): (\S+)", self.log_path.read_text()):
+                self.api_key = m.group(1)
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        if not self.api_key:
+            self.stop()
+            raise RuntimeError(f"emulator did not start: {self.log_path.read_text()[-2000:]}")
+        self.session = requests.Session()
+        self.session.headers["X-API-Key"] = self.api_key
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self.session.request(method, self.base_url + path, timeout=120, **kwargs)
+        resp.raise_for_status()
+        return resp.json() if resp.content else None
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.admin(method, "/api/v1" + path, **kwargs)
+
+    def connection(self) -> dict[str, Any]:
+        return {"conn_type": "smartflows", "host": self.base_url, "password": self.api_key}
+
+    def stop(self) -> None:
+        if hasattr(self, "session"):
+            self.session.close()
+        stop_group(self.proc, grace=5)
+        self._log.close()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """Median, min, max and the runs themselves."""
+    clean = [v for v in values if v == v]  # drop NaN
+    if not clean:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "runs": values}
+    return {"median": statistics.median(clean), "min": min(clean), "max": max(clean), "runs": values}
+
+
+def fmt(stat: dict[str, Any], digits: int = 2, unit: str = "") -> str:
+    """``median (min-max)`` with a unit; a single run shows just its value."""
+    med, lo, hi = stat["median"], stat["min"], stat["max"]
+    if med != med:
+        return "n/a"
+    sep = f" {unit}" if unit else ""
+    if len([v for v in stat["runs"] if v == v]) <= 1 or lo == hi:
+        return f"{med:.{digits}f}{sep}"
+    return f"{med:.{digits}f}{sep} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (VmHWM; ru_maxrss as a fallback)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def current_rss_bytes() -> int:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def run_json_subprocess(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 1800) -> Any:
+    """Run a helper in its own process group; its last stdout line is JSON. Stopped by PID on timeout."""
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+        cwd=ROOT,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc, grace=2)
+        raise RuntimeError(f"{args[:4]} timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[:4]} failed ({proc.returncode}):\n{err[-3000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# --- machine and files -----------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    import aiohttp
+    import airflow
+
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    curl = "not installed"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        curl = subprocess.run(
+            ["curl", "--version"], capture_output=True, text=True, check=True
+        ).stdout.split()[1]
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(mem / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "airflow": airflow.__version__,
+        "aiohttp": aiohttp.__version__,
+        "curl": curl,
+        "nofile_hard": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+    }
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=str))
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,521 @@
+"""Run every benchmark and write RESULTS.md plus one PNG chart per benchmark.
+
+``python -m benchmarks.run --out benchmarks``            the full run (``make bench``)
+``python -m benchmarks.run --smoke --out DIR``           tiny sizes, about a minute (``make bench-smoke``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import b1_triggerer_fleet, b3_downloads, profile_trigger
+from benchmarks.common import fmt, loadavg, log, machine_info, write_json
+
+HERE = Path(__file__).parent
+ANALYSIS = HERE / "analysis.md"
+
+FULL = {
+    "b1_sizes": {100: 3, 1000: 3, 5000: 1},
+    "b1_speedup": 5.0,
+    "b2": {"count": 20, "seconds": 30.0, "repeats": {"deferrable": 3, "poking": 1}},
+    "b3": {"sizes": b3_downloads.SIZES, "repeats": 3},
+    "profile_n": 1000,
+}
+SMOKE = {
+    "b1_sizes": {10: 1},
+    "b1_speedup": 10.0,
+    "b2": {"count": 2, "seconds": 2.0, "repeats": {"deferrable": 1, "poking": 1}},
+    "b3": {"sizes": {"4 MiB": 4 * 2**20, "1 MiB": 2**20}, "repeats": 1},
+    "profile_n": 20,
+}
+
+
+def wait_quiet(limit_s: float, threshold: float = 1.0) -> str:
+    """Wait until the 1-minute load average is below ``threshold`` (at most ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        one = float(loadavg().split()[0])
+        if one < threshold:
+            return f"load {loadavg()} (below {threshold} when the run started)"
+        if time.monotonic() > deadline:
+            return f"load {loadavg()}: never below {threshold} within {limit_s / 60:.0f} min, run anyway"
+        log(f"waiting for a quiet machine: load {loadavg()}")
+        time.sleep(30)
+
+
+def run_all(cfg: dict[str, Any], smoke: bool, work: Path, with_b2: bool) -> dict[str, Any]:
+    results: dict[str, Any] = {"loads": {}}
+    results["loads"]["start"] = loadavg()
+
+    log("== B1 triggerer fleet")
+    results["b1"] = b1_triggerer_fleet.run(cfg["b1_sizes"], cfg["b1_speedup"], work / "b1")
+    results["loads"]["after B1"] = loadavg()
+
+    if with_b2:
+        from benchmarks import b2_worker_slots
+
+        log("== B2 worker slots")
+        b2 = cfg["b2"]
+        results["b2"] = b2_worker_slots.run(b2["count"], b2["seconds"], b2["repeats"], work / "b2")
+    else:
+        results["b2"] = {
+            "skipped": (
+                "skipped (BENCH_SMOKE_B2=0): the smoke run only checked that its DAG file parses; "
+                "by default the smoke run starts the services and runs 2 executions of 2 s."
+            )
+        }
+        results["b2"]["dag_check"] = check_b2_dags()
+    results["loads"]["after B2"] = loadavg()
+
+    log("== B3 downloads")
+    results["b3"] = b3_downloads.run(cfg["b3"]["sizes"], cfg["b3"]["repeats"], work / "b3")
+    results["loads"]["after B3"] = loadavg()
+
+    log("== profile of the trigger's poll path")
+    results["profile"] = profile_trigger.run(cfg["profile_n"], cfg["b1_speedup"], work / "profile")
+    results["loads"]["end"] = loadavg()
+    return results
+
+
+def check_b2_dags() -> str:
+    """Parse the B2 DAG file (no services): both DAGs present, no import errors."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(str(HERE / "b2_dags"), include_examples=False)
+    if bag.import_errors:
+        raise RuntimeError(f"B2 DAG import errors: {bag.import_errors}")
+    missing = {"bench_slots_deferrable", "bench_slots_poking"} - set(bag.dag_ids)
+    if missing:
+        raise RuntimeError(f"B2 DAGs missing: {missing}")
+    return f"parsed: {', '.join(sorted(bag.dag_ids))}"
+
+
+# --- charts ------------------------------------------------------------------------------------------
+
+
+def charts(results: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    colors = {"a": "#2a7ab0", "b": "#d08a2c", "c": "#8a8a8a"}
+
+    # B1: four panels, grouped bars per N with min-max whiskers.
+    b1 = results["b1"]
+    sizes = [int(n) for n in b1["sizes"]]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    panels = [
+        ("cpu_seconds", "CPU seconds of the loop process", True),
+        ("requests_per_wait", "requests served per wait", False),
+        ("rss_per_wait_kib", "RSS growth per wait (KiB)", False),
+        ("latency_p99", "completion → event latency p99 (s)", True),
+    ]
+    width = 0.27
+    for ax, (metric, title, logy) in zip(axes.flat, panels, strict=True):
+        for i, contender in enumerate(b1["contenders"]):
+            meds, lo, hi = [], [], []
+            for n in sizes:
+                stat = b1["table"][f"{n}/{contender}"][metric]
+                meds.append(stat["median"])
+                lo.append(stat["median"] - stat["min"])
+                hi.append(stat["max"] - stat["median"])
+            xs = [j + (i - 1) * width for j in range(len(sizes))]
+            ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, color=colors[contender], label=f"({contender})")
+        ax.set_xticks(range(len(sizes)), [f"N={n}" for n in sizes])
+        ax.set_title(title, fontsize=10)
+        if logy:
+            ax.set_yscale("log")
+        if metric == "latency_p99":
+            ax.axhline(1.0, color="red", lw=1, ls="--", label="target (a) ≤ 1 s")
+        if metric == "rss_per_wait_kib":
+            ax.axhline(30000 / 1024, color="red", lw=1, ls="--", label="target (a) ≤ 30 KB")
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        "B1: N concurrent waits in one event loop — (a) SmartFlowsExecutionTrigger, "
+        "(b) HttpSensorTrigger, (c) dbt Cloud pattern",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(out / "b1_triggerer_fleet.png", dpi=110)
+    plt.close(fig)
+    written.append("b1_triggerer_fleet.png")
+
+    # B2
+    b2 = results["b2"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if "table" in b2:
+        modes = ["deferrable", "poking"]
+        meds = [b2["table"][m]["median"] for m in modes]
+        errs = [
+            [b2["table"][m]["median"] - b2["table"][m]["min"] for m in modes],
+            [b2["table"][m]["max"] - b2["table"][m]["median"] for m in modes],
+        ]
+        ax.bar(
+            ["deferrable=True", "deferrable=False"], meds, yerr=errs, capsize=4, color=["#2a7ab0", "#8a8a8a"]
+        )
+        ax.axhline(1.5 * b2["seconds"], color="red", ls="--", lw=1, label="target: 1.5 x one execution")
+        ax.set_ylabel("trigger → last success (s)")
+        ax.set_title(f"B2: {b2['count']} executions of {b2['seconds']:g} s, parallelism 2", fontsize=10)
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "B2 skipped:\n" + b2["skipped"][:80] + "…", ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(out / "b2_worker_slots.png", dpi=110)
+    plt.close(fig)
+    written.append("b2_worker_slots.png")
+
+    # B3
+    b3 = results["b3"]
+    labels = list(b3["sizes"])
+    hows = ["ours-file", "curl", "ours-s3"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    hcolors = {"ours-file": "#2a7ab0", "curl": "#8a8a8a", "ours-s3": "#5aa05a"}
+    for i, how in enumerate(hows):
+        xs = [j + (i - 1) * width for j in range(len(labels))]
+        for metric, ax in (("mb_per_s", ax1), ("peak_rss_mib", ax2)):
+            stats = [b3["table"].get(f"{label}/{how}", {}).get(metric) for label in labels]
+            meds = [s["median"] if s else 0 for s in stats]
+            lo = [s["median"] - s["min"] if s else 0 for s in stats]
+            hi = [s["max"] - s["median"] if s else 0 for s in stats]
+            ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, color=hcolors[how], label=how)
+    ax1.set_title("throughput (MB/s)", fontsize=10)
+    ax2.set_title("peak RSS of the downloading process (MiB)", fontsize=10)
+    ax2.axhline(100e6 / 2**20, color="red", ls="--", lw=1, label="target ≤ 100 MB")
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(labels)), labels)
+        ax.legend(fontsize=8)
+    fig.suptitle("B3: one document from the emulator over loopback", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "b3_downloads.png", dpi=110)
+    plt.close(fig)
+    written.append("b3_downloads.png")
+
+    # Profile
+    prof = results["profile"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    own = prof["cprofile"]["own_by_package"]
+    names = list(own)[:10][::-1]
+    ax.barh(names, [own[n] for n in names], color="#2a7ab0")
+    ax.set_xlabel("own CPU seconds under cProfile (idle epoll wait excluded)")
+    ax.set_title(f"Trigger poll path: {prof['n']} waits, own time per package", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "profile_trigger.png", dpi=110)
+    plt.close(fig)
+    written.append("profile_trigger.png")
+    return written
+
+
+# --- RESULTS.md ----------------------------------------------------------------------------------------
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**met**" if ok else "**missed**")
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def report(results: dict[str, Any], meta: dict[str, Any], charts_written: list[str]) -> str:
+    m = meta["machine"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `benchmarks/run.py`; every figure below was measured in one run, on this machine.",
+        "Each figure is the median of the runs with min-max in parentheses (one run: the value alone).",
+        "",
+        f"- Command: `{meta['command']}`"
+        + (" (**smoke mode: tiny sizes, not results**)" if meta["smoke"] else ""),
+        f"- Date: {m['date']}; run took {meta['duration_min']:.1f} min",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, Linux {m['kernel']}, "
+        f"open files hard limit {m['nofile_hard']}",
+        f"- Versions: Python {m['python']}, Airflow {m['airflow']}, aiohttp {m['aiohttp']}, curl {m['curl']}",
+        f"- Load: {meta['quiet']}; load averages (1/5/15 min) during the run: "
+        + ", ".join(f"{k}: {v}" for k, v in results["loads"].items()),
+        "- Everything on 127.0.0.1; the emulator always runs in its own process (own process group).",
+        "",
+    ]
+    lines += b1_section(results["b1"])
+    lines += b2_section(results["b2"])
+    lines += b3_section(results["b3"])
+    lines += profile_section(results["profile"])
+    if ANALYSIS.exists() and not meta["smoke"]:
+        lines += ["", ANALYSIS.read_text().strip(), ""]
+    lines += reproduce_section()
+    return "\n".join(lines) + "\n"
+
+
+def b1_section(b1: dict[str, Any]) -> list[str]:
+    out = [
+        "## B1: a triggerer's fleet of waits",
+        "",
+        "![B1](b1_triggerer_fleet.png)",
+        "",
+        f"N concurrent waits in one asyncio loop (one task per trigger iterating `trigger.run()`, as the "
+        f"triggerer does), each on an execution that finishes after a uniform random "
+        f"{b1['durations_virtual'][0]}-{b1['durations_virtual'][1]} s (one step; seeded). The emulator runs at "
+        f"speed-up {b1['speedup']:g} for every contender, and every contender polls at "
+        f"{b1['poll_interval_virtual']} s / {b1['speedup']:g} = {b1['poll_interval_real']:g} s real "
+        f"(our trigger long-polls in whole seconds, hence a speed-up that divides 10). Latencies are real "
+        f"seconds (multiply by {b1['speedup']:g} for the unscaled equivalent of a polling contender's lag; "
+        f"a long-poll's lag does not scale). Runs per N: "
+        + ", ".join(f"N={n}: {r}" for n, r in b1["sizes"].items())
+        + ".",
+        "",
+        "Contenders: "
+        + "; ".join(f"({k}) {v}" for k, v in b1["contenders"].items())
+        + ". (b) and (c) are in "
+        "`benchmarks/baselines.py` (what they mirror is in its docstring).",
+        "",
+        "| N | contender | CPU s | requests served | req / long-poll window | TCP connections | peak RSS MiB "
+        "| RSS / wait KiB | latency p50 s | latency p99 s | failed waits |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in b1["sizes"]:
+        for c in b1["contenders"]:
+            t = b1["table"][f"{n}/{c}"]
+            out.append(
+                f"| {n} | ({c}) | {fmt(t['cpu_seconds'])} | {fmt(t['requests'], 0)} | "
+                f"{fmt(t['requests_per_window'])} | {fmt(t['connections'], 0)} | {fmt(t['peak_rss_mib'], 1)} | "
+                f"{fmt(t['rss_per_wait_kib'], 1)} | {fmt(t['latency_p50'], 3)} | {fmt(t['latency_p99'], 3)} | "
+                f"{fmt(t['failures'], 0)} |"
+            )
+    out += [
+        "",
+        "Targets for (a), per N (medians):",
+        "",
+        "| N | CPU (a)/(b) ≤ 0.33 | CPU (a)/(c) | requests per window ≈ 1 | p99 ≤ 1 s | ≤ 30 KB (30 000 B) per wait |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n in b1["sizes"]:
+        a, b, c = (b1["table"][f"{n}/{x}"] for x in "abc")
+        r_ab = ratio(a["cpu_seconds"]["median"], b["cpu_seconds"]["median"])
+        r_ac = ratio(a["cpu_seconds"]["median"], c["cpu_seconds"]["median"])
+        rpw = a["requests_per_window"]["median"]
+        p99 = a["latency_p99"]["median"]
+        kb = a["rss_per_wait_kib"]["median"] * 1024
+        out.append(
+            f"| {n} | {r_ab:.2f} {verdict(r_ab <= 1 / 3)} | {r_ac:.2f} | {rpw:.2f} {verdict(0.8 <= rpw <= 1.25)} | "
+            f"{p99:.3f} s {verdict(p99 <= 1.0)} | {kb:,.0f} B {verdict(kb <= 30000)} |"
+        )
+    out.append("")
+    return out
+
+
+def b2_section(b2: dict[str, Any]) -> list[str]:
+    out = ["## B2: worker slots (real Airflow services)", "", "![B2](b2_worker_slots.png)", ""]
+    if "table" not in b2:
+        return [*out, f"Skipped: {b2['skipped']} DAG check: {b2.get('dag_check', 'n/a')}.", ""]
+    d, p = b2["table"]["deferrable"], b2["table"]["poking"]
+    one = b2["seconds"]
+    out += [
+        f"{b2['count']} executions of {one:g} s (one DAG run, mapped `SmartFlowsRunFlowOperator`, "
+        f"`poll_interval=10`), scheduler + triggerer + dag-processor + api-server of "
+        f"`tests/system/stack.py` (LocalExecutor, parallelism {b2['parallelism']}, SQLite). Wall time from "
+        "the REST call that triggers the DAG run to the `end_date` of the last successful task. Runs: "
+        f"deferrable {b2['repeats']['deferrable']}, deferrable=False {b2['repeats']['poking']} "
+        "(it occupies the two slots for ten rounds; one run is what the time allowed).",
+        "",
+        "| mode | wall time s | ÷ one execution |",
+        "|---|---|---|",
+        f"| deferrable=True | {fmt(d)} | {d['median'] / one:.2f} |",
+        f"| deferrable=False | {fmt(p)} | {p['median'] / one:.2f} |",
+        "",
+        f"Ratio deferrable=False / deferrable = {ratio(p['median'], d['median']):.2f}. "
+        f"Target deferrable ≤ 1.5 x one execution ({1.5 * one:g} s): {d['median']:.1f} s "
+        f"{verdict(d['median'] <= 1.5 * one)}.",
+        "",
+    ]
+    for fail in b2.get("failed_runs", []):
+        out += [f"- A {fail['mode']} DAG run failed and was replaced by another run: {fail['failed']}.", ""]
+    return out
+
+
+def b3_section(b3: dict[str, Any]) -> list[str]:
+    out = [
+        "## B3: downloads",
+        "",
+        "![B3](b3_downloads.png)",
+        "",
+        "One document of each size streamed by the emulator (its own process) over loopback. "
+        "`ours-file`: `SmartFlowsHook.download_document` to `file://`; `curl`: `curl -sS -o FILE` of the same "
+        "URL; `ours-s3`: `download_document` to `s3://` on a moto server (own process group). Each download "
+        "runs in its own process; *peak RSS* is that process's VmHWM, *download's own RSS* is the peak "
+        "minus the RSS after imports and set-up (the hook's processes import Airflow first). MB = 10^6 bytes. "
+        f"Runs per cell: {b3['repeats']}. Every download's size (and for ours the sha256) was checked.",
+        "",
+        "| size | how | MB/s | ratio to curl | peak RSS MiB | download's own RSS MiB | verified |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label in b3["sizes"]:
+        curl = b3["table"].get(f"{label}/curl")
+        for how in ("ours-file", "curl", "ours-s3"):
+            t = b3["table"].get(f"{label}/{how}")
+            if not t:
+                continue
+            r = ratio(t["mb_per_s"]["median"], curl["mb_per_s"]["median"]) if curl else float("nan")
+            out.append(
+                f"| {label} | {how} | {fmt(t['mb_per_s'], 0)} | {r:.2f} | {fmt(t['peak_rss_mib'], 1)} | "
+                f"{fmt(t['download_rss_mib'], 1)} | {t['verified']} |"
+            )
+    labels = list(b3["sizes"])
+    big, small = labels[0], labels[-1]
+    out += ["", "Targets:", ""]
+    for how in ("ours-file", "ours-s3"):
+        t = b3["table"].get(f"{big}/{how}")
+        curl = b3["table"].get(f"{big}/curl")
+        ts = b3["table"].get(f"{small}/{how}")
+        if not t:
+            continue
+        if curl:
+            r = ratio(t["mb_per_s"]["median"], curl["mb_per_s"]["median"])
+            out.append(f"- {how}, {big}: {r:.0%} of curl (target ≥ 70 %) {verdict(r >= 0.7)}")
+        peak_mb = t["peak_rss_mib"]["median"] * 2**20 / 1e6
+        own_mb = t["download_rss_mib"]["median"] * 2**20 / 1e6
+        out.append(
+            f"- {how}, {big}: peak RSS {peak_mb:.0f} MB (target ≤ 100 MB) {verdict(peak_mb <= 100)}; "
+            f"of which the download itself {own_mb:.0f} MB"
+        )
+        if ts:
+            diff = t["peak_rss_mib"]["median"] - ts["peak_rss_mib"]["median"]
+            out.append(
+                f"- {how}: peak RSS {big} - {small} = {diff:+.1f} MiB (target: unchanged, within 5 MiB) "
+                f"{verdict(abs(diff) <= 5)}"
+            )
+    for note in b3.get("notes", []):
+        out.append(f"- Note: {note}")
+    out.append("")
+    return out
+
+
+def profile_section(prof: dict[str, Any]) -> list[str]:
+    c = prof["cprofile"]
+    plain = prof.get("plain_run", {})
+    out = [
+        "## Profile of the trigger's poll path",
+        "",
+        "![profile](profile_trigger.png)",
+        "",
+        f"{prof['n']} concurrent `SmartFlowsExecutionTrigger` waits (B1 set-up, speed-up {prof['speedup']:g}, "
+        f"long-poll {prof['poll_real']:g} s), executions created before the profiled part, one warm-up wait "
+        f"first. CPU of the waits: {plain.get('cpu_seconds', float('nan')):.2f} s without a profiler, "
+        f"{prof['cprofile_run'].get('cpu_seconds', float('nan')):.2f} s under cProfile.",
+        "",
+        "cProfile, own time per package (idle `epoll.poll` excluded):",
+        "",
+        "| package | own s | share |",
+        "|---|---|---|",
+    ]
+    total = sum(c["own_by_package"].values()) or 1
+    for name, sec in list(c["own_by_package"].items())[:10]:
+        out.append(f"| {name} | {sec:.3f} | {sec / total:.0%} |")
+    out += [
+        "",
+        "Top functions by own time:",
+        "",
+        "| function | calls | own s | cumulative s |",
+        "|---|---|---|---|",
+    ]
+    for r in c["by_own"][:15]:
+        out.append(f"| `{r['function']}` | {r['calls']} | {r['own_s']:.3f} | {r['cum_s']:.3f} |")
+    out += [
+        "",
+        "Provider functions by cumulative time:",
+        "",
+        "| function | calls | own s | cumulative s |",
+        "|---|---|---|---|",
+    ]
+    for r in c["provider_by_cumulative"][:12]:
+        out.append(f"| `{r['function']}` | {r['calls']} | {r['own_s']:.3f} | {r['cum_s']:.3f} |")
+    if "pyspy" in prof:
+        ps = prof["pyspy"]
+        out += [
+            "",
+            f"py-spy (sampling at 200 Hz from outside, no cProfile; {ps['samples']} samples of non-idle "
+            "stacks): leaf frames per package: "
+            + ", ".join(f"{k} {v:.0%}" for k, v in ps["leaf_by_package"].items())
+            + ". Provider frames anywhere in the stack: "
+            + ", ".join(
+                f"`{k.split(' (')[0]}` {v:.0%}" for k, v in list(ps["provider_frames_inclusive"].items())[:8]
+            )
+            + ".",
+        ]
+    else:
+        out += ["", f"py-spy: {prof.get('pyspy_error', 'not run')}."]
+    out.append("")
+    return out
+
+
+def reproduce_section() -> list[str]:
+    return [
+        "## How to reproduce",
+        "",
+        "```",
+        "make bench         # installs .[dev,bench] once, waits up to 20 min for a 1-min load below 1.0,",
+        "                   # runs B1, B2, B3 and the profile (about 25-35 min), writes benchmarks/RESULTS.md + PNGs",
+        "make bench-smoke   # tiny sizes (B2: 2 executions of 2 s), about 2 min; writes to BENCH_SMOKE_OUT",
+        "                   # (default /tmp/smartflows-bench-smoke); BENCH_SMOKE_B2=0 skips B2's services",
+        "```",
+        "Single benchmarks (JSON to stdout or `--out FILE`):",
+        "```",
+        ".venv/bin/python -m benchmarks.b1_triggerer_fleet --sizes 100:3,1000:3,5000:1 --speedup 5",
+        ".venv/bin/python -m benchmarks.b2_worker_slots --count 20 --seconds 30 --deferrable-runs 3 --poking-runs 1",
+        ".venv/bin/python -m benchmarks.b3_downloads --repeats 3",
+        ".venv/bin/python -m benchmarks.profile_trigger --n 1000 --speedup 5",
+        "```",
+        "Files: `common.py` (emulator process, statistics, machine facts), `baselines.py` (contenders b and c), "
+        "`b2_dags/` (the B2 DAGs), `analysis.md` (the hand-written reading of the last full run, included above), "
+        "`results.json` (every raw figure of the last run).",
+        "",
+        "Rules kept: every server on 127.0.0.1; every subprocess in its own process group, stopped by PID; "
+        "B1 raises the open-files soft limit to the hard limit in the loop process and the emulator.",
+    ]
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--wait-quiet", type=float, default=0, help="seconds to wait for load < 1.0 first")
+    p.add_argument(
+        "--report-only", action="store_true", help="re-render RESULTS.md and charts from OUT/results.json"
+    )
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        saved = json.loads((args.out / "results.json").read_text())
+        written = charts(saved["results"], args.out)
+        (args.out / "RESULTS.md").write_text(report(saved["results"], saved["meta"], written))
+        return
+    cfg = SMOKE if args.smoke else FULL
+    with_b2 = not args.smoke or os.environ.get("BENCH_SMOKE_B2", "1") != "0"
+    quiet = wait_quiet(args.wait_quiet) if args.wait_quiet else f"not waited for; load {loadavg()} at start"
+    start = time.time()
+    meta = {
+        "machine": machine_info(),
+        "command": os.environ.get("BENCH_COMMAND") or "python -m benchmarks.run " + shlex.join(argv),
+        "smoke": args.smoke,
+        "quiet": quiet,
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        results = run_all(cfg, args.smoke, Path(tmp), with_b2)
+    meta["duration_min"] = (time.time() - start) / 60
+    write_json(args.out / "results.json", {"meta": meta, "results": results})
+    written = charts(results, args.out)
+    (args.out / "RESULTS.md").write_text(report(results, meta, written))
+    log(f"wrote {args.out / 'RESULTS.md'} and {', '.join(written)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,1 @@
+"""System test: the provider in real Airflow services (scheduler, triggerer, api-server)."""

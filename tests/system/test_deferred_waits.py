@@ -1,0 +1,313 @@
+"""Deferred Smart Flows waits in real Airflow services: parallel waits, triggerer restart, user kill.
+
+One stack (scheduler with parallelism 2, triggerer, dag-processor, api-server) and one emulator
+serve the module; each test uses its own DAG and its own emulator flow, so they do not interfere.
+Everything is observed from outside, as an operator of the platform would: the REST API, the log
+files under AIRFLOW_HOME and the emulator's admin routes.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import re
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .stack import AirflowStack, EmulatorProcess
+
+# Functional waits below are bounded well inside this; it only guards against a hang.
+pytestmark = [pytest.mark.system, pytest.mark.timeout(480)]
+
+FINAL_EXECUTION_STATES = {"Success", "Warning", "Error", "Canceled", "Interrupted"}
+PROGRESS_LINE = re.compile(r"execution ([0-9A-Za-z-]+): (\d+) % ")
+TASK = "run_flow"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def flow_tis(stack: AirflowStack, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    return [ti for ti in stack.task_instances(dag_id, run_id) if ti["task_id"] == TASK]
+
+
+def states(tis: list[dict[str, Any]]) -> dict[str, int]:
+    return dict(Counter(str(ti["state"]) for ti in tis))
+
+
+def trigger_logs(stack: AirflowStack, dag_id: str, run_id: str, map_index: int) -> dict[Path, str]:
+    """The trigger's log files of one task instance: ``<task log>.trigger.<triggerer job id>.log``."""
+    mapped = f"map_index={map_index}/" if map_index >= 0 else ""
+    pattern = f"logs/dag_id={dag_id}/run_id={glob.escape(run_id)}/task_id={TASK}/{mapped}*.trigger.*.log"
+    return stack.logs(pattern)
+
+
+def progress_lines(text: str) -> list[tuple[str, int]]:
+    """``(execution id, percentage)`` of every ``execution <id>: NN % ...`` line."""
+    return [(m.group(1), int(m.group(2))) for m in PROGRESS_LINE.finditer(text)]
+
+
+def cancels(emulator: EmulatorProcess, execution_ids: set[str]) -> list[dict[str, Any]]:
+    """Recorded cancel requests for these executions (either cancel path of the connection)."""
+    cancel = re.compile(r"/flows/executions/([^/]+)(?:/progress)?$")
+    return [
+        req
+        for req in emulator.requests_to("DELETE", cancel.pattern)
+        if (m := cancel.search(req["path"])) and m.group(1) in execution_ids
+    ]
+
+
+def wait_for_run(stack: AirflowStack, dag_id: str, run_id: str, timeout: float) -> dict[str, Any]:
+    """Poll the run until it is final; return what was seen (max deferred/running at once, states)."""
+    seen: dict[str, Any] = {"max_deferred": 0, "max_running": 0, "tis": []}
+
+    def finished() -> bool:
+        tis = flow_tis(stack, dag_id, run_id)
+        counts = states(tis)
+        seen["tis"] = tis
+        seen["max_deferred"] = max(seen["max_deferred"], counts.get("deferred", 0))
+        seen["max_running"] = max(seen["max_running"], counts.get("running", 0))
+        seen["run_state"] = stack.dag_run_state(dag_id, run_id)
+        return seen["run_state"] in ("success", "failed")
+
+    stack.wait_for(
+        finished,
+        timeout=timeout,
+        what=f"run {run_id} of {dag_id} to finish",
+        describe=lambda: {"run": seen.get("run_state"), "states": states(seen["tis"])},
+    )
+    return seen
+
+
+# --- scenarios -----------------------------------------------------------------------------------
+
+
+def test_ten_deferred_waits_on_two_worker_slots(
+    stack: AirflowStack, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    """Ten ~20 s executions wait on the triggerer at once while only two worker slots exist."""
+    dag_id, flow_id = "smartflows_system_parallel", "system-parallel"
+    destination = tmp_path / "documents"
+    destination.mkdir()
+    stack.wait_for_dag(dag_id)
+    started = time.monotonic()
+    run_id = stack.trigger(dag_id, conf={"destination": destination.as_uri() + "/"})
+    seen = wait_for_run(stack, dag_id, run_id, timeout=240)
+    print(f"\n{dag_id}: {time.monotonic() - started:.0f} s, at most {seen['max_deferred']} deferred at once")
+
+    context = f"seen={seen}\n{stack.dump()}"
+    assert seen["run_state"] == "success", context
+    assert sorted(ti["map_index"] for ti in seen["tis"]) == list(range(10)), context
+    assert states(seen["tis"]) == {"success": 10}, context
+    # Two worker slots, yet (nearly) all ten waits were parked on the triggerer together.
+    assert seen["max_running"] <= 2, context
+    assert seen["max_deferred"] >= 5, context
+
+    executions = emulator.executions(flow_id)
+    assert len(executions) == 10, executions
+    assert {ex["status"] for ex in executions} == {"Success"}, executions
+
+    # The trigger of each task instance logged the progress of its own execution into the task's
+    # trigger log file, step by step (not only the outcome).
+    waited_on: set[str] = set()
+    for map_index in range(10):
+        logs = trigger_logs(stack, dag_id, run_id, map_index)
+        lines = progress_lines("".join(logs.values()))
+        assert lines, f"no progress line in the trigger logs of map_index {map_index}: {logs}\n{stack.dump()}"
+        ids = {execution_id for execution_id, _ in lines}
+        assert len(ids) == 1, lines
+        percentages = {percentage for _, percentage in lines}
+        assert 100 in percentages, lines
+        assert len(percentages) >= 2, lines
+        waited_on |= ids
+        # ... and the task's log as the UI shows it (REST API) merges the trigger's lines in.
+        api_log = stack.api(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{TASK}/logs/1",
+            params={"map_index": map_index, "full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        (execution_id,) = ids
+        assert f"execution {execution_id}: 100 %" in json.dumps(api_log), api_log
+    assert waited_on == {ex["id"] for ex in executions}
+
+    # The download task after them wrote every document, byte for byte what the server holds.
+    files = sorted(p.name for p in destination.iterdir())
+    assert files == sorted(f"System report rec-{i}.pdf" for i in range(10)), context
+    for execution in executions:
+        (document_id,) = execution["documents"]
+        record = execution["input_data"]["id"][0]
+        expected = emulator.admin("GET", f"/_emulator/documents/{document_id}/sha256")["sha256"]
+        content = (destination / f"System report {record}.pdf").read_bytes()
+        assert content.startswith(b"%PDF-")
+        assert hashlib.sha256(content).hexdigest() == expected, record
+
+
+def test_waits_survive_a_triggerer_restart(stack: AirflowStack, emulator: EmulatorProcess) -> None:
+    """Stopping and starting the triggerer mid-wait neither loses a wait nor starts a flow twice."""
+    dag_id, flow_id, count = "smartflows_system_restart", "system-restart", 4
+    stack.wait_for_dag(dag_id)
+    started = time.monotonic()
+    run_id = stack.trigger(dag_id)
+
+    def all_waiting_on_triggerer() -> bool:
+        tis = flow_tis(stack, dag_id, run_id)
+        deferred = [ti for ti in tis if ti["state"] == "deferred"]
+        # Deferred and picked up: the running trigger has logged a progress line.
+        return len(deferred) == count and all(
+            progress_lines("".join(trigger_logs(stack, dag_id, run_id, ti["map_index"]).values()))
+            for ti in deferred
+        )
+
+    stack.wait_for(
+        all_waiting_on_triggerer,
+        timeout=150,
+        what=f"{count} deferred waits running on the triggerer",
+        describe=lambda: states(flow_tis(stack, dag_id, run_id)),
+    )
+    running = [ex for ex in emulator.executions(flow_id) if ex["status"] not in FINAL_EXECUTION_STATES]
+    assert running, "every execution finished before the restart: nothing was tested"
+
+    stop_started = time.monotonic()
+    graceful = stack.stop("triggerer")
+    stopped_in = time.monotonic() - stop_started
+    try:
+        assert states(flow_tis(stack, dag_id, run_id)) == {"deferred": count}, stack.dump()
+    finally:
+        stack.start("triggerer")  # also when the assertion fails: the next tests need a triggerer
+
+    seen = wait_for_run(stack, dag_id, run_id, timeout=180)
+    print(
+        f"\n{dag_id}: {time.monotonic() - started:.0f} s (triggerer stopped in {stopped_in:.1f} s, "
+        f"{'on SIGTERM' if graceful else 'SIGKILLed'}; {len(running)} executions running at the restart)"
+    )
+    context = f"seen={seen}\n{stack.dump()}"
+    assert seen["run_state"] == "success", context
+    assert states(seen["tis"]) == {"success": count}, context
+
+    # Each flow was started exactly once, and none was cancelled by the shutdown (no on_kill).
+    executions = emulator.executions(flow_id)
+    ids = {ex["id"] for ex in executions}
+    assert len(executions) == count, executions
+    assert {ex["status"] for ex in executions} == {"Success"}, executions
+    starts = [
+        r for r in emulator.requests_to("POST", r"/flows/executions$") if r["query"].get("flowId") == flow_id
+    ]
+    assert len(starts) == count, starts
+    assert not cancels(emulator, ids)
+
+    # Every wait ran on both triggerer jobs (one trigger log file per job), the new one saw the end.
+    for ti in seen["tis"]:
+        logs = trigger_logs(stack, dag_id, run_id, ti["map_index"])
+        assert len(logs) >= 2, f"map_index {ti['map_index']}: trigger logs {sorted(logs)}\n{stack.dump()}"
+        newest = max(logs, key=lambda path: int(path.name.rsplit(".", 2)[-2]))
+        after_restart = [percentage for _, percentage in progress_lines(logs[newest])]
+        assert 100 in after_restart, logs[newest]
+        print(f"map_index {ti['map_index']}: progress seen by the new triggerer {after_restart}")
+
+
+@pytest.mark.airflow_version(min="3.3", reason="the triggerer calls a trigger's on_kill from Airflow 3.3")
+def test_marking_a_deferred_task_failed_cancels_the_execution(
+    stack: AirflowStack, emulator: EmulatorProcess
+) -> None:
+    """A user marks the deferred task failed: the trigger's on_kill cancels the remote execution."""
+    dag_id, flow_id = "smartflows_system_cancel", "system-cancel"
+    stack.wait_for_dag(dag_id)
+    started = time.monotonic()
+    run_id = stack.trigger(dag_id)
+
+    def waiting_execution() -> str | None:
+        tis = flow_tis(stack, dag_id, run_id)
+        if not tis or tis[0]["state"] != "deferred":
+            return None
+        lines = progress_lines("".join(trigger_logs(stack, dag_id, run_id, -1).values()))
+        return lines[0][0] if lines else None
+
+    # on_kill runs only for a trigger that is running: wait until the triggerer has logged progress.
+    execution_id = stack.wait_for(
+        waiting_execution,
+        timeout=120,
+        what="the wait to run on the triggerer",
+        describe=lambda: states(flow_tis(stack, dag_id, run_id)),
+    )
+    killed_at = time.monotonic()
+    stack.set_task_state(dag_id, run_id, TASK, "failed")
+
+    def cancelled() -> bool:
+        (execution,) = [ex for ex in emulator.executions(flow_id) if ex["id"] == execution_id]
+        return bool(execution["status"] == "Canceled")
+
+    stack.wait_for(
+        cancelled,
+        timeout=90,
+        what=f"execution {execution_id} to be cancelled by the trigger's on_kill",
+        describe=lambda: emulator.executions(flow_id),
+    )
+    print(
+        f"\n{dag_id}: {time.monotonic() - started:.0f} s, cancelled {time.monotonic() - killed_at:.1f} s "
+        "after the task was marked failed"
+    )
+    deletes = cancels(emulator, {execution_id})
+    assert len(deletes) == 1, deletes
+    assert deletes[0]["status"] == 200, deletes
+    assert [ti["state"] for ti in flow_tis(stack, dag_id, run_id)] == ["failed"], stack.dump()
+    assert len(emulator.executions(flow_id)) == 1
+    # The trigger's own log file tells the story: Airflow invoked on_kill, which cancelled.
+    stack.wait_for(
+        lambda: (
+            f"Cancelling Smart Flows execution {execution_id} (task killed)"
+            in "".join(trigger_logs(stack, dag_id, run_id, -1).values())
+        ),
+        timeout=30,
+        what="the trigger's on_kill line in its log file",
+    )
+    assert "invoking on_kill" in "".join(trigger_logs(stack, dag_id, run_id, -1).values())
+
+
+@pytest.mark.airflow_version(below="3.3", reason="Airflow >= 3.3 cancels it (the test above)")
+def test_marking_a_deferred_task_failed_leaves_the_execution_and_the_task_log_says_so(
+    stack: AirflowStack, emulator: EmulatorProcess
+) -> None:
+    """Before Airflow 3.3 no on_kill reaches the trigger: the execution runs on, as the log warned."""
+    dag_id, flow_id = "smartflows_system_cancel", "system-cancel"
+    stack.wait_for_dag(dag_id)
+    run_id = stack.trigger(dag_id)
+
+    def waiting_execution() -> str | None:
+        tis = flow_tis(stack, dag_id, run_id)
+        if not tis or tis[0]["state"] != "deferred":
+            return None
+        lines = progress_lines("".join(trigger_logs(stack, dag_id, run_id, -1).values()))
+        return lines[0][0] if lines else None
+
+    execution_id = stack.wait_for(
+        waiting_execution,
+        timeout=120,
+        what="the wait to run on the triggerer",
+        describe=lambda: states(flow_tis(stack, dag_id, run_id)),
+    )
+    stack.set_task_state(dag_id, run_id, TASK, "failed")
+
+    # The triggerer drops the trigger of a task that is no longer deferred: "trigger <dag>/<run>/
+    # <task>/<map index>/<try> (ID n) completed" in Airflow 2's triggerer log.
+    def trigger_dropped() -> bool:
+        triggerer_log = (stack.home / "triggerer.log").read_text(errors="replace")
+        name = f"trigger {dag_id}/{run_id}/{TASK}/"
+        return any(name in line and line.endswith("completed") for line in triggerer_log.splitlines())
+
+    stack.wait_for(trigger_dropped, timeout=90, what=f"the trigger of {execution_id} to be dropped")
+    assert [ti["state"] for ti in flow_tis(stack, dag_id, run_id)] == ["failed"], stack.dump()
+    (execution,) = [ex for ex in emulator.executions(flow_id) if ex["id"] == execution_id]
+    assert execution["status"] not in FINAL_EXECUTION_STATES, execution
+    assert emulator.requests_to("DELETE", rf"/flows/executions/{re.escape(execution_id)}") == []
+    pattern = f"logs/dag_id={dag_id}/run_id={glob.escape(run_id)}/task_id={TASK}/attempt=*.log"
+    task_log = "".join(stack.logs(pattern).values())
+    assert "cancel_on_kill while deferred is unavailable" in task_log, stack.dump()
+    assert execution_id in task_log
