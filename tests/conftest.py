@@ -1,16 +1,27 @@
-"""Test-wide set-up: an isolated AIRFLOW_HOME, set before anything imports Airflow."""
+"""Test-wide set-up: an isolated AIRFLOW_HOME (set before anything imports Airflow), the Airflow
+version marker, and a moto S3 server on loopback."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+from typing import TYPE_CHECKING
 
 import pytest
 from packaging.version import Version
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 # Airflow reads its configuration once, at first import: point it at a throw-away home so tests
 # never touch ~/airflow and never load the example DAGs.
-if "AIRFLOW_HOME" not in os.environ or not os.environ.get("SMARTFLOWS_TESTS_KEEP_AIRFLOW_HOME"):
+if not os.environ.get("SMARTFLOWS_TESTS_KEEP_AIRFLOW_HOME"):
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="smartflows-tests-airflow-home-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
@@ -41,3 +52,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(
                 pytest.mark.skip(reason=f"needs Airflow {need}, this is {AIRFLOW_VERSION}: {why}")
             )
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1 in its own process group, stopped by PID."""
+    executable = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+    if executable is None:
+        pytest.skip("moto_server is not installed")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    process = subprocess.Popen(
+        [executable, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert process.poll() is None, "moto_server exited"
+                assert time.monotonic() < deadline, "moto_server did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

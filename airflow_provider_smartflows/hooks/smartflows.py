@@ -559,7 +559,36 @@ class _Session(requests.Session):
 # --------------------------------------------------------------------------- sync hook
 
 
-class SmartFlowsHook(HttpHook):
+class SmartFlowsHookOptions:
+    """What the sync and the async hook share: the connection type and the checked call options."""
+
+    conn_name_attr = "smartflows_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = "smartflows"
+    hook_name = "Smart Flows"
+
+    def _set_options(
+        self,
+        smartflows_conn_id: str,
+        timeout: float | None,
+        retry_limit: int,
+        retry_delay: float,
+        max_retry_delay: float,
+    ) -> None:
+        check_retry_arguments(retry_limit, retry_delay, max_retry_delay)
+        if timeout is not None and not timeout > 0:
+            raise SmartFlowsInputError(f"timeout must be a positive number of seconds, not {timeout!r}.")
+        self.smartflows_conn_id = smartflows_conn_id
+        self.timeout = timeout
+        self.retry_limit = retry_limit
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(smartflows_conn_id={self.smartflows_conn_id!r})"
+
+
+class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
     """
     Call the Smart Flows REST API (sync).
 
@@ -569,11 +598,6 @@ class SmartFlowsHook(HttpHook):
     :param retry_delay: first backoff delay in seconds, doubled per retry, with jitter.
     :param max_retry_delay: cap of any delay, including a server's Retry-After.
     """
-
-    conn_name_attr = "smartflows_conn_id"
-    default_conn_name = DEFAULT_CONN_ID
-    conn_type = "smartflows"
-    hook_name = "Smart Flows"
 
     def __init__(
         self,
@@ -586,17 +610,7 @@ class SmartFlowsHook(HttpHook):
         adapter: HTTPAdapter | None = None,
     ) -> None:
         super().__init__(method="GET", http_conn_id=smartflows_conn_id, adapter=adapter)
-        check_retry_arguments(retry_limit, retry_delay, max_retry_delay)
-        if timeout is not None and not timeout > 0:
-            raise SmartFlowsInputError(f"timeout must be a positive number of seconds, not {timeout!r}.")
-        self.smartflows_conn_id = smartflows_conn_id
-        self.timeout = timeout
-        self.retry_limit = retry_limit
-        self.retry_delay = retry_delay
-        self.max_retry_delay = max_retry_delay
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(smartflows_conn_id={self.smartflows_conn_id!r})"
+        self._set_options(smartflows_conn_id, timeout, retry_limit, retry_delay, max_retry_delay)
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:

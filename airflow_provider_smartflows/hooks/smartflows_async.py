@@ -26,8 +26,8 @@ from airflow_provider_smartflows.hooks.smartflows import (
     DEFAULT_CONN_ID,
     TLS_UNTRUSTED,
     ConnectionSettings,
+    SmartFlowsHookOptions,
     body_excerpt,
-    check_retry_arguments,
     error_from_status,
     is_retryable,
     retry_arguments,
@@ -71,7 +71,7 @@ def _network_reason(exc: BaseException) -> tuple[bool, str]:
     return True, type(exc).__name__
 
 
-class SmartFlowsAsyncHook(BaseHook):
+class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
     """
     Call the Smart Flows REST API from an event loop; use as ``async with SmartFlowsAsyncHook(...) as hook``.
 
@@ -85,11 +85,6 @@ class SmartFlowsAsyncHook(BaseHook):
     :param max_connections: size of the connection pool.
     """
 
-    conn_name_attr = "smartflows_conn_id"
-    default_conn_name = DEFAULT_CONN_ID
-    conn_type = "smartflows"
-    hook_name = "Smart Flows"
-
     def __init__(
         self,
         smartflows_conn_id: str = DEFAULT_CONN_ID,
@@ -101,18 +96,10 @@ class SmartFlowsAsyncHook(BaseHook):
         max_connections: int = 4,
     ) -> None:
         super().__init__()
-        check_retry_arguments(retry_limit, retry_delay, max_retry_delay)
-        self.smartflows_conn_id = smartflows_conn_id
-        self.timeout = timeout
-        self.retry_limit = retry_limit
-        self.retry_delay = retry_delay
-        self.max_retry_delay = max_retry_delay
+        self._set_options(smartflows_conn_id, timeout, retry_limit, retry_delay, max_retry_delay)
         self.max_connections = max_connections
         self._settings: ConnectionSettings | None = None
         self._session: aiohttp.ClientSession | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(smartflows_conn_id={self.smartflows_conn_id!r})"
 
     async def get_settings(self) -> ConnectionSettings:
         """The validated connection, resolved once through common-compat's async helpers."""

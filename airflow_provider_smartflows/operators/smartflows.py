@@ -33,13 +33,8 @@ from airflow_provider_smartflows.triggers.smartflows import (
     EVENT_INPUT_REQUIRED,
     EVENT_SUCCESS,
     EVENT_TIMEOUT,
-    UNKNOWN_STATUS_POLLS,
+    ExecutionWatch,
     SmartFlowsExecutionTrigger,
-    classify,
-    long_poll_seconds,
-    make_event,
-    outcome_message,
-    progress_line,
     short,
 )
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
@@ -132,87 +127,40 @@ class SmartFlowsExecutionWaitMixin:
 
     # --- waiting --------------------------------------------------------------------------------
 
-    def _event_from_progress(
-        self, progress: ExecutionProgress, end_time: float | None
-    ) -> dict[str, Any] | None:
-        """The event for a final or actionable progress, None while it keeps running."""
-        event_status = classify(progress.status, fail_on_warning=self.fail_on_warning)
-        if event_status is None:
-            return None
-        document_ids: list[str] = []
-        if event_status == EVENT_SUCCESS:
-            document_ids = [doc.id for doc in progress.documents] or [
-                doc.id for doc in self.hook.list_documents(progress.id)
-            ]
-        return make_event(
-            event_status,
-            progress.id,
-            execution_status=progress.raw_status,
-            message=outcome_message(progress, event_status),
-            document_ids=document_ids,
+    def _watch(self, execution_id: str, end_time: float | None) -> ExecutionWatch:
+        return ExecutionWatch(
+            execution_id,
+            poll_interval=float(self.poll_interval),
             end_time=end_time,
+            fail_on_warning=self.fail_on_warning,
+            max_consecutive_failures=self.max_consecutive_failures,
+            log=self.log,
         )
 
+    def _with_documents(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A success event whose progress named no documents: list them from the execution."""
+        if event["status"] == EVENT_SUCCESS and not event["document_ids"]:
+            event["document_ids"] = [doc.id for doc in self.hook.list_documents(event["execution_id"])]
+        return event
+
     def _wait_sync(self, execution_id: str, end_time: float | None) -> dict[str, Any]:
-        """Long-poll on the worker until there is an event (same semantics as the trigger)."""
-        failures = 0
-        unknown_polls = 0
-        last_line: str | None = None
-        last_status: str | None = None
+        """Long-poll on the worker until there is an event (the trigger's rules, same events)."""
+        watch = self._watch(execution_id, end_time)
         while True:
-            remaining = None if end_time is None else end_time - time.time()
-            if remaining is not None and remaining <= 0:
-                return make_event(
-                    EVENT_TIMEOUT,
-                    execution_id,
-                    execution_status=last_status,
-                    message=(
-                        f"Smart Flows execution {execution_id} did not finish before its deadline "
-                        f"(last status {last_status or 'unknown'})"
-                    ),
-                    end_time=end_time,
-                )
-            wait = long_poll_seconds(self.poll_interval, remaining)
+            wait = watch.next_wait()
+            if isinstance(wait, dict):
+                return wait
             try:
                 progress = self.hook.get_progress(execution_id, wait_seconds=wait)
             except SmartFlowsApiError as err:
-                failures += 1
-                if not err.retryable or failures > self.max_consecutive_failures:
-                    raise
-                delay = min(self.poll_interval, err.retry_after or 2.0 ** (failures - 1))
-                if remaining is not None:
-                    delay = min(delay, max(remaining, 0.0))
-                self.log.warning(
-                    "execution %s: transient failure %d of %d tolerated, next poll in %.1f s: %s",
-                    execution_id,
-                    failures,
-                    self.max_consecutive_failures,
-                    delay,
-                    short(err, 200),
-                )
+                delay = watch.on_failure(err)
+                if isinstance(delay, dict):
+                    raise  # on the worker the error itself says most
                 time.sleep(delay)
                 continue
-            failures = 0
-            last_status = progress.raw_status
-            line = progress_line(progress)
-            if line != last_line:
-                self.log.info("%s", line)
-                last_line = line
-            if progress.status is ExecutionStatus.UNKNOWN:
-                unknown_polls += 1
-                if unknown_polls >= UNKNOWN_STATUS_POLLS:
-                    raise SmartFlowsExecutionError(
-                        f"Smart Flows execution {execution_id} reports the status {progress.raw_status!r}, "
-                        "which this provider does not know; the execution was left as it is. "
-                        f"Check it in Smart Flows: {self.hook.execution_url(execution_id)}",
-                        execution_id=execution_id,
-                        status=progress.raw_status,
-                    )
-                continue
-            unknown_polls = 0
-            event = self._event_from_progress(progress, end_time)
+            event = watch.on_progress(progress)
             if event is not None:
-                return event
+                return self._with_documents(event)
 
     def _trigger(self, execution_id: str, end_time: float | None) -> SmartFlowsExecutionTrigger:
         if self.cancel_on_kill and not AIRFLOW_V_3_3_PLUS:
@@ -246,15 +194,14 @@ class SmartFlowsExecutionWaitMixin:
         while True:
             if self.deferrable:
                 # One cheap check first: a finished execution needs no trip to the triggerer.
-                progress = self.hook.get_progress(execution_id)
-                self.log.info("%s", progress_line(progress))
-                event = self._event_from_progress(progress, end_time)
+                event = self._watch(execution_id, end_time).on_progress(self.hook.get_progress(execution_id))
                 if event is None:
                     self.defer(
                         trigger=self._trigger(execution_id, end_time),
                         method_name="execute_complete",
                         kwargs={"end_time": end_time, "answered": answered},
                     )
+                event = self._with_documents(event)
             else:
                 event = self._wait_sync(execution_id, end_time)
             result = self.handle_event(context, event, answered)

@@ -12,16 +12,15 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_smartflows.exceptions import SmartFlowsExecutionError
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
-from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.operators.smartflows import SmartFlowsExecutionWaitMixin
-from airflow_provider_smartflows.triggers.smartflows import UNKNOWN_STATUS_POLLS, progress_line
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_smartflows.triggers.smartflows import ExecutionWatch
 
 
 class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator):
@@ -66,7 +65,7 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         self.cancel_on_kill = False
         # The deferred wait long-polls at most poke_interval seconds at a time.
         self.poll_interval = float(self.poke_interval)
-        self._unknown_polls = 0
+        self._poke_watch: ExecutionWatch | None = None
         self._answered: list[str] = []
 
     def execute(self, context: Context) -> Any:
@@ -78,23 +77,12 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         execution_id = str(self.execution_id)
-        progress = self.hook.get_progress(execution_id)
-        self.log.info("%s", progress_line(progress))
-        if progress.status is ExecutionStatus.UNKNOWN:
-            self._unknown_polls += 1
-            if self._unknown_polls >= UNKNOWN_STATUS_POLLS:
-                raise SmartFlowsExecutionError(
-                    f"Smart Flows execution {execution_id} reports the status {progress.raw_status!r}, "
-                    "which this provider does not know. Check it in Smart Flows.",
-                    execution_id=execution_id,
-                    status=progress.raw_status,
-                )
-            return False
-        self._unknown_polls = 0
-        event = self._event_from_progress(progress, None)
+        if self._poke_watch is None:  # one per try: it logs changes only and counts unknown statuses
+            self._poke_watch = self._watch(execution_id, None)
+        event = self._poke_watch.on_progress(self.hook.get_progress(execution_id))
         if event is None:
             return False
-        result = self.handle_event(context, event, self._answered)
+        result = self.handle_event(context, self._with_documents(event), self._answered)
         if result is None:  # a form was answered: keep poking
             return False
         return PokeReturnValue(is_done=True, xcom_value=result)

@@ -25,11 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_smartflows.exceptions import (
-    SmartFlowsApiError,
-    SmartFlowsAuthError,
-    SmartFlowsError,
-)
+from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
 from airflow_provider_smartflows.hooks.smartflows import MAX_WAIT_SECONDS
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.models import ExecutionStatus
@@ -124,6 +120,113 @@ def outcome_message(progress: ExecutionProgress, event_status: str) -> str:
     return text
 
 
+class ExecutionWatch:
+    """
+    The waiting rules for one execution, shared by the trigger and the operators' worker-side wait.
+
+    Bookkeeping only, no I/O: the caller long-polls for :meth:`next_wait` seconds and reports what it
+    got, an answer (:meth:`on_progress`) or a failure (:meth:`on_failure`); an event comes back when
+    the wait is over. One progress line is logged whenever percentage or message changes.
+    """
+
+    def __init__(
+        self,
+        execution_id: str,
+        *,
+        poll_interval: float,
+        end_time: float | None,
+        fail_on_warning: bool,
+        max_consecutive_failures: int,
+        log: Any,
+    ) -> None:
+        self.execution_id = execution_id
+        self.poll_interval = poll_interval
+        self.end_time = end_time
+        self.fail_on_warning = fail_on_warning
+        self.max_consecutive_failures = max_consecutive_failures
+        self.log = log
+        self.failures = 0
+        self.unknown_polls = 0
+        self.last_line: str | None = None
+        self.last_status: str | None = None
+
+    def event(self, status: str, **kwargs: Any) -> dict[str, Any]:
+        return make_event(status, self.execution_id, end_time=self.end_time, **kwargs)
+
+    def _remaining(self) -> float | None:
+        return None if self.end_time is None else self.end_time - time.time()
+
+    def next_wait(self) -> int | dict[str, Any]:
+        """Seconds for the next long-poll, or the ``timeout`` event once the deadline has passed."""
+        remaining = self._remaining()
+        if remaining is not None and remaining <= 0:
+            return self.event(
+                EVENT_TIMEOUT,
+                execution_status=self.last_status,
+                message=(
+                    f"Smart Flows execution {self.execution_id} did not finish before its deadline "
+                    f"(last status {self.last_status or 'unknown'})"
+                ),
+            )
+        return long_poll_seconds(self.poll_interval, remaining)
+
+    def on_failure(self, err: SmartFlowsApiError) -> float | dict[str, Any]:
+        """Seconds to pause before polling again, or the ``error`` event that ends the wait."""
+        self.failures += 1
+        if not err.retryable or self.failures > self.max_consecutive_failures:
+            what = f" ({self.failures} transient failures in a row)" if err.retryable else ""
+            return self.event(EVENT_ERROR, execution_status=self.last_status, message=f"{err}{what}")
+        delay = min(self.poll_interval, err.retry_after or 2.0 ** (self.failures - 1))
+        remaining = self._remaining()
+        if remaining is not None:
+            delay = min(delay, max(remaining, 0.0))
+        self.log.warning(
+            "execution %s: transient failure %d of %d tolerated, next poll in %.1f s: %s",
+            self.execution_id,
+            self.failures,
+            self.max_consecutive_failures,
+            delay,
+            short(err, 200),
+        )
+        return delay
+
+    def on_progress(self, progress: ExecutionProgress) -> dict[str, Any] | None:
+        """The event when the execution is final or needs a person; None while it runs.
+
+        A ``success`` event carries the document ids found in the progress; when it has none the
+        caller may look them up in the full execution.
+        """
+        self.failures = 0
+        self.last_status = progress.raw_status
+        line = progress_line(progress)
+        if line != self.last_line:
+            self.log.info("%s", line)
+            self.last_line = line
+        if progress.status is ExecutionStatus.UNKNOWN:
+            self.unknown_polls += 1
+            if self.unknown_polls < UNKNOWN_STATUS_POLLS:
+                return None
+            return self.event(
+                EVENT_ERROR,
+                execution_status=progress.raw_status,
+                message=(
+                    f"Smart Flows execution {self.execution_id} reports the status "
+                    f"{progress.raw_status!r}, which this provider does not know; the execution "
+                    "was left as it is. Check it in Smart Flows."
+                ),
+            )
+        self.unknown_polls = 0
+        event_status = classify(progress.status, fail_on_warning=self.fail_on_warning)
+        if event_status is None:
+            return None
+        return self.event(
+            event_status,
+            execution_status=progress.raw_status,
+            message=outcome_message(progress, event_status),
+            document_ids=[doc.id for doc in progress.documents] if event_status == EVENT_SUCCESS else [],
+        )
+
+
 class SmartFlowsExecutionTrigger(BaseTrigger):
     """
     Wait on the triggerer until a Smart Flows execution is final or needs a person.
@@ -185,89 +288,34 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
         # Yielded after the session is closed: a single-event trigger may never be resumed.
         yield TriggerEvent(payload)
 
-    def _event(self, status: str, **kwargs: Any) -> dict[str, Any]:
-        return make_event(status, self.execution_id, end_time=self.end_time, **kwargs)
-
-    def _remaining(self) -> float | None:
-        return None if self.end_time is None else self.end_time - time.time()
-
     async def _wait(self, hook: SmartFlowsAsyncHook) -> dict[str, Any]:
-        failures = 0
-        unknown_polls = 0
-        last_line: str | None = None
-        last_status: str | None = None
+        watch = ExecutionWatch(
+            self.execution_id,
+            poll_interval=self.poll_interval,
+            end_time=self.end_time,
+            fail_on_warning=self.fail_on_warning,
+            max_consecutive_failures=self.max_consecutive_failures,
+            log=self.log,
+        )
         while True:
-            remaining = self._remaining()
-            if remaining is not None and remaining <= 0:
-                return self._event(
-                    EVENT_TIMEOUT,
-                    execution_status=last_status,
-                    message=(
-                        f"Smart Flows execution {self.execution_id} did not finish before its deadline "
-                        f"(last status {last_status or 'unknown'})"
-                    ),
-                )
-            wait = long_poll_seconds(self.poll_interval, remaining)
+            wait = watch.next_wait()
+            if isinstance(wait, dict):
+                return wait
             try:
                 progress = await hook.get_progress(self.execution_id, wait_seconds=wait)
-            except SmartFlowsAuthError as err:
-                return self._event(EVENT_ERROR, execution_status=last_status, message=str(err))
-            except SmartFlowsApiError as err:
-                failures += 1
-                if not err.retryable or failures > self.max_consecutive_failures:
-                    what = "" if not err.retryable else f" ({failures} transient failures in a row)"
-                    return self._event(EVENT_ERROR, execution_status=last_status, message=f"{err}{what}")
-                delay = min(self.poll_interval, err.retry_after or 2.0 ** (failures - 1))
-                if remaining is not None:
-                    delay = min(delay, max(remaining, 0.0))
-                self.log.warning(
-                    "execution %s: transient failure %d of %d tolerated, next poll in %.1f s: %s",
-                    self.execution_id,
-                    failures,
-                    self.max_consecutive_failures,
-                    delay,
-                    short(err, 200),
-                )
+            except SmartFlowsApiError as err:  # a refused key is not retryable: it ends the wait
+                delay = watch.on_failure(err)
+                if isinstance(delay, dict):
+                    return delay
                 await asyncio.sleep(delay)
                 continue
             except SmartFlowsError as err:
-                return self._event(EVENT_ERROR, execution_status=last_status, message=str(err))
-            failures = 0
-            last_status = progress.raw_status
-            line = progress_line(progress)
-            if line != last_line:
-                self.log.info("%s", line)
-                last_line = line
-
-            if progress.status is ExecutionStatus.UNKNOWN:
-                unknown_polls += 1
-                if unknown_polls >= UNKNOWN_STATUS_POLLS:
-                    return self._event(
-                        EVENT_ERROR,
-                        execution_status=progress.raw_status,
-                        message=(
-                            f"Smart Flows execution {self.execution_id} reports the status "
-                            f"{progress.raw_status!r}, which this provider does not know; the execution "
-                            "was left as it is. Check it in Smart Flows."
-                        ),
-                    )
-                continue
-            unknown_polls = 0
-
-            event_status = classify(progress.status, fail_on_warning=self.fail_on_warning)
-            if event_status is None:
-                continue
-            document_ids: list[str] = []
-            if event_status == EVENT_SUCCESS:
-                document_ids = [doc.id for doc in progress.documents]
-                if not document_ids:
-                    document_ids = await self._documents_from_execution(hook)
-            return self._event(
-                event_status,
-                execution_status=progress.raw_status,
-                message=outcome_message(progress, event_status),
-                document_ids=document_ids,
-            )
+                return watch.event(EVENT_ERROR, execution_status=watch.last_status, message=str(err))
+            event = watch.on_progress(progress)
+            if event is not None:
+                if event["status"] == EVENT_SUCCESS and not event["document_ids"]:
+                    event["document_ids"] = await self._documents_from_execution(hook)
+                return event
 
     async def _documents_from_execution(self, hook: SmartFlowsAsyncHook) -> list[str]:
         try:

@@ -8,13 +8,7 @@ per test), its connection, and a moto S3 server with one bucket.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,49 +34,6 @@ def emulator_conn(smartflows_emulator_session: EmulatorServer) -> Iterator[Emula
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIRFLOW_CONN_SMARTFLOWS_DEFAULT", smartflows_emulator_session.connection_json())
         yield smartflows_emulator_session
-
-
-# ----------------------------------------------------------------------------- moto S3 server
-# Same approach as tests/operators/test_download_operator.py (kept local to this folder).
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 in its own process group, stopped by PID."""
-    executable = shutil.which("moto_server", path=os.path.dirname(sys.executable))
-    if executable is None:
-        pytest.skip("moto_server is not installed")
-    port = _free_port()
-    process = subprocess.Popen(
-        [executable, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert process.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from airflow_provider_smartflows.hooks.smartflows import (
     is_retryable,
     parse_retry_after,
 )
+from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 
 
 def settings(host="https://sf.example.com", port=None, password="k", extra=None, timeout=None):
@@ -356,3 +357,10 @@ echo "== revoked"; airflow connections test sf_revoked || true
     assert "Connection failed!" in revoked
     assert "refused the API key of connection 'sf_revoked'" in revoked
     assert smartflows_emulator.revoked_key not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("hook_class", [SmartFlowsHook, SmartFlowsAsyncHook], ids=["sync", "async"])
+@pytest.mark.parametrize("timeout", [0, -5], ids=["zero", "negative"])
+def test_hooks_refuse_a_non_positive_timeout(hook_class: type, timeout: float) -> None:
+    with pytest.raises(SmartFlowsInputError, match="timeout must be a positive number of seconds"):
+        hook_class("smartflows_default", timeout=timeout)
