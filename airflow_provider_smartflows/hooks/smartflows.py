@@ -237,6 +237,9 @@ class ConnectionSettings:
 # --------------------------------------------------------------------------- validation
 
 
+_PLAIN_ID = re.compile(r"(?:[A-Za-z0-9_\-]|\.(?!\.))+")
+
+
 def validate_id(value: object, kind: str) -> str:
     """Return ``value`` if it is a usable id of ``kind`` (execution, document, flow, dataset)."""
     if not isinstance(value, str) or not value:
@@ -245,11 +248,16 @@ def validate_id(value: object, kind: str) -> str:
         raise SmartFlowsInputError(
             f"The {kind} id is {len(value)} characters long (at most {MAX_ID_LENGTH})."
         )
-    bad = (
-        "/" in value
-        or "\\" in value
-        or ".." in value
-        or any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in value)
+    # Plain ids (uuids, names) pass the cheap regex; others get the full check (unicode spaces,
+    # control and format characters). This runs on every poll of every wait.
+    bad = value == "." or (
+        not _PLAIN_ID.fullmatch(value)
+        and (
+            "/" in value
+            or "\\" in value
+            or ".." in value
+            or any(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in value)
+        )
     )
     if bad:
         raise SmartFlowsInputError(

@@ -223,6 +223,8 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
                     conn_id=settings.conn_id,
                 ) from None
 
+        if self.retry_limit == 0:  # the trigger's case: it counts failures itself; skip tenacity's cost
+            return await attempt()
         retrying = tenacity.AsyncRetrying(
             **retry_arguments(
                 retry_limit=self.retry_limit,

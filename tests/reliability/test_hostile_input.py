@@ -179,7 +179,7 @@ def test_huge_model_is_parsed_in_memory_proportional_to_it(
 
 # --------------------------------------------------------------------------- user input
 
-BAD_IDS = ["", "a/b", "..", "../x", "a/../b", "x" * 201, "a b", "a\nb", "a\x00b", "\u202eab"]
+BAD_IDS = ["", ".", "a/b", "..", "../x", "a/../b", "x" * 201, "a b", "a\nb", "a\x00b", "\u202eab", "a\u00a0b"]
 
 
 @pytest.mark.parametrize("bad", BAD_IDS, ids=lambda bad: repr(bad)[:12])
