@@ -311,3 +311,24 @@ def test_marking_a_deferred_task_failed_leaves_the_execution_and_the_task_log_sa
     task_log = "".join(stack.logs(pattern).values())
     assert "cancel_on_kill while deferred is unavailable" in task_log, stack.dump()
     assert execution_id in task_log
+
+
+def test_the_api_key_appears_nowhere_under_airflow_home(
+    stack: AirflowStack, emulator: EmulatorProcess
+) -> None:
+    """Runs last: after every scenario, no log file, metadata DB row (XCom, trigger kwargs, rendered
+    fields) or other file the services wrote contains the connection's key (scenario.json's canary)."""
+    import base64
+
+    key = emulator.api_key
+    assert key.startswith("sf-canary-")
+    needles = [key.encode(), base64.b64encode(key.encode()), base64.b64encode(key.encode())[:-4]]
+    scanned, hits = 0, []
+    for path in stack.home.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            scanned += len(data)
+            hits += [f"{path}: {needle[:12]!r}" for needle in needles if needle in data]
+    print(f"canary scan: {scanned} bytes under {stack.home}, {len(hits)} hits")
+    assert scanned > 100_000  # the DB and the task and trigger logs of the scenarios above
+    assert hits == []
