@@ -21,7 +21,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsConnectionError,
     SmartFlowsError,
 )
-from airflow_provider_smartflows.hooks.smartflows import (
+from airflow_provider_smartflows.hooks.common import (
     API_PREFIX,
     DEFAULT_CONN_ID,
     TLS_UNTRUSTED,
@@ -77,7 +77,7 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
 
     One ``aiohttp.ClientSession`` (bounded connector) lives as long as the ``async with`` block.
 
-    :param smartflows_conn_id: a ``smartflows`` connection (see ``hooks.smartflows``).
+    :param smartflows_conn_id: a ``smartflows`` connection (see ``hooks.common``).
     :param timeout: seconds per request; overrides the connection's ``timeout`` extra.
     :param retry_limit: retries after the first attempt (0: none).
     :param retry_delay: first backoff delay in seconds, doubled per retry, with jitter.

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
-from airflow_provider_smartflows.hooks.smartflows import MAX_WAIT_SECONDS
+from airflow_provider_smartflows.hooks.common import MAX_WAIT_SECONDS
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.models import ExecutionStatus
 

@@ -13,13 +13,13 @@ from urllib.parse import quote
 import pytest
 
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
-from airflow_provider_smartflows.hooks.smartflows import (
+from airflow_provider_smartflows.hooks.common import (
     ALLOWED_EXTRAS,
     ConnectionSettings,
-    SmartFlowsHook,
     is_retryable,
     parse_retry_after,
 )
+from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 
 
