@@ -37,6 +37,7 @@ from airflow_provider_smartflows import __version__
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
     SmartFlowsAuthError,
+    SmartFlowsConnectionError,
     SmartFlowsInputError,
     SmartFlowsNotFoundError,
 )
@@ -473,6 +474,23 @@ def error_from_status(
     hint = " It will be retried." if common["retryable"] else " Check the Smart Flows server and its logs."
     return SmartFlowsApiError(
         f"Smart Flows {what} answered {status_code} (connection {conn_id!r}){detail}.{hint}", **common
+    )
+
+
+def connection_error(
+    settings: ConnectionSettings, method: str, path: str, *, request_sent: bool, reason: str
+) -> SmartFlowsConnectionError:
+    """The error for a request that got no HTTP answer (refused, reset, timeout, TLS)."""
+    return SmartFlowsConnectionError(
+        f"Could not complete {method} {path} on Smart Flows at {settings.base_url} "
+        f"(connection {settings.conn_id!r}): {reason}. Check that the server is up and "
+        "reachable from Airflow (host, port, proxies, verify).",
+        method=method,
+        path=path,
+        conn_id=settings.conn_id,
+        request_sent=request_sent,
+        retryable=is_retryable(method, None, request_sent=request_sent),
+        reason=reason,
     )
 
 

@@ -38,8 +38,8 @@ from airflow_provider_smartflows.hooks.common import (
     SmartFlowsHookOptions,
     body_excerpt,
     caused_by,
+    connection_error,
     error_from_status,
-    is_retryable,
     may_have_started_error,
     prepare_start_body,
     retry_arguments,
@@ -232,17 +232,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
                 )
             except requests.RequestException as exc:
                 sent, reason = _network_reason(exc)
-                raise SmartFlowsConnectionError(
-                    f"Could not complete {method} {path} on Smart Flows at {settings.base_url} "
-                    f"(connection {settings.conn_id!r}): {reason}. Check that the server is up and "
-                    "reachable from Airflow (host, port, proxies, verify).",
-                    method=method,
-                    path=path,
-                    conn_id=settings.conn_id,
-                    request_sent=sent,
-                    retryable=is_retryable(method, None, request_sent=sent),
-                    reason=reason,
-                ) from exc
+                raise connection_error(settings, method, path, request_sent=sent, reason=reason) from exc
             if response.status_code >= 400:
                 with response:
                     raw = response.raw.read(4096, decode_content=True) if stream else response.content

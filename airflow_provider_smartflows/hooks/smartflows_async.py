@@ -18,7 +18,6 @@ from airflow.providers.common.compat.sdk import BaseHook
 
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
-    SmartFlowsConnectionError,
     SmartFlowsError,
 )
 from airflow_provider_smartflows.hooks.common import (
@@ -28,8 +27,8 @@ from airflow_provider_smartflows.hooks.common import (
     ConnectionSettings,
     SmartFlowsHookOptions,
     body_excerpt,
+    connection_error,
     error_from_status,
-    is_retryable,
     retry_arguments,
     validate_id,
     validate_wait_seconds,
@@ -187,17 +186,7 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
                     retry_after = response.headers.get("Retry-After")
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 sent, reason = _network_reason(exc)
-                raise SmartFlowsConnectionError(
-                    f"Could not complete {method} {path} on Smart Flows at {settings.base_url} "
-                    f"(connection {settings.conn_id!r}): {reason}. Check that the server is up and "
-                    "reachable from Airflow (host, port, proxies, verify).",
-                    method=method,
-                    path=path,
-                    conn_id=settings.conn_id,
-                    request_sent=sent,
-                    retryable=is_retryable(method, None, request_sent=sent),
-                    reason=reason,
-                ) from exc
+                raise connection_error(settings, method, path, request_sent=sent, reason=reason) from exc
             if status >= 300:
                 raise error_from_status(
                     conn_id=settings.conn_id,
