@@ -3,6 +3,8 @@ version marker, and a moto S3 server on loopback."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -17,7 +19,8 @@ import pytest
 from packaging.version import Version
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
 # Airflow reads its configuration once, at first import: point it at a throw-away home so tests
 # never touch ~/airflow and never load the example DAGs.
@@ -87,3 +90,35 @@ def moto_endpoint() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def moto_bucket(moto_endpoint: str) -> Callable[..., Any]:
+    """``with moto_bucket(monkeypatch, conn_id, bucket) as s3:`` an empty bucket on the moto server
+    and the Airflow AWS connection ``conn_id`` to it (set in the environment through the patch);
+    the bucket and its objects are deleted on exit."""
+    import boto3
+
+    @contextlib.contextmanager
+    def bucket(patch: pytest.MonkeyPatch, conn_id: str, name: str) -> Iterator[Any]:
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            patch.setenv(variable, "testing")
+        extra = {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}
+        connection = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
+        patch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=moto_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        s3.create_bucket(Bucket=name)
+        try:
+            yield s3
+        finally:
+            for item in s3.list_objects_v2(Bucket=name).get("Contents", []):
+                s3.delete_object(Bucket=name, Key=item["Key"])
+            s3.delete_bucket(Bucket=name)
+
+    return bucket

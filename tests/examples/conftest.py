@@ -7,7 +7,6 @@ per test), its connection, and a moto S3 server with one bucket.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,35 +36,7 @@ def emulator_conn(smartflows_emulator_session: EmulatorServer) -> Iterator[Emula
 
 
 @pytest.fixture(scope="module")
-def s3_client(moto_endpoint: str) -> Iterator[Any]:
-    """The bucket ``letters`` on the moto server, and the AWS connection ``aws_test`` to it."""
-    import boto3
-
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            patch.setenv(name, "testing")
-        patch.setenv(
-            f"AIRFLOW_CONN_{S3_CONN_ID.upper()}",
-            json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": "testing",
-                    "password": "testing",
-                    "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
-                }
-            ),
-        )
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=moto_endpoint,
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        s3.create_bucket(Bucket=S3_BUCKET)
-        try:
-            yield s3
-        finally:
-            for item in s3.list_objects_v2(Bucket=S3_BUCKET).get("Contents", []):
-                s3.delete_object(Bucket=S3_BUCKET, Key=item["Key"])
-            s3.delete_bucket(Bucket=S3_BUCKET)
+def s3_client(moto_bucket: Any) -> Iterator[Any]:
+    """The bucket ``S3_BUCKET`` on the moto server, and the AWS connection ``S3_CONN_ID`` to it."""
+    with pytest.MonkeyPatch.context() as patch, moto_bucket(patch, S3_CONN_ID, S3_BUCKET) as s3:
+        yield s3

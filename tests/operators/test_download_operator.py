@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -120,34 +119,10 @@ def test_unique_names(names: list[str], expected: list[str]) -> None:
 
 
 @pytest.fixture
-def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    import boto3
-
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-        monkeypatch.setenv(name, "testing")
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_TEST",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
-            }
-        ),
-    )
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-    s3.create_bucket(Bucket="docs")
-    yield s3
-    for item in s3.list_objects_v2(Bucket="docs").get("Contents", []):
-        s3.delete_object(Bucket="docs", Key=item["Key"])
-    s3.delete_bucket(Bucket="docs")
+def s3_bucket(moto_bucket: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The bucket ``docs`` on the moto server and the AWS connection ``aws_test`` to it."""
+    with moto_bucket(monkeypatch, "aws_test", "docs") as s3:
+        yield s3
 
 
 def test_downloads_to_s3(run_dag: Any, smartflows_emulator: Any, s3_bucket: Any) -> None:
