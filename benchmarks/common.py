@@ -6,10 +6,7 @@ import contextlib
 import json
 import os
 import platform
-import re
 import resource
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,15 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# One emulator process class and one stop-by-PID for the system tests and the benchmarks;
+# free_port and stop_group are re-exported for the benchmark modules.
+from tests.system.stack import EmulatorProcess, free_port, stop_group  # noqa: E402, F401
 
 
 def raise_nofile() -> None:
@@ -36,75 +30,12 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def stop_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    """SIGTERM the process group led by ``proc`` (by its PID), SIGKILL it after ``grace`` seconds."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-class Emulator:
-    """The Smart Flows emulator in its own process (own process group, ``--quiet``, more open files)."""
+class Emulator(EmulatorProcess):
+    """The emulator of the system tests, quiet and with the open-files limit raised (5 000 waits
+    hold 5 000 sockets)."""
 
     def __init__(self, log_dir: Path, *, scenario: Path | None = None, speedup: float = 1.0) -> None:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / "emulator.log"
-        self.port = free_port()
-        args = [sys.executable, "-m", "airflow_provider_smartflows.emulator", "--quiet"]
-        args += ["--host", "127.0.0.1", "--port", str(self.port), "--speedup", str(speedup)]
-        if scenario is not None:
-            args += ["--scenario", str(scenario)]
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            args,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=raise_nofile,
-        )
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.api_key = ""
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not self.api_key:
-            if m := re.search(r"API key \(admin\): (\S+)", self.log_path.read_text()):
-                self.api_key = m.group(1)
-            elif self.proc.poll() is not None:
-                break
-            else:
-                time.sleep(0.05)
-        if not self.api_key:
-            self.stop()
-            raise RuntimeError(f"emulator did not start: {self.log_path.read_text()[-2000:]}")
-        self.session = requests.Session()
-        self.session.headers["X-API-Key"] = self.api_key
-
-    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = self.session.request(method, self.base_url + path, timeout=120, **kwargs)
-        resp.raise_for_status()
-        return resp.json() if resp.content else None
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.admin(method, "/api/v1" + path, **kwargs)
-
-    def connection(self) -> dict[str, Any]:
-        return {"conn_type": "smartflows", "host": self.base_url, "password": self.api_key}
-
-    def stop(self) -> None:
-        if hasattr(self, "session"):
-            self.session.close()
-        stop_group(self.proc, grace=5)
-        self._log.close()
-
-    def __enter__(self) -> Emulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(log_dir, scenario=scenario, speedup=speedup, quiet=True, preexec_fn=raise_nofile)
 
 
 # --- statistics ------------------------------------------------------------------------------

@@ -18,11 +18,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 BIN = Path(sys.executable).parent
 # Airflow 2: the webserver serves REST API v1 (basic auth) and the scheduler parses the DAGs itself.
@@ -65,19 +68,35 @@ def stop_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> bool:
 
 
 class EmulatorProcess:
-    """The Smart Flows emulator as a separate process (as a real server would be)."""
+    """The Smart Flows emulator as a separate process (as a real server would be).
 
-    def __init__(self, log_dir: Path, *, scenario: Path | None = None, speedup: float = 1.0) -> None:
+    :param quiet: ``--quiet`` (no per-request lines; benchmarks send many thousands).
+    :param preexec_fn: run in the child before the emulator starts (e.g. to raise its fd limit).
+    """
+
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        scenario: Path | None = None,
+        speedup: float = 1.0,
+        quiet: bool = False,
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / "emulator.log"
         self.port = free_port()
-        args = [sys.executable, "-m", "airflow_provider_smartflows.emulator"]
+        args = [sys.executable, "-m", "airflow_provider_smartflows.emulator", *(["--quiet"] if quiet else [])]
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--speedup", str(speedup)]
         if scenario is not None:
             args += ["--scenario", str(scenario)]
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn
+        )
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.api_key = ""
+        self.session = requests.Session()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self.api_key:
             if m := re.search(r"API key \(admin\): (\S+)", self.log_path.read_text()):
@@ -85,19 +104,32 @@ class EmulatorProcess:
             elif self.proc.poll() is not None:
                 break
             else:
-                time.sleep(0.1)
+                time.sleep(0.05)
         if not self.api_key:
             self.stop()
             raise RuntimeError(f"emulator did not start: {self.log_path.read_text()[-2000:]}")
+        self.session.headers["X-API-Key"] = self.api_key
 
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = requests.request(
-            method, self.base_url + path, headers={"X-API-Key": self.api_key}, timeout=30, **kwargs
-        )
+        resp = self.session.request(method, self.base_url + path, timeout=120, **kwargs)
         resp.raise_for_status()
         return resp.json() if resp.content else None
 
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self.admin(method, "/api/v1" + path, **kwargs)
+
+    def connection(self) -> dict[str, Any]:
+        """An Airflow connection (JSON form) to this emulator with its admin key."""
+        return {"conn_type": "smartflows", "host": self.base_url, "password": self.api_key}
+
+    def __enter__(self) -> EmulatorProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
+        self.session.close()
         stop_group(self.proc, grace=5)
         self._log.close()
 

@@ -213,6 +213,27 @@ def test_waits_survive_a_triggerer_restart(stack: AirflowStack, emulator: Emulat
         print(f"map_index {ti['map_index']}: progress seen by the new triggerer {after_restart}")
 
 
+def wait_until_running_on_the_triggerer(stack: AirflowStack, dag_id: str, run_id: str) -> str:
+    """The id of the execution that the (single, unmapped) task waits for, once its trigger has
+    logged progress on the triggerer."""
+
+    def waiting_execution() -> str | None:
+        tis = flow_tis(stack, dag_id, run_id)
+        if not tis or tis[0]["state"] != "deferred":
+            return None
+        lines = progress_lines("".join(trigger_logs(stack, dag_id, run_id, -1).values()))
+        return lines[0][0] if lines else None
+
+    return str(
+        stack.wait_for(
+            waiting_execution,
+            timeout=120,
+            what="the wait to run on the triggerer",
+            describe=lambda: states(flow_tis(stack, dag_id, run_id)),
+        )
+    )
+
+
 @pytest.mark.airflow_version(min="3.3", reason="the triggerer calls a trigger's on_kill from Airflow 3.3")
 def test_marking_a_deferred_task_failed_cancels_the_execution(
     stack: AirflowStack, emulator: EmulatorProcess
@@ -223,20 +244,8 @@ def test_marking_a_deferred_task_failed_cancels_the_execution(
     started = time.monotonic()
     run_id = stack.trigger(dag_id)
 
-    def waiting_execution() -> str | None:
-        tis = flow_tis(stack, dag_id, run_id)
-        if not tis or tis[0]["state"] != "deferred":
-            return None
-        lines = progress_lines("".join(trigger_logs(stack, dag_id, run_id, -1).values()))
-        return lines[0][0] if lines else None
-
     # on_kill runs only for a trigger that is running: wait until the triggerer has logged progress.
-    execution_id = stack.wait_for(
-        waiting_execution,
-        timeout=120,
-        what="the wait to run on the triggerer",
-        describe=lambda: states(flow_tis(stack, dag_id, run_id)),
-    )
+    execution_id = wait_until_running_on_the_triggerer(stack, dag_id, run_id)
     killed_at = time.monotonic()
     stack.set_task_state(dag_id, run_id, TASK, "failed")
 
@@ -280,19 +289,7 @@ def test_marking_a_deferred_task_failed_leaves_the_execution_and_the_task_log_sa
     stack.wait_for_dag(dag_id)
     run_id = stack.trigger(dag_id)
 
-    def waiting_execution() -> str | None:
-        tis = flow_tis(stack, dag_id, run_id)
-        if not tis or tis[0]["state"] != "deferred":
-            return None
-        lines = progress_lines("".join(trigger_logs(stack, dag_id, run_id, -1).values()))
-        return lines[0][0] if lines else None
-
-    execution_id = stack.wait_for(
-        waiting_execution,
-        timeout=120,
-        what="the wait to run on the triggerer",
-        describe=lambda: states(flow_tis(stack, dag_id, run_id)),
-    )
+    execution_id = wait_until_running_on_the_triggerer(stack, dag_id, run_id)
     stack.set_task_state(dag_id, run_id, TASK, "failed")
 
     # The triggerer drops the trigger of a task that is no longer deferred: "trigger <dag>/<run>/
