@@ -41,9 +41,9 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsInputError,
     SmartFlowsNotFoundError,
 )
+from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 
 API_PREFIX = "/api/v1"
-DEFAULT_CONN_ID = "smartflows_default"
 DEFAULT_TIMEOUT = 60.0
 MAX_WAIT_SECONDS = 3600
 MAX_ID_LENGTH = 200
