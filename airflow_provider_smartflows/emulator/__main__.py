@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 import sys
+from typing import Any
 
 from airflow_provider_smartflows.emulator.scenario import Scenario, ScenarioError
 from airflow_provider_smartflows.emulator.server import resolve_settings, start_site
@@ -31,6 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_error(entry: dict[str, Any]) -> None:
+    """An emulator bug, on stderr as it happens (also kept for ``GET /_emulator/errors``)."""
+    print(
+        f"smartflows-emulator: internal error (answered 500) on {entry['method']} {entry['path']}:\n"
+        f"{entry['traceback'].rstrip()}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 async def _serve(
     scenario: Scenario,
     speedup: float,
@@ -46,6 +57,7 @@ async def _serve(
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
         access_log = logging.getLogger("aiohttp.access")
     state = EmulatorState(scenario, speedup, seed)
+    state.error_listener = _print_error
     runner, url = await start_site(state, host, port, access_log, ssl_context)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

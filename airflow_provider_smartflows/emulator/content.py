@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mimetypes
 import zipfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,17 +20,17 @@ if TYPE_CHECKING:
 CHUNK_SIZE = 256 * 1024
 
 _EXTENSIONS = {
-    "application/pdf": "pdf",
-    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
-    "application/msword": "doc",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
-    "text/html": "html",
-    "text/plain": "txt",
-    "application/xml": "xml",
-    "text/xml": "xml",
-    "application/json": "json",
-    "image/png": "png",
-    "image/jpeg": "jpg",
+    "application/pdf": ".pdf",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ".docx",
+    "application/msword": ".doc",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ".xlsx",
+    "text/html": ".html",
+    "text/plain": ".txt",
+    "application/xml": ".xml",
+    "text/xml": ".xml",
+    "application/json": ".json",
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
 }
 
 # 64 printable bytes per line: the filler stays readable in a hex dump and never contains
@@ -39,8 +40,17 @@ assert len(_FILLER_LINE) == 64
 _FILLER_BLOCK = _FILLER_LINE * (CHUNK_SIZE // len(_FILLER_LINE))
 
 
-def extension_for(content_type: str) -> str:
-    return _EXTENSIONS.get(content_type.split(";")[0].strip().lower(), "bin")
+def extension_for(content_type: str | None) -> str:
+    """File extension (with dot) for a content type, or "" when unknown or None.
+
+    The provider's ``models.extension_for`` has this same contract; the emulator keeps its own
+    copy (and its own table) on purpose: it imports nothing from the provider, so the two are
+    independent readings of the wire format that catch each other's mistakes.
+    """
+    if not content_type:
+        return ""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    return _EXTENSIONS.get(mime) or mimetypes.guess_extension(mime) or ""
 
 
 def _repeat(block: bytes, total: int) -> Iterator[bytes]:
@@ -227,9 +237,9 @@ Document = PdfDocument | DocxDocument | BytesDocument
 
 def make_document(content_type: str, title: str, lines: list[str], size: int | None) -> Document:
     ext = extension_for(content_type)
-    if ext == "pdf":
+    if ext == ".pdf":
         return PdfDocument(title, lines, size)
-    if ext == "docx":
+    if ext == ".docx":
         return DocxDocument(title, lines, size)
     return BytesDocument(title, lines, size)
 

@@ -26,6 +26,7 @@ class Fault:
     after: int = 0
     body: Any = None
     when: str = "before"
+    delay: float | None = None
     seen: int = 0
     hits: int = 0
     _path_re: re.Pattern[str] | None = field(default=None, repr=False)
@@ -55,6 +56,7 @@ class Fault:
             "after": self.after,
             "body": self.body,
             "when": self.when,
+            "delay": self.delay,
             "seen": self.seen,
             "hits": self.hits,
         }

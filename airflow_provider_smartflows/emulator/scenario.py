@@ -189,14 +189,7 @@ def _flow_exceptions(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
-    """Validate one flow in the scenario-file format and build its FlowSpec."""
-    d = _obj(raw, where)
-    _check_keys(d, _FLOW_FIELDS, where)
-    flow_id = _str(d, "id", where)
-    input_kind = _str(d, "input", where, "any")
-    if input_kind not in INPUT_KINDS:
-        raise _fail(f"{where}.input", f"expected one of {', '.join(INPUT_KINDS)}", input_kind)
+def _steps(d: dict[str, Any], where: str) -> list[Step]:
     steps = []
     for i, item in enumerate(_list(d.get("steps", []), f"{where}.steps")):
         w = f"{where}.steps[{i}]"
@@ -207,34 +200,33 @@ def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
         if pct > 100:
             raise _fail(f"{w}.percentage", "expected 0..100", pct)
         steps.append(Step(_str(s, "message", w), pct, _num(s, "seconds", w, 1.0)))
+    return steps
 
-    def _after(key: str) -> tuple[int | None, dict[str, Any]]:
-        if d.get(key) is None:
-            return None, {}
-        w = f"{where}.{key}"
-        block = _obj(d[key], w)
-        after = _int(block, "after_step", w, 0)
-        if after is None or after >= len(steps):
-            raise _fail(f"{w}.after_step", f"expected a step index below {len(steps)}", after)
-        return after, block
 
-    ui_after, ui_block = _after("user_input")
-    form: dict[str, str] = {}
-    if ui_after is not None:
-        _check_keys(ui_block, {"after_step", "form"}, f"{where}.user_input")
-        raw_form = _obj(ui_block.get("form", {}), f"{where}.user_input.form")
-        if not raw_form:
-            raise ScenarioError(f"{where}.user_input.form: needs at least one field")
-        for key, kind in raw_form.items():
-            if kind not in FORM_TYPES:
-                raise _fail(
-                    f"{where}.user_input.form.{key}", f"expected one of {', '.join(FORM_TYPES)}", kind
-                )
-            form[key] = kind
-    wait_after, wait_block = _after("waiting")
-    if wait_after is not None:
-        _check_keys(wait_block, {"after_step"}, f"{where}.waiting")
+def _pause(d: dict[str, Any], key: str, steps: int, where: str) -> tuple[int | None, dict[str, Any]]:
+    """A ``user_input`` / ``waiting`` block: (the step index it follows or None, the block)."""
+    if d.get(key) is None:
+        return None, {}
+    w = f"{where}.{key}"
+    block = _obj(d[key], w)
+    after = _int(block, "after_step", w, 0)
+    if after is None or after >= steps:
+        raise _fail(f"{w}.after_step", f"expected a step index below {steps}", after)
+    return after, block
 
+
+def _form(block: dict[str, Any], where: str) -> dict[str, str]:
+    _check_keys(block, {"after_step", "form"}, where)
+    raw_form = _obj(block.get("form", {}), f"{where}.form")
+    if not raw_form:
+        raise ScenarioError(f"{where}.form: needs at least one field")
+    for key, kind in raw_form.items():
+        if kind not in FORM_TYPES:
+            raise _fail(f"{where}.form.{key}", f"expected one of {', '.join(FORM_TYPES)}", kind)
+    return dict(raw_form)
+
+
+def _documents(d: dict[str, Any], where: str) -> tuple[DocumentSpec, ...]:
     docs = []
     for i, item in enumerate(_list(d.get("documents", []), f"{where}.documents")):
         w = f"{where}.documents[{i}]"
@@ -247,9 +239,30 @@ def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
                 size=_int(doc, "size", w, None),
             )
         )
-    per_record = d.get("documents_per_record", False)
-    if not isinstance(per_record, bool):
-        raise _fail(f"{where}.documents_per_record", "expected true or false", per_record)
+    return tuple(docs)
+
+
+def _bool(d: dict[str, Any], key: str, where: str) -> bool:
+    value = d.get(key, False)
+    if not isinstance(value, bool):
+        raise _fail(f"{where}.{key}", "expected true or false", value)
+    return value
+
+
+def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
+    """Validate one flow in the scenario-file format and build its FlowSpec."""
+    d = _obj(raw, where)
+    _check_keys(d, _FLOW_FIELDS, where)
+    flow_id = _str(d, "id", where)
+    input_kind = _str(d, "input", where, "any")
+    if input_kind not in INPUT_KINDS:
+        raise _fail(f"{where}.input", f"expected one of {', '.join(INPUT_KINDS)}", input_kind)
+    steps = _steps(d, where)
+    ui_after, ui_block = _pause(d, "user_input", len(steps), where)
+    form = _form(ui_block, f"{where}.user_input") if ui_after is not None else {}
+    wait_after, wait_block = _pause(d, "waiting", len(steps), where)
+    if wait_after is not None:
+        _check_keys(wait_block, {"after_step"}, f"{where}.waiting")
     fail_first = _int(d, "fail_first", where, 0)
     assert fail_first is not None
     return FlowSpec(
@@ -266,8 +279,8 @@ def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
         fail_first=fail_first,
         errors=_flow_exceptions(d.get("errors", []), f"{where}.errors"),
         warnings=_flow_exceptions(d.get("warnings", []), f"{where}.warnings"),
-        documents=tuple(docs),
-        documents_per_record=per_record,
+        documents=_documents(d, where),
+        documents_per_record=_bool(d, "documents_per_record", where),
         document_property=_str(d, "document_property", where, "document"),
     )
 
@@ -285,7 +298,11 @@ _FAULT_FIELDS = {
     "after",
     "body",
     "when",
+    "delay",
 }
+# Kinds that replace the answer: they can answer before, after, or instead of a delayed handler.
+ANSWERING_KINDS = ("status", "html", "invalid_json", "reset")
+WHEN = ("before", "after", "delayed")
 
 
 def validate_fault(raw: Any, where: str = "fault") -> dict[str, Any]:
@@ -295,8 +312,19 @@ def validate_fault(raw: Any, where: str = "fault") -> dict[str, Any]:
     kind = d.get("kind")
     if kind not in FAULT_KINDS:
         raise _fail(f"{where}.kind", f"expected one of {', '.join(FAULT_KINDS)}", kind)
-    if d.get("when", "before") not in ("before", "after"):
-        raise _fail(f"{where}.when", "expected 'before' or 'after'", d.get("when"))
+    when = d.get("when", "before")
+    if when not in WHEN:
+        raise _fail(f"{where}.when", "expected 'before', 'after' or 'delayed'", when)
+    if when == "delayed":
+        if kind not in ANSWERING_KINDS:
+            raise _fail(
+                f"{where}.kind", f"with when 'delayed' expected one of {', '.join(ANSWERING_KINDS)}", kind
+            )
+        if d.get("delay") is None:
+            raise ScenarioError(f"{where}.delay: required with when 'delayed' (seconds)")
+    elif d.get("delay") is not None:
+        raise _fail(f"{where}.delay", "only with when 'delayed'", d["delay"])
+    _num(d, "delay", where, 0.0)
     status = _int(d, "status", where, None, minimum=100)
     if status is not None and status > 599:
         raise _fail(f"{where}.status", "expected an HTTP status 100..599", status)

@@ -14,6 +14,7 @@ from aiohttp import web
 from airflow_provider_smartflows.emulator.app import build_app
 from airflow_provider_smartflows.emulator.scenario import Scenario, load_scenario
 from airflow_provider_smartflows.emulator.state import EmulatorState
+from airflow_provider_smartflows.emulator.views import execution_summary
 
 if TYPE_CHECKING:
     import logging
@@ -24,6 +25,24 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 SHUTDOWN_TIMEOUT = 2.0
+
+
+class EmulatorInternalError(AssertionError):
+    """A handler of the emulator raised: an emulator bug (the client got a 500 it may retry)."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__(format_errors(errors))
+
+
+def format_errors(errors: list[dict[str, Any]]) -> str:
+    """The recorded emulator errors as text: what was requested, then the traceback."""
+    head = (
+        f"{len(errors)} unexpected exception(s) inside the Smart Flows emulator: an emulator bug,"
+        " answered as HTTP 500 (which a client may retry as a transient fault)"
+    )
+    parts = [f"--- {e['method']} {e['path']} at {e['ts']}\n{e['traceback'].rstrip()}" for e in errors]
+    return "\n".join([head, *parts])
 
 
 def resolve_settings(
@@ -226,8 +245,13 @@ class EmulatorServer:
         after: int = 0,
         body: Any = None,
         when: str = "before",
+        delay: float | None = None,
     ) -> str:
-        """Add a fault rule (see docs/EMULATOR.md); returns its id. Raises ScenarioError if malformed."""
+        """Add a fault rule (see docs/EMULATOR.md); returns its id. Raises ScenarioError if malformed.
+
+        ``when="delayed"`` with ``delay`` seconds: the client gets the fault's answer at once and
+        the request is carried out ``delay`` seconds later (a start creates its execution then).
+        """
         spec = {
             "kind": kind,
             "method": method,
@@ -241,6 +265,7 @@ class EmulatorServer:
             "after": after,
             "body": body,
             "when": when,
+            "delay": delay,
         }
         return self._call(lambda s: s.faults.add(spec).id)
 
@@ -265,7 +290,7 @@ class EmulatorServer:
 
     @property
     def executions(self) -> list[dict[str, Any]]:
-        return self._call(lambda s: [s.execution_summary(ex) for ex in s.executions.values()])
+        return self._call(lambda s: [execution_summary(s, ex) for ex in s.executions.values()])
 
     def executions_started(self, flow_id: str | None = None) -> int:
         """How many executions the start routes created (of one flow, or all)."""
@@ -309,3 +334,39 @@ class EmulatorServer:
             s.release(ex)
 
         self._call(do)
+
+    def wait_deferred(self, timeout: float = 30.0) -> None:
+        """Block until the work of ``delayed`` faults has run; TimeoutError after ``timeout`` s."""
+        if self._loop is None or self._state is None:
+            raise RuntimeError("EmulatorServer is not running: call start() first")
+        pending = asyncio.run_coroutine_threadsafe(self._state.wait_deferred(timeout), self._loop).result()
+        if pending:
+            raise TimeoutError(f"{pending} delayed request(s) still not carried out after {timeout} s")
+
+    # --- the emulator's own errors -------------------------------------------------------------
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """Unexpected exceptions inside handlers (emulator bugs), oldest first: dicts with ``ts``,
+        ``method``, ``path`` (with the query), ``error`` ("Type: message") and ``traceback``.
+        Injected faults are not errors. ``reset()`` keeps them; ``check_errors()`` takes them."""
+        return self._call(lambda s: copy.deepcopy(s.errors))
+
+    def clear_errors(self) -> None:
+        self._call(lambda s: s.errors.clear())
+
+    def check_errors(self) -> None:
+        """Raise ``EmulatorInternalError`` with every recorded traceback (then forget them), if any.
+
+        The ``smartflows_emulator`` fixture calls it after each test, like pytest-httpserver's
+        ``check_handler_errors``; call it yourself around an ``EmulatorServer`` of your own.
+        """
+
+        def take(s: EmulatorState) -> list[dict[str, Any]]:
+            taken = list(s.errors)
+            s.errors.clear()
+            return taken
+
+        errors = self._call(take)
+        if errors:
+            raise EmulatorInternalError(errors)

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
+import sys
 import time
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_smartflows.emulator.content import Document, make_document, sha256_of
 from airflow_provider_smartflows.emulator.faults import FaultSet
 from airflow_provider_smartflows.emulator.scenario import ApiKey, FlowSpec, Scenario, parse_flow
 
-FINAL_KNOWN = {"Success", "Warning", "Error", "Canceled", "Interrupted"}
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
 NOT_FINAL = {"Queued", "Running", "Waiting", "UserInput", "SelectFlow"}
 DOCUMENT_LIFETIME = timedelta(days=7)
 
@@ -132,6 +137,7 @@ class Execution:
     priority: str | None
     skip_user_input: bool
     fails: bool
+    seq: int = 0  # creation order: breaks ties between executions created in the same instant
     callback_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     stages: list[Stage] = field(default_factory=list)
     stage_index: int = 0
@@ -168,11 +174,18 @@ class EmulatorState:
         self.generation = 0  # bumped by reset(): requests begun before it are not logged after it
         self.starts = 0
         self.closing = False  # set on shutdown so long-polls return at once
+        self._seq = itertools.count(1)
+        # Exceptions no handler should raise (emulator bugs), oldest first; reset() keeps them:
+        # only whoever reports them (the pytest fixture, the CLI) takes them away.
+        self.errors: list[dict[str, Any]] = []
+        self.error_listener: Callable[[dict[str, Any]], None] | None = None
+        self.deferred: set[asyncio.Task[None]] = set()  # handlers a `delayed` fault runs later
         self.reset()
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def reset(self) -> None:
+        self.cancel_deferred()
         for ex in self.executions.values():
             ex.removed = True
             ex.notify()
@@ -189,6 +202,40 @@ class EmulatorState:
         self.faults.reseed(self.seed)
         for spec in self.scenario.faults:
             self.faults.add(spec)
+
+    def record_error(self, method: str, target: str, exc: BaseException) -> dict[str, Any]:
+        """Keep an unexpected exception of a handler (an emulator bug) with its traceback."""
+        entry = {
+            "ts": iso(time.time()),
+            "method": method,
+            "path": target,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+        self.errors.append(entry)
+        if self.error_listener is not None:
+            try:
+                self.error_listener(entry)
+            except Exception:  # a broken listener must not hide the error it was told about
+                print(entry["traceback"], file=sys.stderr)
+        return entry
+
+    def defer(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background (on this loop); reset() and shutdown cancel it."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.deferred.add(task)
+        task.add_done_callback(self.deferred.discard)
+
+    async def wait_deferred(self, timeout: float) -> int:
+        """Wait until the deferred work has run (at most ``timeout`` s); how much is still pending."""
+        if self.deferred:
+            await asyncio.wait(set(self.deferred), timeout=timeout)
+        return sum(1 for task in self.deferred if not task.done())
+
+    def cancel_deferred(self) -> None:
+        for task in list(self.deferred):
+            task.cancel()
+        self.deferred.clear()
 
     def set_speedup(self, speedup: float) -> None:
         self.clock.set_speedup(speedup)
@@ -261,6 +308,7 @@ class EmulatorState:
             skip_user_input=skip_user_input,
             fails=fails,
             modified_at=now,
+            seq=next(self._seq),
         )
         if flow is not None:
             self._begin(ex)
@@ -399,173 +447,3 @@ class EmulatorState:
         if doc.sha256 is None:
             doc.sha256 = sha256_of(doc.content)
         return doc.sha256
-
-    # --- JSON shapes -------------------------------------------------------------------------
-
-    def _flow_ref(self, ex: Execution) -> dict[str, Any] | None:
-        if ex.flow is None:
-            return None
-        return {"id": ex.flow.id, "displayName": ex.flow.display_name, "type": "flow"}
-
-    def output_model(self, ex: Execution) -> dict[str, Any]:
-        """Document references nested under block-id keys, as the real server does."""
-        model: dict[str, Any] = {}
-        if not ex.documents or ex.flow is None:
-            return model
-        prop = ex.flow.document_property
-        for doc in ex.documents:
-            block = model.setdefault(doc.block, {})
-            if ex.flow.documents_per_record:
-                block.setdefault(prop + "s", []).append(doc.ref())
-            elif prop in block:
-                # A second document of the same block: the real server then uses a list.
-                existing = block[prop]
-                block[prop] = [*(existing if isinstance(existing, list) else [existing]), doc.ref()]
-            else:
-                block[prop] = doc.ref()
-        return model
-
-    def _output_schema(self, ex: Execution) -> dict[str, Any]:
-        props = {b: {"type": "object", "title": "Output", "properties": {}} for b in self.output_model(ex)}
-        return {"type": "object", "properties": props}
-
-    def _form(self, ex: Execution) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-        snap = self.status(ex)
-        if snap.status == "UserInput" and ex.flow is not None:
-            form = ex.flow.user_input_form
-            schema = {
-                "type": "object",
-                "properties": {k: {"type": t, "title": k.capitalize()} for k, t in form.items()},
-                "required": list(form),
-            }
-            items = [{"key": k, "type": "checkbox" if t == "boolean" else "text"} for k, t in form.items()]
-            return schema, {}, [{"type": "section", "items": items}]
-        if snap.status == "SelectFlow":
-            schema = {
-                "type": "object",
-                "properties": {"flowId": {"type": "string", "title": "Flow", "enum": sorted(self.flows)}},
-                "required": ["flowId"],
-            }
-            return schema, {}, [{"type": "section", "items": [{"key": "flowId", "type": "select"}]}]
-        if ex.documents:
-            return self._output_schema(ex), self.output_model(ex), [{"type": "section", "items": []}]
-        return {}, {}, []
-
-    def progress_json(self, ex: Execution) -> dict[str, Any]:
-        snap = self.status(ex)
-        schema, model, form = self._form(ex)
-        return {
-            "id": ex.id,
-            "percentage": snap.percentage,
-            "currentData": self._flow_ref(ex),
-            "message": snap.message,
-            "status": snap.status,
-            "schema": schema,
-            "model": model,
-            "form": form,
-        }
-
-    def execution_json(self, ex: Execution) -> dict[str, Any]:
-        snap = self.status(ex)
-        user = {"id": ex.created_by.user, "displayName": ex.created_by.user, "type": "user"}
-        schema, model, form = self._form(ex)
-        parts = []
-        if ex.documents:
-            parts = [
-                {
-                    "id": block,
-                    "displayName": "Output",
-                    "schema": {"type": "object"},
-                    "model": {block: value},
-                    "form": [],
-                }
-                for block, value in self.output_model(ex).items()
-            ]
-        errors: list[dict[str, Any]] = []
-        warnings: list[dict[str, Any]] = []
-        if ex.flow is not None and ex.canceled is None:
-            if snap.status == "Error":
-                errors = (
-                    [
-                        {
-                            "error": "FlowExecutionError",
-                            "message": snap.message,
-                            "causes": [],
-                            "stackTrace": None,
-                        }
-                    ]
-                    if ex.fails or not ex.flow.errors
-                    else [dict(e) for e in ex.flow.errors]
-                )
-            elif snap.status == "Interrupted":
-                errors = [
-                    {
-                        "error": "InterruptedException",
-                        "message": snap.message,
-                        "causes": [],
-                        "stackTrace": None,
-                    }
-                ]
-            elif snap.status == "Warning":
-                warnings = [dict(w) for w in ex.flow.warnings]
-        report_blocks = []
-        if ex.flow is not None:
-            report_blocks = [
-                {"id": block_id(ex.flow.id, "step", i), "displayName": s.message, "type": "step"}
-                for i, s in enumerate(ex.flow.steps)
-            ]
-        stages = [dict(s, lastProgress=None) for s in ex.stage_log]
-        if stages:
-            stages[-1]["lastProgress"] = {
-                "percentage": snap.percentage,
-                "message": snap.message,
-                "status": snap.status,
-            }
-        return {
-            "id": ex.id,
-            "mode": "interactive",
-            "createdAt": iso(ex.created_at),
-            "createdBy": user,
-            "createdFor": user,
-            "modifiedAt": iso(ex.modified_at),
-            "modifiedBy": user,
-            "priority": ex.priority,
-            "status": snap.status,
-            "flow": self._flow_ref(ex),
-            "state": {
-                "inputData": ex.input_data,
-                "output": {"parts": parts, "schema": schema, "model": model, "form": form},
-                "stages": stages,
-                "iterations": [],
-                "report": [{"id": ex.id, "blocks": report_blocks}],
-                "waitingFor": (
-                    {"type": "callback", "callbackId": ex.callback_id} if snap.status == "Waiting" else None
-                ),
-                "languageCode": "en",
-                "timeZoneId": "UTC",
-                "warnings": warnings,
-                "errors": errors,
-            },
-            "outputs": [],
-        }
-
-    def execution_summary(self, ex: Execution) -> dict[str, Any]:
-        """The Python/admin view of an execution (not a wire shape)."""
-        snap = self.status(ex)
-        return {
-            "id": ex.id,
-            "flow_id": ex.flow.id if ex.flow else None,
-            "status": snap.status,
-            "percentage": snap.percentage,
-            "message": snap.message,
-            "created_at": iso(ex.created_at),
-            "created_by": ex.created_by.user,
-            "input_kind": ex.input_kind,
-            "input_data": ex.input_data,
-            "dataset_id": ex.dataset_id,
-            "priority": ex.priority,
-            "callback_id": ex.callback_id,
-            "answers": dict(ex.answers),
-            "documents": [d.id for d in ex.documents or []],
-            "long_polls": ex.long_polls,
-        }

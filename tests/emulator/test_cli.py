@@ -107,6 +107,18 @@ def test_cli_admin_routes_across_processes(cli: Cli) -> None:
     assert [e["status"] for e in log if e["path"] == "/api/v1/users/me"] == [503, 200]
 
 
+def test_cli_prints_an_emulator_error_to_stderr_and_serves_it(cli: Cli) -> None:
+    r = cli.api("POST", "/_emulator/crash", json={"message": "crash seen by the CLI"})
+    assert r.status_code == 500
+    (error,) = cli.api("GET", "/_emulator/errors").json()
+    assert error["error"] == "RuntimeError: crash seen by the CLI"
+    assert stop(cli) == 0
+    err = cli.proc.stderr.read() if cli.proc.stderr else ""
+    assert "smartflows-emulator: internal error (answered 500) on POST /_emulator/crash" in err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: crash seen by the CLI" in err
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [

@@ -147,10 +147,97 @@ def test_start_fault_after_creates_the_execution(
     assert len(emu.executions) == 1
 
 
-def test_start_fault_before_creates_nothing(emu: EmulatorServer, api: Api) -> None:
-    emu.add_fault("status", status=500, method="POST", path="/flows/executions$")
-    assert api.post("/flows/executions", params={"flowId": "hello"}).status_code == 500
+@pytest.mark.parametrize(("kind", "status"), [("status", 500), ("reset", None)])
+def test_start_fault_before_creates_nothing(
+    emu: EmulatorServer, api: Api, kind: str, status: int | None
+) -> None:
+    emu.add_fault(kind, status=status, method="POST", path="/flows/executions$")
+    if kind == "reset":
+        with pytest.raises(requests.ConnectionError):
+            api.post("/flows/executions", params={"flowId": "hello"})
+    else:
+        assert api.post("/flows/executions", params={"flowId": "hello"}).status_code == 500
     assert emu.executions_started() == 0
+    assert api.get("/flows/hello/executions").json() == []
+    assert emu.requests_to("POST", "/flows/executions$")[-1]["fault"] == kind
+
+
+def _start_and_fail(api: Api, kind: str) -> None:
+    """A start whose answer is a fault: a 500, or a reset connection."""
+    invoice = {"id": ["r-1"], "entity": "account"}
+    if kind == "reset":
+        with pytest.raises(requests.ConnectionError):
+            api.post("/flows/executions", params={"flowId": "invoice"}, json=invoice)
+    else:
+        assert api.post("/flows/executions", params={"flowId": "invoice"}, json=invoice).status_code == 500
+
+
+@pytest.mark.parametrize(("kind", "status"), [("status", 500), ("reset", None)])
+def test_start_fault_after_leaves_a_listed_execution_with_its_input(
+    emu: EmulatorServer, api: Api, kind: str, status: int | None
+) -> None:
+    emu.add_fault(kind, status=status, method="POST", path="/flows/executions$", when="after")
+    _start_and_fail(api, kind)
+    (listed,) = api.get("/flows/invoice/executions", params={"filter": "createdBy:admin"}).json()
+    assert listed["state"]["inputData"] == {"id": ["r-1"], "entity": "account"}
+
+
+@pytest.mark.parametrize(("kind", "status"), [("status", 500), ("reset", None)])
+def test_delayed_start_answers_at_once_and_creates_the_execution_later(
+    emu: EmulatorServer, api: Api, kind: str, status: int | None
+) -> None:
+    emu.add_fault(kind, status=status, method="POST", path="/flows/executions$", when="delayed", delay=1.0)
+    _start_and_fail(api, kind)
+    (request,) = emu.requests_to("POST", "/flows/executions$")
+    assert api.get("/flows/invoice/executions").json() == []  # not yet: 1 s is far away
+    assert emu.executions_started() == 0
+    emu.wait_deferred(timeout=30)
+    (listed,) = api.get("/flows/invoice/executions").json()
+    assert listed["state"]["inputData"] == {"id": ["r-1"], "entity": "account"}
+    assert listed["createdBy"]["id"] == "admin"
+    # Created when it appeared: at least the delay after the request (a lower bound only).
+    assert listed["createdAt"] >= _plus_seconds(request["ts"], 1.0)
+    assert emu.executions_started("invoice") == 1
+    assert len(emu.requests_to("POST", "/flows/executions$")) == 1  # the late work is not a request
+    assert emu.errors == []
+
+
+def _plus_seconds(ts: str, seconds: float) -> str:
+    from datetime import datetime, timedelta
+
+    moved = datetime.fromisoformat(ts.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+    return moved.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_delayed_start_refused_later_creates_nothing(emu: EmulatorServer, api: Api) -> None:
+    emu.add_fault("reset", method="POST", path="/flows/executions$", when="delayed", delay=0.1)
+    with pytest.raises(requests.ConnectionError):
+        api.post("/flows/executions", params={"flowId": "hello"}, json={"id": ["r-1"], "entity": "account"})
+    emu.wait_deferred(timeout=30)  # the server then refuses it (hello takes no input): nothing
+    assert emu.executions_started() == 0
+    assert emu.errors == []
+
+
+def test_reset_drops_a_pending_delayed_start(emu: EmulatorServer, api: Api) -> None:
+    emu.add_fault("status", status=504, method="POST", path="/flows/executions$", when="delayed", delay=60)
+    assert api.post("/flows/executions", params={"flowId": "hello"}).status_code == 504
+    emu.reset()
+    emu.wait_deferred(timeout=5)  # nothing pending any more: returns at once
+    assert emu.executions == []
+
+
+def test_wait_deferred_over_the_admin_route(emu: EmulatorServer, api: Api) -> None:
+    emu.add_fault("reset", method="POST", path="/flows/executions$", when="delayed", delay=0.2)
+    with pytest.raises(requests.ConnectionError):
+        api.post("/flows/executions", params={"flowId": "hello"})
+    r = requests.post(
+        emu.base_url + "/_emulator/deferred/wait",
+        json={"timeout": 30},
+        headers={"X-API-Key": emu.api_key},
+        timeout=60,
+    )
+    assert r.json() == {"pending": 0}
+    assert emu.executions_started("hello") == 1
 
 
 def test_flow_id_matching(emu: EmulatorServer, api: Api) -> None:
@@ -205,8 +292,22 @@ def test_faults_from_a_scenario_come_back_after_reset() -> None:
         ({"kind": "latency"}, "latency"),
         ({"kind": "status", "status": 503, "when": "later"}, "when"),
         ({"kind": "status", "status": 503, "probability": 2}, "probability"),
+        ({"kind": "reset", "when": "delayed"}, "delay"),
+        ({"kind": "reset", "delay": 1.0}, "delay"),
+        ({"kind": "truncate", "when": "delayed", "delay": 1.0}, "kind"),
+        ({"kind": "reset", "when": "delayed", "delay": -1}, "delay"),
     ],
-    ids=["kind", "status-missing", "latency-missing", "when", "probability"],
+    ids=[
+        "kind",
+        "status-missing",
+        "latency-missing",
+        "when",
+        "probability",
+        "delay-missing",
+        "delay-without-delayed",
+        "delayed-truncate",
+        "delay-negative",
+    ],
 )
 def test_bad_fault_is_refused(emu: EmulatorServer, kwargs: dict[str, object], field: str) -> None:
     kind = str(kwargs.pop("kind"))
