@@ -12,22 +12,23 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
-from airflow_provider_smartflows.operators.smartflows import SmartFlowsExecutionWaitMixin
+from airflow_provider_smartflows.operators.execution_wait import SmartFlowsExecutionWaitMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_smartflows.triggers.smartflows import ExecutionWatch
+    from airflow_provider_smartflows.waiting import ExecutionWatch
 
 
 class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator):
     """
     Wait for a Smart Flows execution to finish, poking or deferred.
 
-    Same status semantics as :class:`~airflow_provider_smartflows.operators.smartflows.SmartFlowsRunFlowOperator`
+    Same status semantics as :class:`~airflow_provider_smartflows.operators.run_flow.SmartFlowsRunFlowOperator`
     (``Warning`` policy, ``user_input`` answers, failures with the flow's messages) and the same
     result: ``{"execution_id", "status", "document_ids", "execution_url"}``. The sensor never
     cancels the execution (it did not start it); reaching ``timeout`` raises
@@ -50,7 +51,7 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         self,
         *,
         execution_id: str,
-        smartflows_conn_id: str = "smartflows_default",
+        smartflows_conn_id: str = DEFAULT_CONN_ID,
         fail_on_warning: bool = False,
         user_input: dict[str, Any] | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
@@ -69,7 +70,7 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         self._answered: list[str] = []
 
     def execute(self, context: Context) -> Any:
-        self._remember(context, str(self.execution_id))
+        self._push_execution_xcoms(context, str(self.execution_id))
         if not self.deferrable:
             return super().execute(context)
         end_time = time.time() + float(self.timeout) if self.timeout else None

@@ -11,10 +11,8 @@ from typing import Any
 import pytest
 
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
-from airflow_provider_smartflows.triggers.smartflows import (
-    SmartFlowsExecutionTrigger,
-    long_poll_seconds,
-)
+from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
+from airflow_provider_smartflows.waiting import long_poll_seconds
 
 pytestmark = pytest.mark.usefixtures("smartflows_conn")
 

@@ -1,0 +1,207 @@
+"""Operator that starts a Smart Flows flow execution and (optionally) waits for it."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin, conf
+
+from airflow_provider_smartflows.exceptions import (
+    SmartFlowsApiError,
+    SmartFlowsInputError,
+    SmartFlowsStartUnknownError,
+)
+from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
+from airflow_provider_smartflows.links import SmartFlowsExecutionLink
+from airflow_provider_smartflows.models import ExecutionStatus
+from airflow_provider_smartflows.operators.execution_wait import SmartFlowsExecutionWaitMixin
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_smartflows.waiting import ExecutionEvent
+
+
+class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin, BaseOperator):
+    """
+    Start a Smart Flows flow execution and (optionally) wait for it.
+
+    The execution is always started on the worker. Its id and UI link are pushed to XCom
+    (``execution_id``, ``execution_url``) right away; the task returns
+    ``{"execution_id", "status", "document_ids", "execution_url"}``.
+
+    Retries never start a second execution for a try that already started one, on Airflow >= 3.3:
+    the execution id is written to the task state store (``ResumableJobMixin``) right after the
+    POST, and a later try of the same task instance reattaches to that execution when it is still
+    running (or waits for input), or returns its result when it already succeeded; only a failed
+    execution is started anew. This applies to the synchronous and the deferrable path alike, and
+    also to a task that is cleared and run again (the store outlives the try; pass
+    ``durable=False`` to always start a new execution). Below Airflow 3.3 there is no task state
+    store: every try starts a new execution (a retry's log says "Reattach unavailable"). A start
+    POST whose outcome is unknown (connection reset after sending, 500) leaves no id to reattach
+    to: it raises
+    :class:`SmartFlowsStartUnknownError`, which Airflow does not retry; check the flow's executions
+    on the server before clearing the task.
+
+    :param flow_id: flow id or name; without it Smart Flows asks for a flow (``SelectFlow``), which
+        fails the task.
+    :param data: input: None, a dict (Dynamics/Sugar plugin JSON), or XML text/bytes; a string
+        ending with ``.xml`` or ``.xml.j2`` is a template file rendered from the DAG's search path.
+    :param dataset_id: data set of the flow to feed with ``data``.
+    :param priority: execution priority.
+    :param smartflows_conn_id: the ``smartflows`` connection.
+    :param wait_for_completion: wait for a final status; if False return right after starting.
+    :param deferrable: wait on the triggerer instead of the worker.
+    :param poll_interval: longest long-poll in seconds (the server answers early on a change).
+    :param timeout: seconds to wait at most; then the execution is cancelled (``cancel_on_kill``)
+        and :class:`SmartFlowsTimeoutError` raised. None waits without limit.
+    :param fail_on_warning: treat the ``Warning`` outcome as a failure. Like a failed execution, a
+        Warning one is not reattached to: with ``retries`` each try runs the flow (and generates its
+        documents) again.
+    :param user_input: answers posted when the execution asks for user input (``UserInput``),
+        a mapping of form keys to values; once per prompt.
+    :param cancel_on_kill: cancel the execution when the task is killed or times out. A kill while
+        deferred reaches the trigger from Airflow 3.3 on; older versions log a warning on deferring.
+    """
+
+    template_fields: Sequence[str] = ("flow_id", "data", "dataset_id", "priority", "user_input")
+    # data="letter.xml" (or .xml.j2) is read from the DAG's template search path and rendered.
+    template_ext: Sequence[str] = (".xml", ".xml.j2")
+    template_fields_renderers = {"data": "py", "user_input": "json"}
+    operator_extra_links = (SmartFlowsExecutionLink(),)
+    ui_color = "#e8f0fe"
+
+    external_id_key = "smartflows_execution_id"
+
+    def __init__(
+        self,
+        *,
+        flow_id: str | None = None,
+        data: dict[str, Any] | str | bytes | None = None,
+        dataset_id: str | None = None,
+        priority: int | str | None = None,
+        smartflows_conn_id: str = DEFAULT_CONN_ID,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30,
+        timeout: float | None = None,
+        fail_on_warning: bool = False,
+        user_input: dict[str, Any] | None = None,
+        cancel_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flow_id = flow_id
+        self.data = data
+        self.dataset_id = dataset_id
+        self.priority = priority
+        self.smartflows_conn_id = smartflows_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.fail_on_warning = fail_on_warning
+        self.user_input = user_input
+        self.cancel_on_kill = cancel_on_kill
+        if poll_interval <= 0:
+            raise SmartFlowsInputError(f"poll_interval must be > 0, got {poll_interval!r}")
+        if timeout is not None and timeout <= 0:
+            raise SmartFlowsInputError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        self._execution_id: str | None = None
+        self._outcome: dict[str, Any] | None = None
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        return self.execute_resumable(context)
+
+    # --- ResumableJobMixin --------------------------------------------------------------------
+
+    def submit_job(self, context: Context) -> str:
+        if not AIRFLOW_V_3_3_PLUS and context["ti"].try_number > 1:
+            self.log.warning(
+                "Reattach unavailable: Airflow %s has no task state store (Airflow >= 3.3 has), so try "
+                "%s starts a new Smart Flows execution; one started by an earlier try is not resumed.",
+                AIRFLOW_VERSION,
+                context["ti"].try_number,
+            )
+        priority = self.priority
+        if isinstance(priority, str) and priority.strip().lstrip("-").isdigit():
+            priority = int(priority)  # a rendered template is text
+        try:
+            progress = self.hook.start_execution(
+                self.flow_id or None,
+                self.data,
+                dataset_id=self.dataset_id or None,
+                priority=priority,  # type: ignore[arg-type]
+            )
+        except SmartFlowsApiError as err:
+            if not getattr(err, "may_have_started", False):
+                raise
+            # No execution id to store: an Airflow retry would start the flow a second time.
+            raise SmartFlowsStartUnknownError(err.message, **err.fields()) from err
+        self._execution_id = progress.id
+        url = self._push_execution_xcoms(context, progress.id)
+        self.log.info("Smart Flows execution %s (%s) in the UI: %s", progress.id, progress.raw_status, url)
+        return progress.id
+
+    def get_job_status(self, external_id: Any, context: Context) -> str:
+        progress = self.hook.get_progress(str(external_id))
+        return progress.raw_status or ExecutionStatus.UNKNOWN.value
+
+    def is_job_active(self, status: str) -> bool:
+        # An unknown status counts as active: reattaching reports it, starting anew could duplicate.
+        return not ExecutionStatus.parse(status).is_terminal
+
+    def is_job_succeeded(self, status: str) -> bool:
+        parsed = ExecutionStatus.parse(status)
+        return parsed is ExecutionStatus.SUCCESS or (
+            parsed is ExecutionStatus.WARNING and not self.fail_on_warning
+        )
+
+    # The SDK returns this method's value when it reattaches to a running execution, so it
+    # returns the result (its declared None would lose it).
+    def poll_until_complete(self, external_id: Any, context: Context) -> dict[str, Any]:  # type: ignore[override]
+        execution_id = str(external_id)
+        self._execution_id = execution_id
+        self._push_execution_xcoms(context, execution_id)
+        if not self.wait_for_completion:
+            self._outcome = self._current_result(execution_id)
+        else:
+            end_time = None if self.timeout is None else time.time() + float(self.timeout)
+            self._outcome = self.wait_for(context, execution_id, end_time)
+        return self._outcome
+
+    def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
+        execution_id = str(external_id)
+        if self._outcome is not None and self._outcome["execution_id"] == execution_id:
+            return self._outcome
+        # Reached when a retry finds the execution already finished successfully.
+        self._execution_id = execution_id
+        self._push_execution_xcoms(context, execution_id)
+        self.log.info("Smart Flows execution %s already finished; not starting a new one", execution_id)
+        return self._current_result(execution_id)
+
+    def _current_result(self, execution_id: str) -> dict[str, Any]:
+        progress = self.hook.get_progress(execution_id)
+        documents = [doc.id for doc in progress.documents]
+        if not documents and progress.status.is_success:
+            documents = self._document_ids(execution_id)
+        return self._result(execution_id, progress.raw_status, documents)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: ExecutionEvent,
+        end_time: float | None = None,
+        answered: list[str] | None = None,
+    ) -> dict[str, Any]:
+        self._execution_id = str(event["execution_id"])
+        return super().execute_complete(context, event, end_time, answered)
+
+    def on_kill(self) -> None:
+        if self.cancel_on_kill and self._execution_id:
+            self.log.info("Cancelling Smart Flows execution %s (task killed)", self._execution_id)
+            self.hook.cancel_execution(self._execution_id)

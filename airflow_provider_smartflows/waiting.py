@@ -1,0 +1,439 @@
+"""The waiting rules for a Smart Flows execution, shared by the trigger, the operators and the sensor.
+
+Sans-I/O: the one waiting loop, :func:`wait_steps`, is a generator that yields *steps* (long-poll
+the progress, pause, read the full execution) and receives their results. Two tiny drivers
+perform the steps with the hook they are given: :func:`run_steps` on the worker (blocking calls)
+and :func:`run_steps_async` on the triggerer. A driver sends a step's result back, or throws the
+:class:`~airflow_provider_smartflows.exceptions.SmartFlowsError` the step raised into the
+generator; an error that ends the wait comes back out of the driver.
+
+Every wait ends in one :class:`ExecutionEvent`, the JSON payload of the trigger's event (and what
+the operators' synchronous wait returns)::
+
+    {"status": "success" | "failed" | "timeout" | "error" | "input_required",
+     "execution_id": "...", "execution_status": "Success" | ... | None,
+     "message": "...", "document_ids": ["...", ...], "end_time": <epoch seconds> | None}
+
+``input_required`` means the execution waits for a person (``UserInput`` or ``SelectFlow``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypedDict, TypeVar
+
+from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
+from airflow_provider_smartflows.hooks.common import MAX_WAIT_SECONDS
+from airflow_provider_smartflows.models import ExecutionStatus
+
+if TYPE_CHECKING:
+    from airflow_provider_smartflows.models import Execution, ExecutionProgress
+
+__all__ = [
+    "EVENT_ERROR",
+    "EVENT_FAILED",
+    "EVENT_INPUT_REQUIRED",
+    "EVENT_SUCCESS",
+    "EVENT_TIMEOUT",
+    "UNKNOWN_STATUS_POLLS",
+    "EventStatus",
+    "ExecutionEvent",
+    "ExecutionWatch",
+    "Pause",
+    "Poll",
+    "ReadExecution",
+    "Step",
+    "document_ids_steps",
+    "event_status_for",
+    "long_poll_seconds",
+    "make_event",
+    "one_line",
+    "outcome_message",
+    "progress_line",
+    "run_steps",
+    "run_steps_async",
+    "wait_steps",
+    "with_document_ids",
+]
+
+EventStatus = Literal["success", "failed", "timeout", "error", "input_required"]
+
+EVENT_SUCCESS: EventStatus = "success"
+EVENT_FAILED: EventStatus = "failed"
+EVENT_TIMEOUT: EventStatus = "timeout"
+EVENT_ERROR: EventStatus = "error"
+EVENT_INPUT_REQUIRED: EventStatus = "input_required"
+
+#: How many consecutive answers with a status this provider does not know are tolerated before
+#: giving up: a newer server may have a transient status we do not know, but waiting forever on a
+#: final one we do not know would hang the task until its timeout.
+UNKNOWN_STATUS_POLLS = 3
+
+_MAX_MESSAGE = 500
+
+
+class ExecutionEvent(TypedDict):
+    """The payload of every trigger event, JSON-safe (it is stored in the trigger's row)."""
+
+    status: EventStatus
+    execution_id: str
+    #: The server's status spelling, None when no answer was read.
+    execution_status: str | None
+    #: One line, at most 500 characters.
+    message: str
+    #: The generated documents (a ``success`` event only).
+    document_ids: list[str]
+    #: The wait's deadline in epoch seconds, None without one.
+    end_time: float | None
+
+
+def one_line(text: object, limit: int = _MAX_MESSAGE) -> str:
+    """``text`` on one line (whitespace runs become one space), cut to ``limit`` characters."""
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def long_poll_seconds(poll_interval: float, remaining: float | None) -> int:
+    """Whole seconds for the next long-poll: up to ``poll_interval`` and the time left, at least 1.
+
+    The API takes whole seconds and answers at once for 0, so a shorter wait would spin.
+    """
+    wait = poll_interval if remaining is None else min(poll_interval, remaining)
+    return int(min(MAX_WAIT_SECONDS, max(1, math.ceil(wait))))
+
+
+def progress_line(progress: ExecutionProgress) -> str:
+    """``execution <id>: 42 % Generating document`` (the one progress log line)."""
+    parts = [f"execution {progress.id}:"]
+    if progress.percentage is not None:
+        parts.append(f"{progress.percentage:g} %")
+    parts.append(progress.message or progress.raw_status or "")
+    return " ".join(part for part in parts if part)
+
+
+def make_event(
+    status: EventStatus,
+    execution_id: str,
+    *,
+    execution_status: str | None = None,
+    message: str = "",
+    document_ids: list[str] | None = None,
+    end_time: float | None = None,
+) -> ExecutionEvent:
+    """An event payload; the message is made one bounded line."""
+    return {
+        "status": status,
+        "execution_id": execution_id,
+        "execution_status": execution_status,
+        "message": one_line(message),
+        "document_ids": list(document_ids or []),
+        "end_time": end_time,
+    }
+
+
+def event_status_for(status: ExecutionStatus, *, fail_on_warning: bool) -> EventStatus | None:
+    """The event status that ends a wait on ``status``; None while the execution keeps running."""
+    if status is ExecutionStatus.WARNING and fail_on_warning:
+        return EVENT_FAILED
+    if status.is_success:
+        return EVENT_SUCCESS
+    if status.is_failure:
+        return EVENT_FAILED
+    if status.needs_input:
+        return EVENT_INPUT_REQUIRED
+    return None
+
+
+def outcome_message(progress: ExecutionProgress, event_status: EventStatus) -> str:
+    """Human sentence for an event built from a progress."""
+    status = progress.raw_status or progress.status.value
+    if event_status == EVENT_INPUT_REQUIRED:
+        if progress.status is ExecutionStatus.SELECT_FLOW:
+            return f"Smart Flows execution {progress.id} waits for a flow to be selected (SelectFlow)"
+        keys = ", ".join(progress.form_keys) or "unknown"
+        return f"Smart Flows execution {progress.id} waits for user input (form keys: {keys})"
+    text = f"Smart Flows execution {progress.id} finished with status {status}"
+    if progress.message:
+        text += f": {progress.message}"
+    return text
+
+
+class ExecutionWatch:
+    """
+    The bookkeeping of one wait: deadline, failures in a row, unknown statuses, the last log line.
+
+    No I/O. :func:`wait_steps` asks it how long to poll (:meth:`poll_seconds`) and reports what a
+    poll got, an answer (:meth:`on_progress`) or a failure (:meth:`on_failure`). One progress line
+    is logged whenever percentage or message changes.
+    """
+
+    def __init__(
+        self,
+        execution_id: str,
+        *,
+        poll_interval: float,
+        end_time: float | None,
+        fail_on_warning: bool,
+        max_consecutive_failures: int,
+        log: Any,
+    ) -> None:
+        self.execution_id = execution_id
+        self.poll_interval = poll_interval
+        self.end_time = end_time
+        self.fail_on_warning = fail_on_warning
+        self.max_consecutive_failures = max_consecutive_failures
+        self.log = log
+        self.failures = 0
+        self.unknown_polls = 0
+        self.last_line: str | None = None
+        self.last_status: str | None = None
+
+    def event(self, status: EventStatus, **kwargs: Any) -> ExecutionEvent:
+        """An event for this execution, carrying its deadline."""
+        return make_event(status, self.execution_id, end_time=self.end_time, **kwargs)
+
+    def _remaining(self) -> float | None:
+        return None if self.end_time is None else self.end_time - time.time()
+
+    def expired(self) -> bool:
+        """Whether the deadline has passed."""
+        remaining = self._remaining()
+        return remaining is not None and remaining <= 0
+
+    def poll_seconds(self) -> int:
+        """Seconds for the next long-poll (the poll interval, or less near the deadline)."""
+        return long_poll_seconds(self.poll_interval, self._remaining())
+
+    def timeout_event(self) -> ExecutionEvent:
+        """The ``timeout`` event: the deadline passed before the execution finished."""
+        return self.event(
+            EVENT_TIMEOUT,
+            execution_status=self.last_status,
+            message=(
+                f"Smart Flows execution {self.execution_id} did not finish before its deadline "
+                f"(last status {self.last_status or 'unknown'})"
+            ),
+        )
+
+    def error_event(self, err: SmartFlowsError) -> ExecutionEvent:
+        """The ``error`` event for an error that ended the wait (the triggerer cannot raise it)."""
+        retryable = isinstance(err, SmartFlowsApiError) and err.retryable
+        what = f" ({self.failures} transient failures in a row)" if retryable else ""
+        return self.event(EVENT_ERROR, execution_status=self.last_status, message=f"{err}{what}")
+
+    def on_failure(self, err: SmartFlowsApiError) -> float | None:
+        """Count a failed poll: seconds to pause before the next one, or None when it ends the wait.
+
+        A refused key and other non-retryable errors end the wait at once; transient ones end it
+        after ``max_consecutive_failures`` in a row.
+        """
+        self.failures += 1
+        if not err.retryable or self.failures > self.max_consecutive_failures:
+            return None
+        delay = min(self.poll_interval, err.retry_after or 2.0 ** (self.failures - 1))
+        remaining = self._remaining()
+        if remaining is not None:
+            delay = min(delay, max(remaining, 0.0))
+        self.log.warning(
+            "execution %s: transient failure %d of %d tolerated, next poll in %.1f s: %s",
+            self.execution_id,
+            self.failures,
+            self.max_consecutive_failures,
+            delay,
+            one_line(err, 200),
+        )
+        return delay
+
+    def on_progress(self, progress: ExecutionProgress) -> ExecutionEvent | None:
+        """The event when the execution is final or needs a person; None while it runs.
+
+        A ``success`` event carries the document ids found in the progress; when it has none,
+        :func:`with_document_ids` looks them up in the full execution.
+        """
+        self.failures = 0
+        self.last_status = progress.raw_status
+        line = progress_line(progress)
+        if line != self.last_line:
+            self.log.info("%s", line)
+            self.last_line = line
+        if progress.status is ExecutionStatus.UNKNOWN:
+            return self._on_unknown_status(progress)
+        self.unknown_polls = 0
+        event_status = event_status_for(progress.status, fail_on_warning=self.fail_on_warning)
+        if event_status is None:
+            return None
+        return self.event(
+            event_status,
+            execution_status=progress.raw_status,
+            message=outcome_message(progress, event_status),
+            document_ids=[doc.id for doc in progress.documents] if event_status == EVENT_SUCCESS else [],
+        )
+
+    def _on_unknown_status(self, progress: ExecutionProgress) -> ExecutionEvent | None:
+        self.unknown_polls += 1
+        if self.unknown_polls < UNKNOWN_STATUS_POLLS:
+            return None
+        return self.event(
+            EVENT_ERROR,
+            execution_status=progress.raw_status,
+            message=(
+                f"Smart Flows execution {self.execution_id} reports the status "
+                f"{progress.raw_status!r}, which this provider does not know; the execution "
+                "was left as it is. Check it in Smart Flows."
+            ),
+        )
+
+
+# --- steps ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Long-poll the execution's progress for ``wait_seconds``; the result is its ExecutionProgress."""
+
+    execution_id: str
+    wait_seconds: int
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Sleep ``seconds`` (after a transient failure); the result is None."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReadExecution:
+    """Read the full execution; the result is its Execution."""
+
+    execution_id: str
+
+
+Step = Poll | Pause | ReadExecution
+T = TypeVar("T")
+Steps = Generator[Step, Any, T]
+
+
+def document_ids_steps(execution_id: str, log: Any) -> Steps[list[str]]:
+    """The ids of the documents in the full execution; [] (and a warning) when it cannot be read.
+
+    The one document-ids fallback: a finished execution whose progress named no documents.
+    """
+    try:
+        execution: Execution = yield ReadExecution(execution_id)
+    except SmartFlowsError as err:
+        # The outcome is known; the download step can still list the documents itself.
+        log.warning("execution %s: could not list its documents: %s", execution_id, err)
+        return []
+    return [doc.id for doc in execution.documents]
+
+
+def with_document_ids(event: ExecutionEvent, log: Any) -> Steps[ExecutionEvent]:
+    """``event``, with the execution's documents when it is a success whose progress named none."""
+    if event["status"] == EVENT_SUCCESS and not event["document_ids"]:
+        event["document_ids"] = yield from document_ids_steps(event["execution_id"], log)
+    return event
+
+
+def wait_steps(watch: ExecutionWatch) -> Steps[ExecutionEvent]:
+    """The one waiting loop: long-poll until the execution is final, needs a person, or times out.
+
+    A poll's :class:`SmartFlowsApiError` is tolerated as ``watch`` decides; one that ends the wait,
+    and every other error, is raised out of the driver (the trigger turns it into an ``error``
+    event with :meth:`ExecutionWatch.error_event`).
+    """
+    while True:
+        if watch.expired():
+            return watch.timeout_event()
+        try:
+            progress: ExecutionProgress = yield Poll(watch.execution_id, watch.poll_seconds())
+        except SmartFlowsApiError as err:
+            delay = watch.on_failure(err)
+            if delay is None:
+                raise
+            yield Pause(delay)
+            continue
+        event = watch.on_progress(progress)
+        if event is not None:
+            return (yield from with_document_ids(event, watch.log))
+
+
+# --- drivers -------------------------------------------------------------------------------------
+
+
+class SyncStepHook(Protocol):
+    """What :func:`run_steps` needs of a hook (the synchronous SmartFlowsHook)."""
+
+    def get_progress(self, execution_id: str, *, wait_seconds: float | None = None) -> ExecutionProgress: ...
+
+    def get_execution(self, execution_id: str) -> Execution: ...
+
+
+class AsyncStepHook(Protocol):
+    """What :func:`run_steps_async` needs of a hook (the SmartFlowsAsyncHook)."""
+
+    async def get_progress(
+        self, execution_id: str, *, wait_seconds: float | None = None
+    ) -> ExecutionProgress: ...
+
+    async def get_execution(self, execution_id: str) -> Execution: ...
+
+
+class _Result(NamedTuple):
+    """What a step produced: its value, or the error it raised."""
+
+    value: Any = None
+    error: SmartFlowsError | None = None
+
+
+def _resume(steps: Steps[T], result: _Result) -> Step:
+    """Hand a step's result to the generator and get the next step (StopIteration: it is done)."""
+    if result.error is not None:
+        return steps.throw(result.error)
+    return steps.send(result.value)
+
+
+def run_steps(steps: Steps[T], hook: SyncStepHook) -> T:
+    """Perform ``steps`` with blocking hook calls (the worker); return what the generator returns."""
+    result = _Result()
+    while True:
+        try:
+            step = _resume(steps, result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            match step:
+                case Poll(execution_id, wait_seconds):
+                    result = _Result(hook.get_progress(execution_id, wait_seconds=wait_seconds))
+                case ReadExecution(execution_id):
+                    result = _Result(hook.get_execution(execution_id))
+                case Pause(seconds):
+                    time.sleep(seconds)
+                    result = _Result()
+        except SmartFlowsError as err:
+            result = _Result(error=err)
+
+
+async def run_steps_async(steps: Steps[T], hook: AsyncStepHook) -> T:
+    """Perform ``steps`` with the async hook (the triggerer); return what the generator returns."""
+    result = _Result()
+    while True:
+        try:
+            step = _resume(steps, result)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        try:
+            match step:
+                case Poll(execution_id, wait_seconds):
+                    result = _Result(await hook.get_progress(execution_id, wait_seconds=wait_seconds))
+                case ReadExecution(execution_id):
+                    result = _Result(await hook.get_execution(execution_id))
+                case Pause(seconds):
+                    await asyncio.sleep(seconds)
+                    result = _Result()
+        except SmartFlowsError as err:
+            result = _Result(error=err)
