@@ -10,7 +10,7 @@ import mimetypes
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -275,16 +275,13 @@ class DocumentInfo:
 
 @dataclass(frozen=True)
 class DownloadedDocument:
-    """A document saved to storage; ``to_dict()`` is JSON-safe (for XCom)."""
+    """A document saved to storage (what the hook's ``download_document`` returns)."""
 
     document_id: str
     uri: str
     size: int
     sha256: str
     content_type: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 MAX_WALK_DEPTH = 200
@@ -345,7 +342,12 @@ _WINDOWS_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", 
 
 
 def extension_for(content_type: str | None) -> str:
-    """File extension (with dot) for a content type, or "" when unknown."""
+    """The file extension, with its dot, for a content type; "" for None, "" or an unknown type.
+
+    Parameters after ``;`` (``charset=...``) and case are ignored. The emulator has its own
+    function of that name with another contract, on purpose: it shares no code with the provider,
+    so that two independent readings of the wire format catch each other's mistakes.
+    """
     if not content_type:
         return ""
     mime = content_type.split(";", 1)[0].strip().lower()

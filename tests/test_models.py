@@ -20,11 +20,11 @@ from airflow_provider_smartflows.exceptions import (
 from airflow_provider_smartflows.models import (
     DocumentInfo,
     DocumentRef,
-    DownloadedDocument,
     Execution,
     ExecutionProgress,
     ExecutionStatus,
     FlowException,
+    extension_for,
     find_document_refs,
     safe_file_name,
 )
@@ -172,15 +172,20 @@ def test_document_info_derives_a_safe_file_name():
     assert info.file_name == "_._etc_passwd.pdf"
 
 
-def test_downloaded_document_to_dict_is_json_ready():
-    doc = DownloadedDocument("d1", "file:///tmp/a.pdf", 3, "ab", "application/pdf")
-    assert doc.to_dict() == {
-        "document_id": "d1",
-        "uri": "file:///tmp/a.pdf",
-        "size": 3,
-        "sha256": "ab",
-        "content_type": "application/pdf",
-    }
+@pytest.mark.parametrize(
+    ("content_type", "extension"),
+    [
+        ("application/pdf", ".pdf"),
+        ("Application/PDF; charset=binary", ".pdf"),
+        ("text/plain", ".txt"),
+        ("application/x-unheard-of", ""),
+        ("", ""),
+        (None, ""),
+    ],
+    ids=["pdf", "case-and-parameters", "text", "unknown", "empty", "none"],
+)
+def test_extension_for(content_type: str | None, extension: str) -> None:
+    assert extension_for(content_type) == extension
 
 
 @pytest.mark.parametrize(
