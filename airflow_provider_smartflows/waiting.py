@@ -22,9 +22,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar
 
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
 from airflow_provider_smartflows.hooks.common import MAX_WAIT_SECONDS
@@ -383,57 +383,53 @@ class AsyncStepHook(Protocol):
     async def get_execution(self, execution_id: str) -> Execution: ...
 
 
-class _Result(NamedTuple):
-    """What a step produced: its value, or the error it raised."""
+class _Run(Generic[T]):
+    """One run of a step generator: hands each step's result (or error) back, keeps the outcome."""
 
-    value: Any = None
-    error: SmartFlowsError | None = None
+    def __init__(self, steps: Steps[T]) -> None:
+        self.steps = steps
+        self.reply: Any = None
+        self.error: SmartFlowsError | None = None
+        self.outcome: T | None = None
+
+    def next_step(self) -> Step | None:
+        """The next step, or None once the generator has returned (its value is ``outcome``)."""
+        error, self.error = self.error, None
+        try:
+            return self.steps.throw(error) if error is not None else self.steps.send(self.reply)
+        except StopIteration as done:
+            self.outcome = done.value
+            return None
 
 
-def _resume(steps: Steps[T], result: _Result) -> Step:
-    """Hand a step's result to the generator and get the next step (StopIteration: it is done)."""
-    if result.error is not None:
-        return steps.throw(result.error)
-    return steps.send(result.value)
+def _perform(step: Step, hook: Any, sleep: Callable[[float], Any]) -> Any:
+    """Start the call a step stands for: a value from a sync hook, an awaitable from an async one."""
+    match step:
+        case Poll(execution_id, wait_seconds):
+            return hook.get_progress(execution_id, wait_seconds=wait_seconds)
+        case ReadExecution(execution_id):
+            return hook.get_execution(execution_id)
+        case Pause(seconds):
+            return sleep(seconds)
 
 
 def run_steps(steps: Steps[T], hook: SyncStepHook) -> T:
     """Perform ``steps`` with blocking hook calls (the worker); return what the generator returns."""
-    result = _Result()
-    while True:
+    run = _Run(steps)
+    while (step := run.next_step()) is not None:
         try:
-            step = _resume(steps, result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
-            match step:
-                case Poll(execution_id, wait_seconds):
-                    result = _Result(hook.get_progress(execution_id, wait_seconds=wait_seconds))
-                case ReadExecution(execution_id):
-                    result = _Result(hook.get_execution(execution_id))
-                case Pause(seconds):
-                    time.sleep(seconds)
-                    result = _Result()
+            run.reply = _perform(step, hook, time.sleep)
         except SmartFlowsError as err:
-            result = _Result(error=err)
+            run.error = err
+    return run.outcome  # type: ignore[return-value]
 
 
 async def run_steps_async(steps: Steps[T], hook: AsyncStepHook) -> T:
     """Perform ``steps`` with the async hook (the triggerer); return what the generator returns."""
-    result = _Result()
-    while True:
+    run = _Run(steps)
+    while (step := run.next_step()) is not None:
         try:
-            step = _resume(steps, result)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        try:
-            match step:
-                case Poll(execution_id, wait_seconds):
-                    result = _Result(await hook.get_progress(execution_id, wait_seconds=wait_seconds))
-                case ReadExecution(execution_id):
-                    result = _Result(await hook.get_execution(execution_id))
-                case Pause(seconds):
-                    await asyncio.sleep(seconds)
-                    result = _Result()
+            run.reply = await _perform(step, hook, asyncio.sleep)
         except SmartFlowsError as err:
-            result = _Result(error=err)
+            run.error = err
+    return run.outcome  # type: ignore[return-value]
