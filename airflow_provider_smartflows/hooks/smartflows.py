@@ -1,19 +1,17 @@
 """The sync ``SmartFlowsHook`` (an ``HttpHook``): every Smart Flows REST call, streaming downloads.
 
-The connection, its extras and the retry policy are described in :mod:`.common`.
+The routes, request building and answer reading are in :mod:`.api`; the connection and its extras
+in :mod:`.connection`; the retry policy in :mod:`.retry`. This module is the ``requests`` transport.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
+import os
 import ssl
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
 import tenacity
@@ -23,39 +21,53 @@ from airflow.providers.http.hooks.http import HttpHook
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
     SmartFlowsConnectionError,
-    SmartFlowsDownloadError,
     SmartFlowsError,
     SmartFlowsInputError,
     SmartFlowsNotFoundError,
 )
-from airflow_provider_smartflows.hooks.common import (
-    API_PREFIX,
-    CANCEL_PATHS,
-    DEFAULT_CONN_ID,
-    NOT_ACTED_STATUSES,
+from airflow_provider_smartflows.hooks.api import (
+    GET_CURRENT_USER,
+    GET_SYSTEM_INFO,
+    LIST_FLOWS,
+    STREAMED_ERROR_BYTES,
+    Answer,
+    ApiRequest,
+    answer_request,
+    cancel_request,
+    check_answer,
+    content_request,
+    document_request,
+    execution_request,
+    progress_request,
+    read_answer,
+    start_request,
+)
+from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_smartflows.hooks.download import refuse_existing, save_chunks
+from airflow_provider_smartflows.hooks.errors import (
     TLS_UNTRUSTED,
-    ConnectionSettings,
-    SmartFlowsHookOptions,
-    body_excerpt,
     caused_by,
     connection_error,
-    error_from_status,
     may_have_started_error,
-    prepare_start_body,
-    retry_arguments,
-    validate_id,
-    validate_wait_seconds,
 )
-from airflow_provider_smartflows.models import (
-    DocumentInfo,
-    DocumentRef,
-    DownloadedDocument,
-    Execution,
-    ExecutionProgress,
-)
+from airflow_provider_smartflows.hooks.inputs import validate_id
+from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
+from airflow_provider_smartflows.hooks.retry import NOT_ACTED_STATUSES
 
 if TYPE_CHECKING:
     from requests.adapters import HTTPAdapter
+
+    from airflow_provider_smartflows.models import (
+        DocumentInfo,
+        DocumentRef,
+        DownloadedDocument,
+        Execution,
+        ExecutionProgress,
+    )
+
+T = TypeVar("T")
+#: Answers to a start that prove no execution was created (the request was refused as it stood).
+_NOT_STARTED_STATUSES = frozenset({400, 401, 403, 404, 409, 415, 422})
 
 
 def _network_reason(exc: requests.RequestException) -> tuple[bool, str]:
@@ -78,14 +90,17 @@ def _network_reason(exc: requests.RequestException) -> tuple[bool, str]:
     return True, type(exc).__name__
 
 
-class _Session(requests.Session):
-    """A session that drops the API key when a redirect leaves the Smart Flows host."""
+def _may_have_started(err: SmartFlowsApiError) -> bool:
+    """Whether a failed start may have created an execution (the server may have acted on it)."""
+    status = err.status_code
+    if status is None:
+        return not isinstance(err, SmartFlowsConnectionError) or err.request_sent
+    redirected = 300 <= status < 400  # a redirect answers instead of acting
+    return not (redirected or status in NOT_ACTED_STATUSES or status in _NOT_STARTED_STATUSES)
 
-    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
-        super().rebuild_auth(prepared_request, response)
-        old_url, new_url = response.request.url, prepared_request.url
-        if old_url and new_url and self.should_strip_auth(old_url, new_url):
-            prepared_request.headers.pop("X-API-Key", None)
+
+def _answer(response: requests.Response) -> Answer:
+    return Answer(response.status_code, response.headers, response.content)
 
 
 # --------------------------------------------------------------------------- sync hook
@@ -95,11 +110,13 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
     """
     Call the Smart Flows REST API (sync).
 
-    :param smartflows_conn_id: a ``smartflows`` connection (see :mod:`.common`).
+    :param smartflows_conn_id: a ``smartflows`` connection (see :mod:`.connection`).
     :param timeout: seconds per request; overrides the connection's ``timeout`` extra (default 60).
-    :param retry_limit: retries after the first attempt (0: none); see :func:`is_retryable`.
+    :param retry_limit: retries after the first attempt (0: none); see :func:`.retry.is_retryable`.
     :param retry_delay: first backoff delay in seconds, doubled per retry, with jitter.
     :param max_retry_delay: cap of any delay, including a server's Retry-After.
+    :param adapter: a ``requests`` transport adapter mounted for http:// and https:// (default:
+        HttpHook's TCP keep-alive adapter).
     """
 
     def __init__(
@@ -153,25 +170,26 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
     @cached_property
     def settings(self) -> ConnectionSettings:
         """The validated connection (loaded once); the API key is registered with the secret masker."""
+        settings = self._load_settings()
+        self.base_url = settings.base_url  # HttpHook's public attribute (url_from_endpoint)
+        return settings
+
+    def _load_settings(self, *, for_test: bool = False) -> ConnectionSettings:
         conn = self.get_connection(self.smartflows_conn_id)
         if conn.password:
             mask_secret(conn.password)
-        settings = ConnectionSettings.from_connection(
-            self.smartflows_conn_id,
-            host=conn.host,
-            port=conn.port,
-            password=conn.password,
-            extra=conn.extra_dejson,
-            timeout=self.timeout,
-        )
-        self.base_url = settings.base_url
-        self._base_url_initialized = True
-        return settings
+        return self._settings_from(conn, conn.extra_dejson, for_test=for_test)
 
     def get_conn(
         self, headers: dict[Any, Any] | None = None, extra_options: dict[str, Any] | None = None
     ) -> requests.Session:
-        """The configured ``requests`` session (created once, reused for keep-alive)."""
+        """
+        The configured ``requests`` session (created once, reused for keep-alive).
+
+        :param headers: headers to add to the session.
+        :param extra_options: ignored; kept so that ``HttpHook.run``'s call still works (this
+            hook's options are the connection's extras).
+        """
         session = self._session
         if headers:
             session.headers.update(headers)
@@ -179,12 +197,25 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
 
     @cached_property
     def _session(self) -> requests.Session:
-        settings = self.settings
-        session = _Session()
+        return self._new_session(self.settings)
+
+    def _new_session(self, settings: ConnectionSettings) -> requests.Session:
+        # Our own session, not HttpHook.get_conn's: that one sends the connection's login and
+        # password (the API key) as basic auth and applies the extras as HTTP options.
+        if isinstance(settings.verify, str) and not os.path.exists(settings.verify):
+            raise SmartFlowsInputError(
+                f"The CA bundle {settings.verify!r} of {settings.label} does not exist: set the extra "
+                "'ca_bundle' to the path of a CA bundle file readable by Airflow."
+            )
+        session = requests.Session()
         session.headers.update(settings.headers)
         session.verify = settings.verify
         session.proxies.update(settings.proxies)
-        return self._configure_session_from_mount_adapters(session)
+        adapter = self.adapter or self.keep_alive_adapter
+        if adapter is not None:
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        return session
 
     def close(self) -> None:
         """Close the HTTP session (connections are pooled between calls)."""
@@ -197,86 +228,58 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
 
     # ----------------------------------------------------------------- transport
 
-    def _request(
+    def _send(
         self,
-        method: str,
-        path: str,
+        request: ApiRequest[Any],
+        settings: ConnectionSettings,
+        session: requests.Session,
         *,
-        params: Mapping[str, Any] | None = None,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
         stream: bool = False,
-        extra_timeout: float = 0.0,
-        subject: str | None = None,
     ) -> requests.Response:
-        """One API call with the retry policy; raises the matching SmartFlowsApiError subclass."""
-        settings = self.settings
-        session = self.get_conn()
-        url = f"{settings.base_url}{API_PREFIX}{path}"
-        timeout = settings.timeout + extra_timeout
+        """Send one request as it is (no redirect followed); no answer raises SmartFlowsConnectionError."""
+        try:
+            return session.request(
+                request.method,
+                settings.url(request.path),
+                params=request.params,
+                data=request.body,
+                headers=request.headers,
+                stream=stream,
+                timeout=(settings.timeout, settings.timeout + request.extra_timeout),
+                # Per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE and *_proxy
+                # variables override the session's own verify and proxies (psf/requests#3829).
+                verify=settings.verify,
+                proxies=dict(settings.proxies),
+                allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            sent, reason = _network_reason(exc)
+            raise connection_error(
+                settings, request.method, request.path, request_sent=sent, reason=reason
+            ) from exc
+
+    def _call(self, request: ApiRequest[T]) -> T:
+        """One API call under the retry policy; raises the matching SmartFlowsApiError subclass."""
+        settings, session = self.settings, self.get_conn()
+
+        def attempt() -> T:
+            return read_answer(request, _answer(self._send(request, settings, session)), settings)
+
+        return tenacity.Retrying(**self._retry_arguments(self.log))(attempt)
+
+    def _open_stream(self, request: ApiRequest[Any]) -> requests.Response:
+        """A streamed success answer (the caller closes it), under the retry policy."""
+        settings, session = self.settings, self.get_conn()
 
         def attempt() -> requests.Response:
-            try:
-                response = session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=body,
-                    headers=dict(headers or {}),
-                    stream=stream,
-                    timeout=(settings.timeout, timeout),
-                    # Per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE and *_proxy
-                    # variables override the session's own verify and proxies (psf/requests#3829).
-                    verify=settings.verify,
-                    proxies=dict(settings.proxies),
-                )
-            except requests.RequestException as exc:
-                sent, reason = _network_reason(exc)
-                raise connection_error(settings, method, path, request_sent=sent, reason=reason) from exc
-            if response.status_code >= 400:
+            response = self._send(request, settings, session, stream=True)
+            if response.status_code >= 300:
                 with response:
-                    raw = response.raw.read(4096, decode_content=True) if stream else response.content
-                raise error_from_status(
-                    conn_id=settings.conn_id,
-                    method=method,
-                    path=path,
-                    status_code=response.status_code,
-                    body=raw,
-                    retry_after_header=response.headers.get("Retry-After"),
-                    api_key=settings.api_key,
-                    subject=subject,
-                )
+                    head = response.raw.read(STREAMED_ERROR_BYTES, decode_content=True)
+                check_answer(request, Answer(response.status_code, response.headers, head), settings)
             return response
 
-        retrying = tenacity.Retrying(
-            **retry_arguments(
-                retry_limit=self.retry_limit,
-                retry_delay=self.retry_delay,
-                max_retry_delay=self.max_retry_delay,
-                log=self.log,
-            )
-        )
-        return retrying(attempt)
-
-    def _json(
-        self, method: str, path: str, *, parse: Callable[[Any], Any] | None = None, **kwargs: Any
-    ) -> Any:
-        response = self._request(method, path, **kwargs)
-        try:
-            data = response.json()
-            return parse(data) if parse else data
-        except (ValueError, RecursionError) as err:
-            settings = self.settings
-            raise SmartFlowsApiError(
-                f"Smart Flows {method} {path} answered {response.status_code} with a body that is not "
-                f"the expected JSON (connection {settings.conn_id!r}): {err}. Is the Host the Smart Flows "
-                "server and not a proxy or login page?",
-                status_code=response.status_code,
-                method=method,
-                path=path,
-                body_excerpt=body_excerpt(response.content, settings.api_key),
-                conn_id=settings.conn_id,
-            ) from None
+        return tenacity.Retrying(**self._retry_arguments(self.log))(attempt)
 
     # ----------------------------------------------------------------- executions
 
@@ -296,31 +299,11 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         :param dataset_id: the data set the XML belongs to.
         :param priority: execution priority, if the server supports it.
         """
-        params: dict[str, Any] = {}
-        if flow_id is not None:
-            params["flowId"] = validate_id(flow_id, "flow")
-        if dataset_id is not None:
-            params["datasetId"] = validate_id(dataset_id, "dataset")
-        if priority is not None:
-            if isinstance(priority, bool) or not isinstance(priority, int):
-                raise SmartFlowsInputError(f"priority must be an integer, not {priority!r}.")
-            params["priority"] = priority
-        body, headers = prepare_start_body(data, flow_id)
+        request = start_request(flow_id, data, dataset_id, priority)
         try:
-            progress = self._json(
-                "POST",
-                "/flows/executions",
-                params=params,
-                body=body,
-                headers=headers,
-                parse=ExecutionProgress.from_json,
-                subject=f"Flow {flow_id!r}" if flow_id else None,
-            )
+            progress = self._call(request)
         except SmartFlowsApiError as err:
-            acted = err.status_code not in NOT_ACTED_STATUSES and (
-                not isinstance(err, SmartFlowsConnectionError) or err.request_sent
-            )
-            if acted and err.status_code not in (400, 401, 403, 404, 409, 415, 422):
+            if _may_have_started(err):
                 raise may_have_started_error(err, flow_id) from err
             raise
         self.log.info(
@@ -338,91 +321,30 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         :param execution_id: the execution.
         :param wait_seconds: how long the server may hold the request (request timeout grows by it).
         """
-        execution_id = validate_id(execution_id, "execution")
-        wait = validate_wait_seconds(wait_seconds)
-        return self._json(
-            "GET",
-            f"/flows/executions/{quote(execution_id, safe='')}/progress",
-            params={"timeout": wait} if wait is not None else None,
-            extra_timeout=float(wait or 0),
-            parse=ExecutionProgress.from_json,
-            subject=f"Execution {execution_id!r}",
-        )
+        return self._call(progress_request(execution_id, wait_seconds))
 
     def get_execution(self, execution_id: str) -> Execution:
         """The full execution (status, flow, errors, warnings, documents)."""
-        execution_id = validate_id(execution_id, "execution")
-        return self._json(
-            "GET",
-            f"/flows/executions/{quote(execution_id, safe='')}",
-            parse=Execution.from_json,
-            subject=f"Execution {execution_id!r}",
-        )
+        return self._call(execution_request(execution_id))
 
     def cancel_execution(self, execution_id: str) -> ExecutionProgress:
         """Cancel an execution (DELETE; the path is the connection extra ``cancel_path``)."""
-        execution_id = validate_id(execution_id, "execution")
-        settings = self.settings
-        try:
-            return self._json(
-                "DELETE",
-                settings.cancel_endpoint(execution_id),
-                parse=ExecutionProgress.from_json,
-                subject=f"Execution {execution_id!r}",
-            )
-        except SmartFlowsApiError as err:
-            if err.status_code in (404, 405):
-                other = next(name for name in CANCEL_PATHS if name != settings.cancel_path)
-                err.message += (
-                    f" If the execution exists, this server may cancel through the other path: "
-                    f'set the extra "cancel_path": "{other}" on connection {settings.conn_id!r}.'
-                )
-                err.args = (err.message,)
-            raise
+        validate_id(execution_id, "execution")
+        return self._call(cancel_request(execution_id, self.settings))
 
     def answer_user_input(self, execution_id: str, answers: Mapping[str, Any]) -> ExecutionProgress:
         """Answer a UserInput form: ``answers`` maps form keys to values."""
-        execution_id = validate_id(execution_id, "execution")
-        if not isinstance(answers, Mapping) or not all(isinstance(key, str) for key in answers):
-            raise SmartFlowsInputError(
-                f"Answers for execution {execution_id!r} must be a dict of form keys to values."
-            )
-        try:
-            body = json.dumps(dict(answers), allow_nan=False).encode("utf-8")
-        except (TypeError, ValueError) as err:
-            raise SmartFlowsInputError(
-                f"Answers for execution {execution_id!r} are not JSON-serialisable: {err}"
-            ) from None
-        return self._json(
-            "POST",
-            f"/flows/executions/{quote(execution_id, safe='')}/progress",
-            body=body,
-            headers={"Content-Type": "application/json; charset=utf-8"},
-            parse=ExecutionProgress.from_json,
-            subject=f"Execution {execution_id!r}",
-        )
+        return self._call(answer_request(execution_id, answers))
 
     def list_flows(self) -> list[dict[str, Any]]:
         """The flows visible to the API key's user (raw Flow objects)."""
-
-        def parse(data: Any) -> list[dict[str, Any]]:
-            if not isinstance(data, list):
-                raise ValueError("expected a JSON array of flows")
-            return [flow for flow in data if isinstance(flow, dict)]
-
-        return self._json("GET", "/flows", parse=parse)
+        return self._call(LIST_FLOWS.request())
 
     # ----------------------------------------------------------------- documents
 
     def get_document(self, document_id: str) -> DocumentInfo:
         """Document metadata; ``file_name`` is a safe local name with the content type's extension."""
-        document_id = validate_id(document_id, "document")
-        return self._json(
-            "GET",
-            f"/documents/{quote(document_id, safe='')}",
-            parse=DocumentInfo.from_json,
-            subject=f"Document {document_id!r}",
-        )
+        return self._call(document_request(document_id))
 
     def list_documents(self, execution_id: str) -> list[DocumentRef]:
         """Documents of an execution: every ``type == "document"`` object in its output."""
@@ -454,31 +376,15 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         document_id = validate_id(document_id, "document")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
             raise SmartFlowsInputError(f"chunk_size must be a positive integer, not {chunk_size!r}.")
-        if isinstance(destination, str):
-            is_folder = destination.endswith("/")
-            # conn_id=None would hide a URI's own (s3://conn@bucket/) on Airflow 2: pass it only when set.
-            path = ObjectStoragePath(destination, **({"conn_id": conn_id} if conn_id else {}))
-        elif isinstance(destination, ObjectStoragePath):
-            path = destination
-            is_folder = str(destination).endswith("/") or path.is_dir()
-        else:
-            raise SmartFlowsInputError(
-                f"destination must be an ObjectStoragePath or a URI string, not {type(destination).__name__}."
-            )
+        path, is_folder = _storage_path(destination, conn_id)
         content_type: str | None = None
+        target = path
         if is_folder:
             info = self.get_document(document_id)
             content_type = info.content_type
             target = path / info.file_name
-        else:
-            target = path
-        if not overwrite and target.exists():
-            raise SmartFlowsDownloadError(
-                f"Not downloading document {document_id!r}: {target} already exists. "
-                "Remove it, choose another destination, or pass overwrite=True.",
-                document_id=document_id,
-                uri=str(target),
-            )
+        if not overwrite:
+            refuse_existing(document_id, target)
         return self._stream_to(document_id, target, content_type, overwrite=overwrite, chunk_size=chunk_size)
 
     def _stream_to(
@@ -490,65 +396,21 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         overwrite: bool,
         chunk_size: int,
     ) -> DownloadedDocument:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.parent / f".smartflows-{uuid.uuid4().hex}.part"
-        response = self._request(
-            "GET",
-            f"/documents/{quote(document_id, safe='')}/content",
-            # Identity encoding: the byte count is checked against Content-Length.
-            headers={"Accept-Encoding": "identity"},
-            stream=True,
-            subject=f"Document {document_id!r}",
-        )
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with response:
-                expected = response.headers.get("Content-Length")
-                content_type = content_type or response.headers.get("Content-Type")
-                with temporary.open("wb") as sink:
-                    for chunk in response.iter_content(chunk_size=chunk_size):
-                        sink.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-            if expected is not None and expected.isdigit() and int(expected) != size:
-                raise SmartFlowsDownloadError(
-                    f"Document {document_id!r} arrived truncated: {size} of {expected} bytes. "
-                    "Nothing was saved; run the download again.",
-                    document_id=document_id,
-                    uri=str(target),
-                )
-            if not overwrite and target.exists():
-                raise SmartFlowsDownloadError(
-                    f"Not saving document {document_id!r}: {target} appeared during the download.",
-                    document_id=document_id,
-                    uri=str(target),
-                )
-            temporary.fs.mv(temporary.path, target.path)
-        except BaseException as err:
-            _remove_quietly(temporary)
-            if isinstance(err, SmartFlowsError):
-                raise
-            if isinstance(err, (requests.RequestException, OSError)):
-                raise SmartFlowsDownloadError(
-                    f"Downloading document {document_id!r} to {target} failed after {size} bytes "
-                    f"({type(err).__name__}). Nothing was saved; run the download again.",
-                    document_id=document_id,
-                    uri=str(target),
-                ) from err
-            raise
-        downloaded = DownloadedDocument(
-            document_id=document_id,
-            uri=str(target),
-            size=size,
-            sha256=digest.hexdigest(),
-            content_type=content_type,
-        )
+        with self._open_stream(content_request(document_id)) as response:
+            downloaded = save_chunks(
+                response.iter_content(chunk_size=chunk_size),
+                target,
+                document_id=document_id,
+                expected_size=response.headers.get("Content-Length"),
+                content_type=content_type or response.headers.get("Content-Type"),
+                overwrite=overwrite,
+                transport_errors=(requests.RequestException,),
+            )
         self.log.info(
             "Saved Smart Flows document %s to %s (%d bytes, sha256 %s)",
             document_id,
             downloaded.uri,
-            size,
+            downloaded.size,
             downloaded.sha256,
         )
         return downloaded
@@ -556,27 +418,51 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
     # ----------------------------------------------------------------- connection test
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the URL and API key: ``(True, "Connected to Smart Flows <version> as <user>")``."""
+        """
+        Check the URL and API key: ``(True, "Connected to Smart Flows <version> as <user>")``.
+
+        One attempt per call with a short timeout (:attr:`test_connection_timeout`), so Airflow's
+        Test button answers at once; messages do not name the connection id, since Airflow's UI
+        tests an unsaved copy under a random temporary id.
+        """
         try:
-            try:
-                me = self._json("GET", "/users/me")
-            except SmartFlowsNotFoundError:
-                me = None
-            try:
-                info = self._json("GET", "/system/info")
-            except SmartFlowsNotFoundError:
-                info = None
-            if me is None and info is None:
-                return False, (
-                    f"{self.settings.base_url} answered 404 for /api/v1/users/me and /api/v1/system/info: "
-                    "is the Host the base URL of a Smart Flows server?"
-                )
+            settings = self._load_settings(for_test=True)
+            with self._new_session(settings) as session:
+                me = self._probe(GET_CURRENT_USER.request(), settings, session)
+                info = self._probe(GET_SYSTEM_INFO.request(), settings, session)
         except SmartFlowsError as err:
             return False, err.message
+        if me is None and info is None:
+            return False, (
+                f"{settings.base_url} answered 404 for {API_PREFIX}{GET_CURRENT_USER.path} and "
+                f"{API_PREFIX}{GET_SYSTEM_INFO.path}: is the Host the base URL of a Smart Flows server?"
+            )
         user = _first_text(me, "displayName", "name", "username", "login", "email") or "an unnamed user"
         role = _first_text(me, "role") or _first_text(info, "role")
         version = _first_text(info, "version") or "(version unknown)"
         return True, f"Connected to Smart Flows {version} as {user}" + (f" ({role})" if role else "")
+
+    def _probe(
+        self, request: ApiRequest[Any], settings: ConnectionSettings, session: requests.Session
+    ) -> Any:
+        """One attempt, no retry; None if the server has no such route (404)."""
+        try:
+            return read_answer(request, _answer(self._send(request, settings, session)), settings)
+        except SmartFlowsNotFoundError:
+            return None
+
+
+def _storage_path(destination: object, conn_id: str | None) -> tuple[ObjectStoragePath, bool]:
+    """The destination as a path, and whether it names a folder."""
+    if isinstance(destination, str):
+        # conn_id=None would hide a URI's own (s3://conn@bucket/) on Airflow 2: pass it only when set.
+        path = ObjectStoragePath(destination, **({"conn_id": conn_id} if conn_id else {}))
+        return path, destination.endswith("/")
+    if isinstance(destination, ObjectStoragePath):
+        return destination, str(destination).endswith("/") or destination.is_dir()
+    raise SmartFlowsInputError(
+        f"destination must be an ObjectStoragePath or a URI string, not {type(destination).__name__}."
+    )
 
 
 def _first_text(data: object, *keys: str) -> str | None:
@@ -587,11 +473,3 @@ def _first_text(data: object, *keys: str) -> str | None:
         if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
             return str(value)
     return None
-
-
-def _remove_quietly(path: ObjectStoragePath) -> None:
-    try:
-        if path.exists():
-            path.unlink()
-    except Exception:  # the original error matters more than a failed clean-up
-        logging.getLogger(__name__).warning("Could not remove the temporary file %s", path)

@@ -1,43 +1,38 @@
 """``SmartFlowsAsyncHook``: the aiohttp client of the Smart Flows API, for triggers.
 
-Same connection handling and retry policy as :class:`SmartFlowsHook`; nothing blocking runs on
-the event loop (the connection and the TLS context are resolved in worker threads).
+Same routes, answers and retry policy as :class:`SmartFlowsHook` (see :mod:`.api`); this module
+is the aiohttp transport. Nothing blocking runs on the event loop (the connection and the TLS
+context are resolved in worker threads).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote
 
 import aiohttp
 import tenacity
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_smartflows.exceptions import (
-    SmartFlowsApiError,
-    SmartFlowsError,
+from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsInputError
+from airflow_provider_smartflows.hooks.api import (
+    Answer,
+    ApiRequest,
+    cancel_request,
+    execution_request,
+    progress_request,
+    read_answer,
 )
-from airflow_provider_smartflows.hooks.common import (
-    API_PREFIX,
-    DEFAULT_CONN_ID,
-    TLS_UNTRUSTED,
-    ConnectionSettings,
-    SmartFlowsHookOptions,
-    body_excerpt,
-    connection_error,
-    error_from_status,
-    retry_arguments,
-    validate_id,
-    validate_wait_seconds,
-)
-from airflow_provider_smartflows.models import Execution, ExecutionProgress
+from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_smartflows.hooks.errors import TLS_UNTRUSTED, connection_error
+from airflow_provider_smartflows.hooks.inputs import validate_id
+from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from types import TracebackType
+
+    from airflow_provider_smartflows.models import Execution, ExecutionProgress
 
 T = TypeVar("T")
 
@@ -70,13 +65,26 @@ def _network_reason(exc: BaseException) -> tuple[bool, str]:
     return True, type(exc).__name__
 
 
+async def _ssl_option(settings: ConnectionSettings) -> ssl.SSLContext | bool:
+    if settings.verify is True or settings.verify is False:
+        return settings.verify
+    try:
+        # Reading a CA bundle is file I/O: keep it off the event loop.
+        return await asyncio.to_thread(ssl.create_default_context, cafile=settings.verify)
+    except (OSError, ssl.SSLError) as err:
+        raise SmartFlowsInputError(
+            f"The CA bundle {settings.verify!r} of {settings.label} cannot be read ({err}): set the "
+            "extra 'ca_bundle' to the path of a CA bundle file readable by Airflow."
+        ) from None
+
+
 class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
     """
     Call the Smart Flows REST API from an event loop; use as ``async with SmartFlowsAsyncHook(...) as hook``.
 
     One ``aiohttp.ClientSession`` (bounded connector) lives as long as the ``async with`` block.
 
-    :param smartflows_conn_id: a ``smartflows`` connection (see ``hooks.common``).
+    :param smartflows_conn_id: a ``smartflows`` connection (see ``hooks.connection``).
     :param timeout: seconds per request; overrides the connection's ``timeout`` extra.
     :param retry_limit: retries after the first attempt (0: none).
     :param retry_delay: first backoff delay in seconds, doubled per retry, with jitter.
@@ -111,27 +119,14 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
             conn = await get_async_connection(self.smartflows_conn_id, hook=self)
             if conn.password:
                 await _mask(conn.password)
-            self._settings = ConnectionSettings.from_connection(
-                self.smartflows_conn_id,
-                host=conn.host,
-                port=conn.port,
-                password=conn.password,
-                extra=await get_async_extra_dejson(conn),
-                timeout=self.timeout,
-            )
+            self._settings = self._settings_from(conn, await get_async_extra_dejson(conn))
         return self._settings
 
     async def __aenter__(self) -> SmartFlowsAsyncHook:
         settings = await self.get_settings()
-        ssl_option: ssl.SSLContext | bool = True
-        if isinstance(settings.verify, str):
-            # Reading a CA bundle is file I/O: keep it off the event loop.
-            ssl_option = await asyncio.to_thread(ssl.create_default_context, cafile=settings.verify)
-        elif settings.verify is False:
-            ssl_option = False
         self._session = aiohttp.ClientSession(
             headers=settings.headers,
-            connector=aiohttp.TCPConnector(limit=self.max_connections, ssl=ssl_option),
+            connector=aiohttp.TCPConnector(limit=self.max_connections, ssl=await _ssl_option(settings)),
             raise_for_status=False,
         )
         return self
@@ -153,109 +148,61 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         """Link to the execution in the Smart Flows UI (connection extra ``execution_url_template``)."""
         return (await self.get_settings()).execution_url(validate_id(execution_id, "execution"))
 
-    async def _request_json(
-        self,
-        method: str,
-        path: str,
-        parse: Callable[[Any], T],
-        *,
-        params: dict[str, Any] | None = None,
-        extra_timeout: float = 0.0,
-        subject: str | None = None,
-    ) -> T:
+    # ----------------------------------------------------------------- transport
+
+    async def _send(self, request: ApiRequest[Any], settings: ConnectionSettings) -> Answer:
+        """Send one request as it is (no redirect followed); no answer raises SmartFlowsConnectionError."""
         if self._session is None:
             raise SmartFlowsError(
                 "SmartFlowsAsyncHook is used outside `async with`: write "
                 "`async with SmartFlowsAsyncHook(conn_id) as hook:`."
             )
-        session = self._session
-        settings = await self.get_settings()
-        url = f"{settings.base_url}{API_PREFIX}{path}"
-        proxy = settings.proxies.get(url.split(":", 1)[0])
+        url = settings.url(request.path)
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.timeout, sock_read=settings.timeout + extra_timeout
+            total=None, sock_connect=settings.timeout, sock_read=settings.timeout + request.extra_timeout
         )
+        try:
+            async with self._session.request(
+                request.method,
+                url,
+                params=request.params,
+                data=request.body,
+                headers=request.headers,
+                timeout=timeout,
+                proxy=settings.proxies.get(url.split(":", 1)[0]),
+                allow_redirects=False,
+            ) as response:
+                return Answer(response.status, response.headers, await response.read())
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            sent, reason = _network_reason(exc)
+            raise connection_error(
+                settings, request.method, request.path, request_sent=sent, reason=reason
+            ) from exc
+
+    async def _call(self, request: ApiRequest[T]) -> T:
+        """One API call under the retry policy; raises the matching SmartFlowsApiError subclass."""
+        settings = await self.get_settings()
 
         async def attempt() -> T:
-            try:
-                async with session.request(
-                    method, url, params=params, timeout=timeout, proxy=proxy, allow_redirects=False
-                ) as response:
-                    raw = await response.read()
-                    status = response.status
-                    retry_after = response.headers.get("Retry-After")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                sent, reason = _network_reason(exc)
-                raise connection_error(settings, method, path, request_sent=sent, reason=reason) from exc
-            if status >= 300:
-                raise error_from_status(
-                    conn_id=settings.conn_id,
-                    method=method,
-                    path=path,
-                    status_code=status,
-                    body=raw,
-                    retry_after_header=retry_after,
-                    api_key=settings.api_key,
-                    subject=subject,
-                )
-            try:
-                return parse(json.loads(raw))
-            except (ValueError, RecursionError) as err:
-                raise SmartFlowsApiError(
-                    f"Smart Flows {method} {path} answered {status} with a body that is not the "
-                    f"expected JSON (connection {settings.conn_id!r}): {err}. Is the Host the Smart "
-                    "Flows server and not a proxy or login page?",
-                    status_code=status,
-                    method=method,
-                    path=path,
-                    body_excerpt=body_excerpt(raw, settings.api_key),
-                    conn_id=settings.conn_id,
-                ) from None
+            return read_answer(request, await self._send(request, settings), settings)
 
         if self.retry_limit == 0:  # the trigger's case: it counts failures itself; skip tenacity's cost
             return await attempt()
-        retrying = tenacity.AsyncRetrying(
-            **retry_arguments(
-                retry_limit=self.retry_limit,
-                retry_delay=self.retry_delay,
-                max_retry_delay=self.max_retry_delay,
-                log=self.log,
-            )
-        )
-        return await retrying(attempt)
+        return await tenacity.AsyncRetrying(**self._retry_arguments(self.log))(attempt)
+
+    # ----------------------------------------------------------------- calls
 
     async def get_progress(
         self, execution_id: str, *, wait_seconds: float | None = None
     ) -> ExecutionProgress:
         """Progress of an execution; with ``wait_seconds`` a long-poll (the timeout grows by it)."""
-        execution_id = validate_id(execution_id, "execution")
-        wait = validate_wait_seconds(wait_seconds)
-        return await self._request_json(
-            "GET",
-            f"/flows/executions/{quote(execution_id, safe='')}/progress",
-            ExecutionProgress.from_json,
-            params={"timeout": wait} if wait is not None else None,
-            extra_timeout=float(wait or 0),
-            subject=f"Execution {execution_id!r}",
-        )
+        return await self._call(progress_request(execution_id, wait_seconds))
 
     async def get_execution(self, execution_id: str) -> Execution:
         """The full execution (status, flow, errors, warnings, documents)."""
-        execution_id = validate_id(execution_id, "execution")
-        return await self._request_json(
-            "GET",
-            f"/flows/executions/{quote(execution_id, safe='')}",
-            Execution.from_json,
-            subject=f"Execution {execution_id!r}",
-        )
+        return await self._call(execution_request(execution_id))
 
     async def cancel_execution(self, execution_id: str) -> ExecutionProgress:
         """Cancel an execution (DELETE; the path is the connection extra ``cancel_path``)."""
-        execution_id = validate_id(execution_id, "execution")
-        settings = await self.get_settings()
-        return await self._request_json(
-            "DELETE",
-            settings.cancel_endpoint(execution_id),
-            ExecutionProgress.from_json,
-            subject=f"Execution {execution_id!r}",
-        )
+        validate_id(execution_id, "execution")
+        return await self._call(cancel_request(execution_id, await self.get_settings()))

@@ -7,18 +7,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
-from airflow_provider_smartflows.hooks.common import (
-    ALLOWED_EXTRAS,
-    ConnectionSettings,
-    is_retryable,
-    parse_retry_after,
-)
+from airflow_provider_smartflows.hooks.connection import ALLOWED_EXTRAS, ConnectionSettings
+from airflow_provider_smartflows.hooks.retry import is_retryable, parse_retry_after
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 
@@ -91,15 +88,28 @@ def test_defaults_and_documented_extras():
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
+        ({"ca_bundle": "/etc/ssl/ca.pem"}, "/etc/ssl/ca.pem"),
+        ({"ca_bundle": "/etc/ssl/ca.pem", "verify": True}, "/etc/ssl/ca.pem"),
+        ({"ca_bundle": "/etc/ssl/ca.pem", "verify": "/etc/ssl/ca.pem"}, "/etc/ssl/ca.pem"),
+        ({"ca_bundle": "", "verify": False}, False),
         ({"verify": "false"}, False),
         ({"verify": False}, False),
         ({"verify": "True"}, True),
         ({"verify": ""}, True),
     ],
-    ids=["false-str", "false-bool", "true-str", "empty-from-ui"],
+    ids=[
+        "ca-bundle",
+        "ca-bundle-verify-true",
+        "ca-bundle-same-path",
+        "empty-ca-bundle-from-ui",
+        "false-str",
+        "false-bool",
+        "true-str",
+        "empty-from-ui",
+    ],
 )
 def test_verify_extra(extra, expected):
-    assert settings(extra=extra).verify is expected
+    assert settings(extra=extra).verify == expected
 
 
 def test_prefixed_extras_from_older_ui_are_accepted():
@@ -117,6 +127,9 @@ def test_hook_timeout_overrides_the_extra():
         ({"timeout": "soon"}, "'timeout' must be a positive number"),
         ({"timeout": 0}, "'timeout' must be a positive number"),
         ({"verify": 3}, "'verify' must be true, false or a CA bundle path"),
+        ({"ca_bundle": "/ca.pem", "verify": False}, "sets both 'ca_bundle'.*and 'verify'.*choose one"),
+        ({"ca_bundle": "/ca.pem", "verify": "/other.pem"}, "sets both 'ca_bundle'.*choose one"),
+        ({"ca_bundle": 5}, "'ca_bundle' must be the path of a CA bundle file"),
         ({"proxies": ["p"]}, "'proxies' must be a proxy URL"),
         ({"cancel_path": "delete"}, "'cancel_path' must be one of progress, execution"),
         ({"execution_url_template": "{base_url}/{run}"}, "may only use"),
@@ -126,6 +139,9 @@ def test_hook_timeout_overrides_the_extra():
         "timeout-text",
         "timeout-zero",
         "verify-int",
+        "ca-bundle-and-verify-false",
+        "ca-bundle-and-other-verify-path",
+        "ca-bundle-int",
         "proxies-list",
         "cancel-path",
         "url-template",
@@ -238,7 +254,10 @@ def test_test_connection_with_a_bad_key(smartflows_emulator, set_conn, which):
     key = "sf-not-a-key" if which == "wrong" else smartflows_emulator.revoked_key
     ok, message = SmartFlowsHook(set_conn(key=key), retry_delay=0.01).test_connection()
     assert not ok
-    assert "refused the API key of connection 'sf_test'" in message
+    assert "refused the API key of the connection" in message
+    assert "put a valid key in the connection's API key field" in message
+    assert "Password" not in message
+    assert "sf_test" not in message  # Airflow's UI tests an unsaved copy under a random id
     assert key not in message
     assert len(smartflows_emulator.requests) == 1  # 401 is never retried
 
@@ -261,17 +280,83 @@ def test_test_connection_when_nothing_listens(monkeypatch):
     ok, message = SmartFlowsHook("sf_down", retry_limit=1, retry_delay=0.01).test_connection()
     assert not ok
     assert "connection refused" in message
-    assert "'sf_down'" in message
+    assert "sf_down" not in message
+
+
+def test_test_connection_makes_one_attempt(smartflows_emulator, set_conn):
+    """The Test button answers at once: no retry policy, even for a retryable answer."""
+    smartflows_emulator.add_fault("status", path="/users/me", status=503, times=None)
+    ok, message = SmartFlowsHook(set_conn(), retry_limit=3, retry_delay=0.01).test_connection()
+    assert not ok
+    assert "GET /users/me answered 503" in message
+    assert len(smartflows_emulator.requests) == 1
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers; yields (url, accepted sockets)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+
+
+def test_test_connection_timeout_caps_the_connection_timeout(silent_server, monkeypatch):
+    """One attempt with the test's own timeout, shorter than the connection's 60 s."""
+    url, accepted = silent_server
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SF_SILENT",
+        json.dumps({"conn_type": "smartflows", "host": url, "password": "k", "extra": {"timeout": 60}}),
+    )
+    hook = SmartFlowsHook("sf_silent", retry_delay=0.01)
+    hook.test_connection_timeout = 0.3
+    ok, message = hook.test_connection()
+    assert not ok
+    assert "read timeout" in message
+    assert len(accepted) == 1
 
 
 def test_test_connection_with_an_unknown_extra(set_conn):
     ok, message = SmartFlowsHook(set_conn(verify_ssl=False)).test_connection()
     assert not ok
-    assert "unknown extra 'verify_ssl'" in message
+    assert "The connection has an unknown extra 'verify_ssl'" in message
+    assert "sf_test" not in message
+
+
+def test_test_connection_without_a_key_says_api_key(smartflows_emulator, monkeypatch):
+    conn = {"conn_type": "smartflows", "host": smartflows_emulator.base_url}
+    monkeypatch.setenv("AIRFLOW_CONN_SF_NO_KEY", json.dumps(conn))
+    ok, message = SmartFlowsHook("sf_no_key").test_connection()
+    assert not ok
+    assert message == "The connection has no API key: put the key of a Smart Flows user in its API key field."
 
 
 def test_allowed_extras_are_the_documented_ones():
-    assert ALLOWED_EXTRAS == ("verify", "timeout", "proxies", "cancel_path", "execution_url_template")
+    assert ALLOWED_EXTRAS == (
+        "verify",
+        "timeout",
+        "proxies",
+        "cancel_path",
+        "execution_url_template",
+        "ca_bundle",
+    )
 
 
 # --------------------------------------------------------------------------- retry policy (pure)
@@ -355,7 +440,8 @@ echo "== revoked"; airflow connections test sf_revoked || true
     good, revoked = result.stdout.split("== good", 1)[1].split("== revoked", 1)
     assert "Connection success!" in good
     assert "Connection failed!" in revoked
-    assert "refused the API key of connection 'sf_revoked'" in revoked
+    assert "refused the API key of the connection" in revoked
+    assert "sf_revoked" not in revoked.split("Connection failed!", 1)[1]
     assert smartflows_emulator.revoked_key not in result.stdout + result.stderr
 
 

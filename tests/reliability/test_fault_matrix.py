@@ -102,7 +102,7 @@ FAULTS: dict[str, dict[str, Any]] = {
 
 # Message patterns; {P} is "METHOD /path" of the call, {S} its subject ("Execution 'id'"), {D} the
 # document id's repr. Each names the id (in the path or subject) and says what to do.
-A401 = r"refused the API key of connection 'sf_matrix' \({P} answered 401\).*put a valid key in the connection's Password"
+A401 = r"refused the API key of connection 'sf_matrix' \({P} answered 401\).*put a valid key in the connection's API key field"
 A403 = r"lacks the rights for {P} \(403\).*Use the key of a Smart Flows user allowed to do this"
 N404 = r"{S} was not found on Smart Flows \(connection 'sf_matrix', {P} answered 404\).*Check the id"
 NOT_JSON = r"{P} answered 200 with a body that is not the expected JSON \(connection 'sf_matrix'\).*Is the Host the Smart Flows server"
@@ -191,7 +191,7 @@ ASYNC_MATRIX: dict[str, dict[str, Outcome]] = {
     "progress": MATRIX["progress"],
     "long-poll": MATRIX["long-poll"],
     "execution": MATRIX["execution"],
-    "cancel": {**_TRANSIENT_GET, "404": err(SmartFlowsNotFoundError, N404, 1)},
+    "cancel": MATRIX["cancel"],
 }
 
 ROUTES = {

@@ -295,7 +295,7 @@ def tls_emulator(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 UNTRUSTED = (
     r"Could not complete GET /flows/executions/e1/progress on Smart Flows at https://127\.0\.0\.1:\d+ "
-    r"\(connection 'sf_tls'\): TLS certificate verification failed .*set the connection extra 'verify' "
+    r"\(connection 'sf_tls'\): TLS certificate verification failed .*set the connection extra 'ca_bundle' "
     r"to the path of the CA bundle"
 )
 
