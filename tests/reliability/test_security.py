@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from airflow_provider_smartflows.emulator.server import EmulatorServer
-from airflow_provider_smartflows.exceptions import SmartFlowsConnectionError
+from airflow_provider_smartflows.exceptions import SmartFlowsConnectionError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.operators.smartflows import (
@@ -322,12 +322,16 @@ def test_sync_hook_refuses_a_self_signed_server_by_default(
     assert tls_emulator.requests == []  # the handshake failed: no request reached the server
 
 
-@pytest.mark.parametrize("verify", ["ca", "false"])
+@pytest.mark.parametrize("verify", ["ca", "false", "ca_bundle"])
 def test_sync_hook_trusts_the_server_with_verify(
     tls_emulator: Any, monkeypatch: pytest.MonkeyPatch, system_bundle: None, verify: str
 ) -> None:
-    value = str(tls_emulator.ca_file) if verify == "ca" else "false"
-    monkeypatch.setenv("AIRFLOW_CONN_SF_TLS", tls_emulator.connection_json(verify=value))
+    extra = {
+        "ca": {"verify": str(tls_emulator.ca_file)},
+        "false": {"verify": "false"},
+        "ca_bundle": {"ca_bundle": str(tls_emulator.ca_file), "verify": True},
+    }[verify]
+    monkeypatch.setenv("AIRFLOW_CONN_SF_TLS", tls_emulator.connection_json(**extra))
     tls_emulator.reset()
     hook = SmartFlowsHook("sf_tls", retry_limit=0)
     progress = hook.start_execution("hello")
@@ -341,7 +345,7 @@ def test_async_hook_refuses_then_trusts_with_verify(
     tls_emulator.reset()
     monkeypatch.setenv("AIRFLOW_CONN_SF_TLS", tls_emulator.connection_json())
     monkeypatch.setenv(
-        "AIRFLOW_CONN_SF_TLS_CA", tls_emulator.connection_json(verify=str(tls_emulator.ca_file))
+        "AIRFLOW_CONN_SF_TLS_CA", tls_emulator.connection_json(ca_bundle=str(tls_emulator.ca_file))
     )
     started = SmartFlowsHook("sf_tls_ca", retry_limit=0).start_execution("hello").id
 
@@ -354,3 +358,22 @@ def test_async_hook_refuses_then_trusts_with_verify(
 
     assert asyncio.run(scenario()) == started
     assert len(tls_emulator.requests) == 2  # the start and the trusted progress call only
+
+
+def test_a_missing_ca_bundle_fails_before_any_request(
+    tls_emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    tls_emulator.reset()
+    missing = str(tmp_path / "missing-ca.pem")
+    monkeypatch.setenv("AIRFLOW_CONN_SF_TLS", tls_emulator.connection_json(ca_bundle=missing))
+    match = "The CA bundle .*missing-ca.pem.* of connection 'sf_tls'.*set the extra 'ca_bundle'"
+    with pytest.raises(SmartFlowsInputError, match=match):
+        SmartFlowsHook("sf_tls").get_progress("e1")
+
+    async def scenario() -> None:
+        async with SmartFlowsAsyncHook("sf_tls") as hook:
+            await hook.get_progress("e1")
+
+    with pytest.raises(SmartFlowsInputError, match=match):
+        asyncio.run(scenario())
+    assert tls_emulator.requests == []
