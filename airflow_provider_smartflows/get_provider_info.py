@@ -51,16 +51,31 @@ def get_provider_info() -> dict[str, Any]:
                         "password": "the API key of a Smart Flows user",
                     },
                 },
+                # Airflow >= 3.2 builds the form from "schema" (JSON Schema): a "default" becomes
+                # the field's initial value, an "enum" a drop-down, "boolean" a switch. The UI saves
+                # every field into the extra, an empty one as null (the hooks read null as unset),
+                # so fields with a default start at it instead of null.
                 "conn-fields": {
                     "verify": {
                         "label": "Verify TLS",
-                        "description": "true, false, or the path of a CA bundle file (default true).",
+                        "description": (
+                            "Check the server's TLS certificate (default on). To trust a private CA, "
+                            "leave this on and fill in CA bundle."
+                        ),
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "ca_bundle": {
+                        "label": "CA bundle",
+                        "description": (
+                            "Path, on the Airflow workers and triggerer, of a PEM file of the CA "
+                            "certificates to trust (optional)."
+                        ),
                         "schema": {"type": ["string", "null"]},
                     },
                     "timeout": {
                         "label": "Timeout (seconds)",
                         "description": "Per-request timeout in seconds (default 60).",
-                        "schema": {"type": ["number", "null"], "minimum": 0},
+                        "schema": {"type": ["number", "null"], "minimum": 0, "default": 60},
                     },
                     "proxies": {
                         "label": "Proxies",
@@ -73,15 +88,21 @@ def get_provider_info() -> dict[str, Any]:
                             "progress: DELETE /flows/executions/{id}/progress (default); "
                             "execution: DELETE /flows/executions/{id}."
                         ),
-                        "schema": {"type": ["string", "null"], "enum": ["progress", "execution", None]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["progress", "execution"],
+                            "default": "progress",
+                        },
                     },
                     "execution_url_template": {
                         "label": "Execution URL template",
                         "description": (
-                            "Link shown in the Airflow UI; placeholders {base_url} and {execution_id} "
-                            "(default {base_url}/executions/{execution_id})."
+                            "Link shown in the Airflow UI; placeholders {base_url} and {execution_id}."
                         ),
-                        "schema": {"type": ["string", "null"]},
+                        "schema": {
+                            "type": ["string", "null"],
+                            "default": "{base_url}/executions/{execution_id}",
+                        },
                     },
                 },
             }

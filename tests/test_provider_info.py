@@ -16,7 +16,7 @@ import pytest
 
 from airflow_provider_smartflows import __version__
 from airflow_provider_smartflows.get_provider_info import get_provider_info
-from airflow_provider_smartflows.hooks.common import ALLOWED_EXTRAS
+from airflow_provider_smartflows.hooks.connection import ALLOWED_EXTRAS
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 
 HOOK_CLASS = "airflow_provider_smartflows.hooks.smartflows.SmartFlowsHook"
