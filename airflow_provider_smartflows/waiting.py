@@ -5,7 +5,8 @@ the progress, pause, read the full execution) and receives their results. Two ti
 perform the steps with the hook they are given: :func:`run_steps` on the worker (blocking calls)
 and :func:`run_steps_async` on the triggerer. A driver sends a step's result back, or throws the
 :class:`~airflow_provider_smartflows.exceptions.SmartFlowsError` the step raised into the
-generator; an error that ends the wait comes back out of the driver.
+generator; an error that ends the wait comes back out of the driver. Another wait (several
+executions, a person's answer) is another step generator run by the same drivers.
 
 Every wait ends in one :class:`ExecutionEvent`, the JSON payload of the trigger's event (and what
 the operators' synchronous wait returns)::
@@ -40,6 +41,7 @@ __all__ = [
     "EVENT_SUCCESS",
     "EVENT_TIMEOUT",
     "UNKNOWN_STATUS_POLLS",
+    "AsyncStepHook",
     "EventStatus",
     "ExecutionEvent",
     "ExecutionWatch",
@@ -47,6 +49,8 @@ __all__ = [
     "Poll",
     "ReadExecution",
     "Step",
+    "Steps",
+    "SyncStepHook",
     "document_ids_steps",
     "event_status_for",
     "long_poll_seconds",
