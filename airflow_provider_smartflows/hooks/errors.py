@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_smartflows.exceptions import (
@@ -71,6 +71,47 @@ def _redirect_advice(settings: ConnectionSettings, path: str, location: str | No
     )
 
 
+def _error_text(
+    settings: ConnectionSettings,
+    method: str,
+    path: str,
+    status_code: int,
+    detail: str,
+    subject: str | None,
+    location: str | None,
+) -> tuple[type[SmartFlowsApiError], str]:
+    """The error class and what to say for a redirect or error status (>= 300)."""
+    what = f"{method} {path}"
+    conn = settings.label
+    if status_code < 400:
+        return SmartFlowsApiError, (
+            f"Smart Flows {what} answered {status_code} ({conn}), "
+            f"{_redirect_advice(settings, path, location)}."
+        )
+    if status_code == 401:
+        return SmartFlowsAuthError, (
+            f"Smart Flows refused the API key of {conn} ({what} answered 401){detail}. "
+            "The key is wrong or was removed: put a valid key in the connection's API key field."
+        )
+    if status_code == 403:
+        return SmartFlowsAuthError, (
+            f"The API key of {conn} lacks the rights for {what} (403){detail}. "
+            "Use the key of a Smart Flows user allowed to do this."
+        )
+    if status_code == 404:
+        return SmartFlowsNotFoundError, (
+            f"{subject or 'The resource'} was not found on Smart Flows ({conn}, {what} answered 404)"
+            f"{detail}. Check the id; executions and documents may also have been purged by the "
+            "server's clean-up."
+        )
+    then = (
+        "It will be retried."
+        if is_retryable(method, status_code)
+        else "Check the Smart Flows server and its logs."
+    )
+    return SmartFlowsApiError, f"Smart Flows {what} answered {status_code} ({conn}){detail}. {then}"
+
+
 def error_from_status(
     settings: ConnectionSettings,
     method: str,
@@ -82,53 +123,21 @@ def error_from_status(
     subject: str | None = None,
     hint: str | None = None,
 ) -> SmartFlowsApiError:
-    """The error class and an actionable message for an error or redirect answer (>= 300)."""
+    """The typed error of a redirect or error answer (>= 300); ``hint`` is appended to its message."""
     excerpt = body_excerpt(body, settings.api_key)
-    what, conn = f"{method} {path}", settings.label
     detail = f": {excerpt}" if excerpt else ""
-    fields: dict[str, Any] = {
-        "status_code": status_code,
-        "method": method,
-        "path": path,
-        "body_excerpt": excerpt,
-        "conn_id": settings.conn_id,
-        "retryable": is_retryable(method, status_code),
-        "retry_after": parse_retry_after(headers.get("Retry-After")),
-        "reason": f"HTTP {status_code}",
-    }
-    cls: type[SmartFlowsApiError] = SmartFlowsApiError
-    if status_code < 400:
-        advice = _redirect_advice(settings, path, headers.get("Location"))
-        message = f"Smart Flows {what} answered {status_code} ({conn}), {advice}."
-    elif status_code == 401:
-        cls, message = (
-            SmartFlowsAuthError,
-            (
-                f"Smart Flows refused the API key of {conn} ({what} answered 401){detail}. "
-                "The key is wrong or was removed: put a valid key in the connection's API key field."
-            ),
-        )
-    elif status_code == 403:
-        cls, message = (
-            SmartFlowsAuthError,
-            (
-                f"The API key of {conn} lacks the rights for {what} (403){detail}. "
-                "Use the key of a Smart Flows user allowed to do this."
-            ),
-        )
-    elif status_code == 404:
-        cls, message = (
-            SmartFlowsNotFoundError,
-            (
-                f"{subject or 'The resource'} was not found on Smart Flows ({conn}, {what} answered 404)"
-                f"{detail}. Check the id; executions and documents may also have been purged by the "
-                "server's clean-up."
-            ),
-        )
-    else:
-        then = "It will be retried." if fields["retryable"] else "Check the Smart Flows server and its logs."
-        message = f"Smart Flows {what} answered {status_code} ({conn}){detail}. {then}"
-    return cls(f"{message} {hint}" if hint else message, **fields)
+    cls, message = _error_text(settings, method, path, status_code, detail, subject, headers.get("Location"))
+    return cls(
+        f"{message} {hint}" if hint else message,
+        status_code=status_code,
+        method=method,
+        path=path,
+        body_excerpt=excerpt,
+        conn_id=settings.conn_id,
+        retryable=is_retryable(method, status_code),
+        retry_after=parse_retry_after(headers.get("Retry-After")),
+        reason=f"HTTP {status_code}",
+    )
 
 
 def not_json_error(
