@@ -1,40 +1,43 @@
-# Two commands matter: `make demo` and `make test`. Both build .venv on first use from the pinned set.
+# Two commands matter: `make demo` and `make test`. Both build .venv on first use from the pinned set
+# (scripts/install_venv.sh: uv, pinned in constraints.txt and bootstrapped into the venv; pip when
+# uv cannot be had). The demo installs the package only, the tests add the dev extra.
 PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-# The Airflow 2.11 line (`make test-compat`): its own venv from its own pinned set.
-COMPAT_VENV        ?= .venv-2.11
-COMPAT_BIN         := $(COMPAT_VENV)/bin
-COMPAT_STAMP       := $(COMPAT_VENV)/.installed
-COMPAT_CONSTRAINTS := constraints-airflow-2.11.txt
-# Pins apply to build dependencies (hatchling) too.
-export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PYTHON
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+INSTALL   := scripts/install_venv.sh
+RUN_STAMP := $(VENV)/.installed-run
+STAMP     := $(VENV)/.installed
+# Another Airflow line (`make test-compat COMPAT=<line>`): its own venv .venv-<line> from
+# constraints-airflow-<line>.txt. Lines listed in COMPAT_IGNORE_<line> skip those tests.
+COMPAT             ?= 2.11
+COMPAT_VENV        := .venv-$(COMPAT)
+COMPAT_CONSTRAINTS := constraints-airflow-$(COMPAT).txt
+COMPAT_LINES       := $(patsubst constraints-airflow-%.txt,%,$(wildcard constraints-airflow-*.txt))
+# 3.0: without the system test on real Airflow services (run on 3.3 and 2.11).
+COMPAT_IGNORE_3.0  := tests/system
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
+.PRECIOUS: .venv-%/.installed
 .PHONY: install install-compat demo test test-compat lint format unit bench bench-smoke clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed, found " + sys.version.split()[0])'
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
-	touch $(STAMP)
+$(RUN_STAMP): pyproject.toml constraints.txt $(INSTALL)
+	$(INSTALL) $(VENV) constraints.txt .
+	touch $@
 
-# Same steps as $(STAMP), with the 2.11 pins (also for the build dependencies).
-install-compat: $(COMPAT_STAMP)
+$(STAMP): pyproject.toml constraints.txt $(INSTALL)
+	$(INSTALL) $(VENV) constraints.txt ".[dev]"
+	touch $@ $(RUN_STAMP)
 
-$(COMPAT_STAMP): export PIP_CONSTRAINT := $(CURDIR)/$(COMPAT_CONSTRAINTS)
-$(COMPAT_STAMP): pyproject.toml $(COMPAT_CONSTRAINTS)
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed, found " + sys.version.split()[0])'
-	test -x $(COMPAT_BIN)/python || $(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_BIN)/python -m pip install -q -c $(COMPAT_CONSTRAINTS) pip
-	$(COMPAT_BIN)/python -m pip install -q -c $(COMPAT_CONSTRAINTS) -e ".[dev]"
-	touch $(COMPAT_STAMP)
+install-compat: $(COMPAT_VENV)/.installed
 
-demo: $(STAMP)
+.venv-%/.installed: pyproject.toml constraints-airflow-%.txt $(INSTALL)
+	$(INSTALL) .venv-$* constraints-airflow-$*.txt ".[dev]"
+	touch $@
+
+demo: $(RUN_STAMP)
 	$(BIN)/python scripts/demo.py
 
 lint: $(STAMP)
@@ -46,26 +49,30 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The quick loop: no system test, soak or benchmark smoke (tests/conftest.py marks them `slow`).
 unit: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider -m "not system"
+	$(BIN)/pytest -p no:cacheprovider -q -m "not slow"
 
 test: lint
 	$(BIN)/pytest -p no:cacheprovider
 
-# The whole suite, system test included, on Airflow 2.11 (what differs: README, support matrix).
-# The benchmark smoke test runs `make bench-smoke` in the primary venv, already done by `make test`.
-test-compat: $(COMPAT_STAMP)
-	$(COMPAT_BIN)/pytest -p no:cacheprovider --ignore=tests/test_bench_smoke.py
+# The suite on another Airflow line (what differs: README, support matrix). The benchmark smoke
+# test runs `make bench-smoke` in the primary venv, already done by `make test`.
+test-compat:
+	@test -f $(COMPAT_CONSTRAINTS) || { echo "no $(COMPAT_CONSTRAINTS): COMPAT is one of $(COMPAT_LINES)" >&2; exit 2; }
+	$(MAKE) --no-print-directory $(COMPAT_VENV)/.installed
+	$(COMPAT_VENV)/bin/pytest -p no:cacheprovider --ignore=tests/test_bench_smoke.py \
+		$(addprefix --ignore=,$(COMPAT_IGNORE_$(COMPAT)))
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(addprefix .venv-,$(COMPAT_LINES)) demo-output .pytest_cache .mypy_cache .ruff_cache
 
 # Benchmarks (benchmarks/RESULTS.md): the bench extra (matplotlib, psutil, py-spy) on top of dev.
 BENCH_STAMP     := $(VENV)/.installed-bench
 BENCH_SMOKE_OUT ?= /tmp/smartflows-bench-smoke
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml constraints.txt
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,bench]"
+	$(INSTALL) $(VENV) constraints.txt ".[dev,bench]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

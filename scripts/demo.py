@@ -1,8 +1,9 @@
 """`make demo`: a real DAG end-to-end against the local Smart Flows emulator.
 
-Starts the emulator in its own process group, runs `dags_examples/smartflows_generate_document.py`
-with `airflow dags test` in a throw-away AIRFLOW_HOME (SQLite), shows the run's progress lines and
-the document written under demo-output/, then stops the emulator by PID.
+Starts the emulator in its own process group while `airflow db migrate` prepares a throw-away
+AIRFLOW_HOME (SQLite), runs `dags_examples/smartflows_generate_document.py` with `airflow dags test`,
+shows the run's progress lines and the document written under demo-output/, then stops the
+emulator by PID.
 """
 
 from __future__ import annotations
@@ -79,7 +80,55 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
+def migrate(env: dict[str, str]) -> subprocess.Popen[str]:
+    """`airflow db migrate` of the throw-away SQLite database, started while the emulator starts."""
+    return subprocess.Popen(
+        [str(BIN / "airflow"), "db", "migrate"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_migrated(proc: subprocess.Popen[str]) -> None:
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        print(out[-5000:], file=sys.stderr)
+        sys.exit(f"demo: `airflow db migrate` failed (exit code {proc.returncode}); its output is above")
+
+
+def dags_test(env: dict[str, str]) -> int:
+    """Runs the DAG with `airflow dags test`, showing the run's progress lines; returns its exit code."""
+    run = subprocess.Popen(
+        [
+            str(BIN / "airflow"),
+            "dags",
+            "test",
+            DAG_ID,
+            "--conf",
+            json.dumps({"output": OUTPUT.as_uri() + "/"}),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert run.stdout is not None
+    lines = []
+    for line in run.stdout:
+        lines.append(line)
+        if SHOW.search(line):
+            print("  " + pretty(line))
+    rc = run.wait()
+    if rc != 0:
+        print("".join(lines[-60:]), file=sys.stderr)
+    return rc
+
+
 def main() -> int:
+    started = time.monotonic()
     home = Path(tempfile.mkdtemp(prefix="smartflows-demo-airflow-home-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
@@ -87,52 +136,37 @@ def main() -> int:
         AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags_examples"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
     )
-    emulator, url, key = start_emulator(env)
+    print("demo: preparing a throw-away Airflow metadata database (SQLite) and the Smart Flows emulator ...")
+    database = migrate(env)
+    emulator = None
     try:
+        emulator, url, key = start_emulator(env)
         print(f"demo: Smart Flows emulator at {url}")
         env["AIRFLOW_CONN_SMARTFLOWS_DEFAULT"] = json.dumps(
             {"conn_type": "smartflows", "host": url, "password": key}
         )
-        print("demo: preparing a throw-away Airflow metadata database (SQLite) ...")
-        subprocess.run(
-            [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, text=True
-        )
+        wait_migrated(database)
+        print(f"demo: database ready ({time.monotonic() - started:.1f} s)")
         OUTPUT.mkdir(exist_ok=True)
         before = {p: p.stat().st_mtime for p in OUTPUT.rglob("*") if p.is_file()}
         print(f"demo: airflow dags test {DAG_ID}")
-        run = subprocess.Popen(
-            [
-                str(BIN / "airflow"),
-                "dags",
-                "test",
-                DAG_ID,
-                "--conf",
-                json.dumps({"output": OUTPUT.as_uri() + "/"}),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert run.stdout is not None
-        lines = []
-        for line in run.stdout:
-            lines.append(line)
-            if SHOW.search(line):
-                print("  " + pretty(line))
-        rc = run.wait()
+        rc = dags_test(env)
         written = sorted(p for p in OUTPUT.rglob("*") if p.is_file() and before.get(p) != p.stat().st_mtime)
         if rc != 0 or not written:
-            print("".join(lines[-60:]), file=sys.stderr)
             print(
                 f"demo: FAILED (airflow dags test exit code {rc}, {len(written)} new files)", file=sys.stderr
             )
             return 1
         for p in written:
             print(f"demo: document written: {p} ({p.stat().st_size} bytes)")
+        print(f"demo: done in {time.monotonic() - started:.1f} s")
         return 0
     finally:
-        stop(emulator)
+        if database.poll() is None:
+            os.killpg(database.pid, signal.SIGTERM)
+            database.wait()
+        if emulator is not None:
+            stop(emulator)
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -1,5 +1,5 @@
 """Test-wide set-up: an isolated AIRFLOW_HOME (set before anything imports Airflow), the Airflow
-version marker, and a moto S3 server on loopback."""
+version marker, the `slow` marker that `make unit` leaves out, and a moto S3 server on loopback."""
 
 from __future__ import annotations
 
@@ -29,20 +29,41 @@ if not os.environ.get("SMARTFLOWS_TESTS_KEEP_AIRFLOW_HOME"):
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 
+# What `make unit` (`-m "not slow"`) leaves out, by node id prefix, with why: the quick loop has
+# no real Airflow services, soak, benchmark, `airflow` CLI subprocess or 1 GiB transfer.
+SLOW = {
+    "tests/system/": "real Airflow services",
+    "tests/reliability/test_soak.py": "soak",
+    "tests/test_bench_smoke.py": "benchmark smoke (`make bench-smoke`)",
+    "tests/examples/test_cli.py": "`airflow dags test` subprocesses",
+    "tests/examples/test_dynamics_records.py": "a DAG run of many mapped tasks",
+    "tests/hooks/test_connection.py::test_airflow_cli_connections_add_and_test": "`airflow` CLI",
+    "tests/test_provider_info.py::test_airflow_providers_list_shows_the_provider": "`airflow` CLI",
+    "tests/hooks/test_download.py::test_one_gib_download": "1 GiB download",
+    "tests/emulator/test_cli.py::test_one_gib_document": "1 GiB download",
+}
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "airflow_version(min=None, below=None, reason=''): run only on Airflow >= min and < below "
         "(e.g. min='3.3' for the task state store); skipped with the reason on other versions.",
     )
+    config.addinivalue_line(
+        "markers", "slow: left out of `make unit`; applied by tests/conftest.py (SLOW, system tests)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip, with a reason, tests of behaviour that the installed Airflow line does not have."""
+    """Mark the `slow` tests; skip, with a reason, tests of behaviour that the installed Airflow line
+    does not have."""
     from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
 
     installed = Version(AIRFLOW_VERSION).release[:3]
     for item in items:
+        if item.get_closest_marker("system") or any(item.nodeid.startswith(p) for p in SLOW):
+            item.add_marker(pytest.mark.slow)
         for mark in item.iter_markers("airflow_version"):
             low, below = mark.kwargs.get("min"), mark.kwargs.get("below")
             if low and installed < Version(low).release:
