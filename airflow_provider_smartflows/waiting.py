@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar
 
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
-from airflow_provider_smartflows.hooks.common import MAX_WAIT_SECONDS
+from airflow_provider_smartflows.hooks.inputs import MAX_WAIT_SECONDS
 from airflow_provider_smartflows.models import ExecutionStatus
 
 if TYPE_CHECKING:
