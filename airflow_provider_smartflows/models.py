@@ -234,11 +234,6 @@ class Execution:
             raw=data,
         )
 
-    @property
-    def error_messages(self) -> list[str]:
-        """One line per FlowException error, for error messages and logs."""
-        return [str(error) for error in self.errors]
-
 
 def _flow_exceptions(value: object) -> tuple[FlowException, ...]:
     if value is None:

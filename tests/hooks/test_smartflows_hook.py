@@ -220,7 +220,6 @@ def test_get_execution_of_error_has_flow_exceptions(smartflows_emulator, hook):
     assert error.error
     assert error.message
     assert error.causes
-    assert execution.error_messages == [str(error)]
 
 
 def test_get_execution_of_warning_has_warnings(smartflows_emulator, hook):

@@ -33,7 +33,7 @@ import requests
 
 from airflow_provider_smartflows.emulator.server import EmulatorServer
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError
-from airflow_provider_smartflows.hooks.common import is_retryable
+from airflow_provider_smartflows.hooks.retry import is_retryable
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
 
