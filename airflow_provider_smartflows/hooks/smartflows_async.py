@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 import tenacity
 from airflow.providers.common.compat.sdk import BaseHook
+from yarl import URL
 
 from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.api import (
@@ -28,6 +29,7 @@ from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID, Connec
 from airflow_provider_smartflows.hooks.errors import TLS_UNTRUSTED, connection_error
 from airflow_provider_smartflows.hooks.inputs import validate_id
 from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
+from airflow_provider_smartflows.hooks.sessions import SessionLease, acquire_session, cached_settings
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -78,18 +80,46 @@ async def _ssl_option(settings: ConnectionSettings) -> ssl.SSLContext | bool:
         ) from None
 
 
+class _Target:
+    """Where and how to send one request: absolute URL with its query, timeouts, proxy."""
+
+    __slots__ = ("proxy", "timeout", "url")
+
+    def __init__(self, url: URL, timeout: aiohttp.ClientTimeout, proxy: str | None) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.proxy = proxy
+
+    @classmethod
+    def of(cls, request: ApiRequest[Any], settings: ConnectionSettings) -> _Target:
+        url = settings.url(request.path)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.timeout, sock_read=settings.timeout + request.extra_timeout
+        )
+        proxy = settings.proxies.get(url.split(":", 1)[0])
+        # encoded=True keeps the path exactly as the route table quoted it.
+        target = URL(url, encoded=True)
+        if request.params:
+            target = target.with_query(request.params)
+        return cls(target, timeout, proxy)
+
+
 class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
     """
     Call the Smart Flows REST API from an event loop; use as ``async with SmartFlowsAsyncHook(...) as hook``.
 
-    One ``aiohttp.ClientSession`` (bounded connector) lives as long as the ``async with`` block.
+    Inside the ``async with`` block the hook uses the event loop's shared session of its connection
+    (:mod:`.sessions`): every hook of one connection in one loop shares one ``aiohttp`` session and
+    keep-alive pool, and the connection lookup is cached for a short time. The session closes
+    when the last hook using it leaves its block.
 
     :param smartflows_conn_id: a ``smartflows`` connection (see ``hooks.connection``).
     :param timeout: seconds per request; overrides the connection's ``timeout`` extra.
     :param retry_limit: retries after the first attempt (0: none).
     :param retry_delay: first backoff delay in seconds, doubled per retry, with jitter.
     :param max_retry_delay: cap of any delay, including a server's Retry-After.
-    :param max_connections: size of the connection pool.
+    :param max_connections: kept for compatibility and unused: the shared session's pool is sized
+        for every parked long-poll of the loop (``[smartflows] max_connections_per_session``).
     """
 
     def __init__(
@@ -106,29 +136,31 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         self._set_options(smartflows_conn_id, timeout, retry_limit, retry_delay, max_retry_delay)
         self.max_connections = max_connections
         self._settings: ConnectionSettings | None = None
+        self._lease: SessionLease | None = None
         self._session: aiohttp.ClientSession | None = None
+        # The last progress request and what sending it needs (the poll path repeats it).
+        self._progress: tuple[tuple[str, float | None], ApiRequest[Any], _Target] | None = None
+
+    async def _lookup_settings(self) -> ConnectionSettings:
+        from airflow.providers.common.compat.connection import get_async_connection, get_async_extra_dejson
+
+        conn = await get_async_connection(self.smartflows_conn_id, hook=self)
+        if conn.password:
+            await _mask(conn.password)
+        return self._settings_from(conn, await get_async_extra_dejson(conn))
 
     async def get_settings(self) -> ConnectionSettings:
-        """The validated connection, resolved once through common-compat's async helpers."""
+        """The validated connection, from the loop's short-lived cache of lookups (:mod:`.sessions`)."""
         if self._settings is None:
-            from airflow.providers.common.compat.connection import (
-                get_async_connection,
-                get_async_extra_dejson,
+            self._settings = await cached_settings(
+                self.smartflows_conn_id, self.timeout, self._lookup_settings
             )
-
-            conn = await get_async_connection(self.smartflows_conn_id, hook=self)
-            if conn.password:
-                await _mask(conn.password)
-            self._settings = self._settings_from(conn, await get_async_extra_dejson(conn))
         return self._settings
 
     async def __aenter__(self) -> SmartFlowsAsyncHook:
         settings = await self.get_settings()
-        self._session = aiohttp.ClientSession(
-            headers=settings.headers,
-            connector=aiohttp.TCPConnector(limit=self.max_connections, ssl=await _ssl_option(settings)),
-            raise_for_status=False,
-        )
+        self._lease = await acquire_session(settings, lambda: _ssl_option(settings))
+        self._session = self._lease.session
         return self
 
     async def __aexit__(
@@ -140,9 +172,10 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Leave the shared session (the last hook to leave closes it)."""
+        lease, self._lease, self._session = self._lease, None, None
+        if lease is not None:
+            await lease.release()
 
     async def execution_url(self, execution_id: str) -> str:
         """Link to the execution in the Smart Flows UI (connection extra ``execution_url_template``)."""
@@ -150,26 +183,21 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
 
     # ----------------------------------------------------------------- transport
 
-    async def _send(self, request: ApiRequest[Any], settings: ConnectionSettings) -> Answer:
+    async def _send(self, request: ApiRequest[Any], settings: ConnectionSettings, target: _Target) -> Answer:
         """Send one request as it is (no redirect followed); no answer raises SmartFlowsConnectionError."""
         if self._session is None:
             raise SmartFlowsError(
                 "SmartFlowsAsyncHook is used outside `async with`: write "
                 "`async with SmartFlowsAsyncHook(conn_id) as hook:`."
             )
-        url = settings.url(request.path)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.timeout, sock_read=settings.timeout + request.extra_timeout
-        )
         try:
             async with self._session.request(
                 request.method,
-                url,
-                params=request.params,
+                target.url,
                 data=request.body,
-                headers=request.headers,
-                timeout=timeout,
-                proxy=settings.proxies.get(url.split(":", 1)[0]),
+                headers=request.headers or None,
+                timeout=target.timeout,
+                proxy=target.proxy,
                 allow_redirects=False,
             ) as response:
                 return Answer(response.status, response.headers, await response.read())
@@ -179,12 +207,14 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
                 settings, request.method, request.path, request_sent=sent, reason=reason
             ) from exc
 
-    async def _call(self, request: ApiRequest[T]) -> T:
+    async def _call(self, request: ApiRequest[T], target: _Target | None = None) -> T:
         """One API call under the retry policy; raises the matching SmartFlowsApiError subclass."""
         settings = await self.get_settings()
+        if target is None:
+            target = _Target.of(request, settings)
 
         async def attempt() -> T:
-            return read_answer(request, await self._send(request, settings), settings)
+            return read_answer(request, await self._send(request, settings, target), settings)
 
         if self.retry_limit == 0:  # the trigger's case: it counts failures itself; skip tenacity's cost
             return await attempt()
@@ -196,7 +226,13 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         self, execution_id: str, *, wait_seconds: float | None = None
     ) -> ExecutionProgress:
         """Progress of an execution; with ``wait_seconds`` a long-poll (the timeout grows by it)."""
-        return await self._call(progress_request(execution_id, wait_seconds))
+        # A trigger repeats one request per poll: build it (checks, URL, query, timeout) once.
+        cache_key = (execution_id, wait_seconds)
+        if self._progress is None or self._progress[0] != cache_key:
+            request = progress_request(execution_id, wait_seconds)
+            self._progress = (cache_key, request, _Target.of(request, await self.get_settings()))
+        _, request, target = self._progress
+        return await self._call(request, target)
 
     async def get_execution(self, execution_id: str) -> Execution:
         """The full execution (status, flow, errors, warnings, documents)."""
