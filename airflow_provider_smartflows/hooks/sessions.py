@@ -27,6 +27,7 @@ connection, the pool and the other requests carry on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
@@ -40,7 +41,7 @@ import aiohttp
 
 if TYPE_CHECKING:
     import ssl
-    from collections.abc import Awaitable, Callable
+    from collections.abc import AsyncIterator, Awaitable, Callable
 
     from airflow_provider_smartflows.hooks.connection import ConnectionSettings
 
@@ -110,14 +111,25 @@ class _LoopRegistry:
 
     sessions: dict[SessionKey, _Shared] = field(default_factory=dict)
     settings: dict[tuple[str, float | None], tuple[float, ConnectionSettings]] = field(default_factory=dict)
-    locks: dict[Any, asyncio.Lock] = field(default_factory=dict)
+    # Locks and closing tasks are bound to the loop: each is dropped once done, so that no value
+    # of the weak registry keeps its loop alive.
+    locks: dict[Any, list[Any]] = field(default_factory=dict)  # key -> [asyncio.Lock, holders]
     closing: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def lock(self, key: Any) -> asyncio.Lock:
-        lock = self.locks.get(key)
-        if lock is None:
-            lock = self.locks[key] = asyncio.Lock()
-        return lock
+    @contextlib.asynccontextmanager
+    async def locked(self, key: Any) -> AsyncIterator[None]:
+        """Hold this loop's lock of ``key``; the lock is forgotten when nobody holds or awaits it."""
+        entry = self.locks.get(key)
+        if entry is None:
+            entry = self.locks[key] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self.locks[key]
 
 
 _REGISTRIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopRegistry] = weakref.WeakKeyDictionary()
@@ -145,7 +157,7 @@ async def cached_settings(
     cached = registry.settings.get(key)
     if cached is not None and time.monotonic() < cached[0]:
         return cached[1]
-    async with registry.lock(key):
+    async with registry.locked(key):
         cached = registry.settings.get(key)
         if cached is not None and time.monotonic() < cached[0]:
             return cached[1]
@@ -200,7 +212,7 @@ async def acquire_session(
     key = SessionKey.of(settings)
     shared = registry.sessions.get(key)
     if shared is None:
-        async with registry.lock(key):
+        async with registry.locked(key):
             shared = registry.sessions.get(key)
             if shared is None:
                 connector = aiohttp.TCPConnector(limit=pool_limit(), limit_per_host=0, ssl=await ssl_option())
