@@ -1,0 +1,289 @@
+"""SmartFlowsRunFlowBatchOperator with real Airflow (``dag.test()``) against the emulator."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from airflow_provider_smartflows.operators.batch import SmartFlowsRunFlowBatchOperator
+from airflow_provider_smartflows.operators.batch_state import BatchStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.usefixtures("smartflows_conn")
+
+from airflow_harness import make_dag  # noqa: E402  (put on sys.path by conftest.py)
+
+MODES = pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
+
+
+def customers(count: int) -> list[dict[str, Any]]:
+    return [{"customer_id": f"c{n:03d}", "account": f"acc-{n}"} for n in range(1, count + 1)]
+
+
+DYNAMICS = {"entity": "account", "id": ["{record[account]}"]}
+
+
+def run_batch(run_dag: Any, tmp_path: Path, **kwargs: Any) -> Any:
+    kwargs.setdefault("flow_id", "invoice")
+    kwargs.setdefault("manifest_uri", f"file://{tmp_path}/out/manifest.jsonl")
+    kwargs.setdefault("poll_interval", 2)
+    kwargs.setdefault("gather_seconds", 0.1)
+    dag = make_dag("batch", lambda: SmartFlowsRunFlowBatchOperator(task_id="batch", **kwargs))
+    return run_dag(dag)
+
+
+def manifest(tmp_path: Path) -> list[dict[str, Any]]:
+    return BatchStore(f"file://{tmp_path}/out/manifest.jsonl", None).read_manifest()
+
+
+def starts_by_account(emulator: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for execution in emulator.executions:
+        account = execution["input_data"]["id"][0]
+        counts[account] = counts.get(account, 0) + 1
+    return counts
+
+
+@MODES
+def test_one_execution_per_record_with_documents_and_manifest(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path, deferrable: bool
+) -> None:
+    records = customers(7)
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        records=records,
+        record_key="customer_id",
+        data_template=DYNAMICS,
+        destination=f"file://{tmp_path}/docs/{{{{ ds }}}}/{{record[customer_id]}}.pdf",
+        max_active=3,
+        deferrable=deferrable,
+    )
+    assert result.states["batch"] == "success"
+    assert starts_by_account(smartflows_emulator) == {r["account"]: 1 for r in records}
+    summary = result.xcom("batch")
+    assert {
+        k: summary[k] for k in ("total", "succeeded", "failed", "unknown", "executions", "documents")
+    } == {
+        "total": 7,
+        "succeeded": 7,
+        "failed": 0,
+        "unknown": 0,
+        "executions": 7,
+        "documents": 7,
+    }
+    assert summary["manifest"] == f"file://{tmp_path}/out/manifest.jsonl"
+    lines = manifest(tmp_path)
+    assert [line["key"] for line in sorted(lines, key=lambda x: x["line"])] == [
+        r["customer_id"] for r in records
+    ]
+    by_id = {e["id"]: e for e in smartflows_emulator.executions}
+    for line in lines:
+        execution = by_id[line["execution_id"]]
+        assert line["status"] == "succeeded"
+        assert line["execution_status"] == "Success"
+        assert execution["input_data"] == {"entity": "account", "id": [f"acc-{line['line']}"]}
+        (document,) = line["documents"]
+        assert document["document_id"] == execution["documents"][0]
+        path = document["uri"].removeprefix("file://")
+        assert path.endswith(f"/docs/{result.dag_run.logical_date:%Y-%m-%d}/{line['key']}.pdf")
+        with open(path, "rb") as handle:
+            data = handle.read()
+        assert document["size"] == len(data)
+        assert document["sha256"] == hashlib.sha256(data).hexdigest()
+        assert document["sha256"] == smartflows_emulator.document_sha256(document["document_id"])
+
+
+def test_records_from_an_xcom(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
+    from airflow.providers.common.compat.sdk import task
+
+    def build() -> None:
+        @task
+        def make_records() -> list[dict[str, Any]]:
+            return customers(4)
+
+        SmartFlowsRunFlowBatchOperator(
+            task_id="batch",
+            flow_id="invoice",
+            records=make_records(),
+            data_template=DYNAMICS,
+            manifest_uri=f"file://{tmp_path}/out/manifest.jsonl",
+            poll_interval=2,
+            gather_seconds=0.1,
+        )
+
+    result = run_dag(make_dag("batch_xcom", build))
+    assert result.states["batch"] == "success"
+    assert starts_by_account(smartflows_emulator) == {f"acc-{n}": 1 for n in range(1, 5)}
+    assert sorted(line["key"] for line in manifest(tmp_path)) == ["1", "2", "3", "4"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_records_streamed_from_a_local_object(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path, fmt: str
+) -> None:
+    records = customers(5)
+    source = tmp_path / f"records.{fmt}"
+    if fmt == "jsonl":
+        source.write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")  # a blank last line
+    else:
+        source.write_text(
+            "customer_id,account\n" + "".join(f"{r['customer_id']},{r['account']}\n" for r in records)
+        )
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        records_uri=f"file://{source}",
+        record_key="customer_id",
+        data_template=DYNAMICS,
+        max_active=2,
+        deferrable=True,
+    )
+    assert result.states["batch"] == "success"
+    assert starts_by_account(smartflows_emulator) == {r["account"]: 1 for r in records}
+    first_line = 1 if fmt == "jsonl" else 2  # a CSV's header is line 1
+    assert {line["key"]: line["line"] for line in manifest(tmp_path)} == {
+        r["customer_id"]: n + first_line for n, r in enumerate(records)
+    }
+
+
+def test_records_manifest_and_documents_on_s3(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path, moto_bucket: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with moto_bucket(monkeypatch, "aws_batch", "batch") as s3:
+        records = customers(3)
+        s3.put_object(
+            Bucket="batch", Key="in/records.jsonl", Body="".join(json.dumps(r) + "\n" for r in records)
+        )
+        result = run_batch(
+            run_dag,
+            tmp_path,
+            records_uri="s3://batch/in/records.jsonl",
+            records_conn_id="aws_batch",
+            record_key="customer_id",
+            data_template=DYNAMICS,
+            manifest_uri="s3://batch/out/manifest.jsonl",
+            manifest_conn_id="aws_batch",
+            destination="s3://batch/docs/{record[customer_id]}.pdf",
+            destination_conn_id="aws_batch",
+            deferrable=True,
+        )
+        assert result.states["batch"] == "success"
+        keys = sorted(item["Key"] for item in s3.list_objects_v2(Bucket="batch")["Contents"])
+        assert keys == [
+            "docs/c001.pdf",
+            "docs/c002.pdf",
+            "docs/c003.pdf",
+            "in/records.jsonl",
+            "out/manifest.jsonl",
+            "out/manifest.jsonl.checkpoint.json",
+        ]
+        body = s3.get_object(Bucket="batch", Key="out/manifest.jsonl")["Body"].read().decode()
+        lines = [json.loads(line) for line in body.splitlines()]
+        for line in lines:
+            (document,) = line["documents"]
+            data = s3.get_object(Bucket="batch", Key=f"docs/{line['key']}.pdf")["Body"].read()
+            assert document["sha256"] == hashlib.sha256(data).hexdigest()
+            assert document["uri"].endswith(f"batch/docs/{line['key']}.pdf")
+    assert starts_by_account(smartflows_emulator) == {r["account"]: 1 for r in records}
+
+
+def test_concurrency_never_above_max_active(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
+    # Each execution runs 0.5 s of emulated... 25 virtual s at the fixtures' speed-up of 50.
+    smartflows_emulator.add_flow(
+        {"id": "steady", "input": "any", "steps": [{"message": "Working", "percentage": 50, "seconds": 25}]}
+    )
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        flow_id="steady",
+        records=customers(12),
+        data_template=DYNAMICS,
+        max_active=4,
+        deferrable=True,
+    )
+    assert result.states["batch"] == "success"
+
+    def parse(text: str) -> float:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+    created = sorted(parse(e["created_at"]) for e in smartflows_emulator.executions)
+    assert len(created) == 12
+    # An execution runs 0.5 s: at each start, count those started less than 0.5 s before it.
+    overlapping = [sum(1 for other in created if start - 0.5 < other <= start) for start in created]
+    assert max(overlapping) == 4
+
+
+@MODES
+def test_failed_records_are_retried_then_reported(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path, deferrable: bool
+) -> None:
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        flow_id="error",
+        records=customers(3),
+        data_template=DYNAMICS,
+        record_retries=1,
+        deferrable=deferrable,
+    )
+    assert result.states["batch"] == "failed"
+    error = result.error("batch")
+    assert "3 of 3 records failed" in str(error)
+    assert f"file://{tmp_path}/out/manifest.jsonl" in str(error)
+    assert starts_by_account(smartflows_emulator) == {"acc-1": 2, "acc-2": 2, "acc-3": 2}
+    assert result.tries["batch"] == 1  # not retried by Airflow: the verdict would not change
+    for line in manifest(tmp_path):
+        assert line["status"] == "failed"
+        assert line["execution_status"] == "Error"
+        assert line["attempts"] == 2
+        assert "TemplateError: Field CustomerName missing in data set" in line["messages"][0]
+        (previous,) = line["previous_attempts"]
+        assert previous["execution_status"] == "Error"
+        assert previous["execution_id"] != line["execution_id"]
+
+
+def test_a_retried_record_succeeds_and_failures_within_the_limit_pass(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    # flaky: its first execution ends Error, later ones succeed.
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        flow_id="flaky",
+        records=customers(3),
+        data_template=DYNAMICS,
+        max_active=1,
+        deferrable=True,
+    )
+    assert result.states["batch"] == "success"
+    assert sorted(starts_by_account(smartflows_emulator).values()) == [1, 1, 2]
+    lines = {line["key"]: line for line in manifest(tmp_path)}
+    assert lines["1"]["attempts"] == 2
+    assert lines["1"]["previous_attempts"][0]["messages"] == [
+        "FlowExecutionError: Simulated failure (fail_first)"
+    ]
+    assert {line["status"] for line in lines.values()} == {"succeeded"}
+
+
+def test_failures_within_max_failed_records_pass(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        flow_id="error",
+        records=customers(2),
+        data_template=DYNAMICS,
+        record_retries=0,
+        max_failed_records=1.0,
+    )
+    assert result.states["batch"] == "success"
+    summary = result.xcom("batch")
+    assert (summary["failed"], summary["succeeded"], summary["executions"]) == (2, 0, 2)
