@@ -45,7 +45,16 @@ def pretty(line: str) -> str:
 
 def start_emulator(env: dict[str, str]) -> tuple[subprocess.Popen[str], str, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_smartflows.emulator", "--host", "127.0.0.1", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_smartflows.emulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--quiet",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -107,6 +116,8 @@ def dags_test(env: dict[str, str]) -> int:
             "dags",
             "test",
             DAG_ID,
+            "--dagfile-path",
+            str(ROOT / "dags_examples" / f"{DAG_ID}.py"),
             "--conf",
             json.dumps({"output": OUTPUT.as_uri() + "/"}),
         ],
