@@ -287,3 +287,157 @@ def test_failures_within_max_failed_records_pass(
     assert result.states["batch"] == "success"
     summary = result.xcom("batch")
     assert (summary["failed"], summary["succeeded"], summary["executions"]) == (2, 0, 2)
+
+
+def test_a_retry_resumes_from_the_checkpoint_and_starts_nothing_twice(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    # The key is refused on one progress poll mid-batch: the first try fails with records running.
+    smartflows_emulator.add_fault("status", status=401, method="GET", path="/progress$", after=8, times=1)
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        records=customers(10),
+        data_template=DYNAMICS,
+        max_active=3,
+        deferrable=True,
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=0),
+    )
+    assert result.states["batch"] == "success"
+    assert result.tries["batch"] == 2
+    assert "Waiting for the batch's executions failed" in str(result.errors["batch"][0])
+    assert starts_by_account(smartflows_emulator) == {f"acc-{n}": 1 for n in range(1, 11)}
+    assert sorted(line["line"] for line in manifest(tmp_path)) == list(range(1, 11))
+    assert {line["status"] for line in manifest(tmp_path)} == {"succeeded"}
+
+
+def test_a_completed_batch_runs_nothing_again(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
+    from airflow_harness import make_dag
+
+    def build() -> None:
+        for task_id in ("first", "again"):
+            SmartFlowsRunFlowBatchOperator(
+                task_id=task_id,
+                flow_id="invoice",
+                records=customers(3),
+                data_template=DYNAMICS,
+                manifest_uri=f"file://{tmp_path}/out/manifest.jsonl",
+                gather_seconds=0.1,
+            )
+
+    dag = make_dag("batch_twice", build)
+    dag.get_task("first") >> dag.get_task("again")
+    result = run_dag(dag)
+    # The second task is another owner: it refuses the first one's checkpoint before starting anything.
+    assert result.states == {"first": "success", "again": "failed"}
+    assert "belongs to" in str(result.error("again"))
+    assert len(smartflows_emulator.executions) == 3
+
+
+def test_an_ambiguous_start_is_marked_unknown_and_not_started_again(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    # The server creates the second record's execution, then the connection drops.
+    smartflows_emulator.add_fault(
+        "reset", method="POST", path="/flows/executions$", after=1, times=1, when="after"
+    )
+    result = run_batch(run_dag, tmp_path, records=customers(3), data_template=DYNAMICS, max_active=1)
+    assert result.states["batch"] == "failed"
+    assert "1 of them unknown" in str(result.error("batch"))
+    assert starts_by_account(smartflows_emulator) == {"acc-1": 1, "acc-2": 1, "acc-3": 1}
+    lines = {line["key"]: line for line in manifest(tmp_path)}
+    assert (lines["2"]["status"], lines["2"]["execution_id"]) == ("unknown", None)
+    assert "may have created an execution" in lines["2"]["messages"][0]
+    assert lines["1"]["status"] == lines["3"]["status"] == "succeeded"
+
+
+def test_a_record_caught_mid_start_by_a_crash_becomes_unknown(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    # The third start takes 3 s to answer; the try's execution_timeout interrupts it after it was sent.
+    smartflows_emulator.add_fault(
+        "latency", latency=3, method="POST", path="/flows/executions$", after=2, times=1
+    )
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        records=customers(4),
+        data_template=DYNAMICS,
+        max_active=4,
+        execution_timeout=datetime.timedelta(seconds=2),
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=0),
+        cancel_on_kill=False,
+        max_failed_records=1,
+    )
+    assert result.tries["batch"] == 2
+    assert result.states["batch"] == "success"
+    smartflows_emulator.wait_deferred()
+    lines = {line["key"]: line for line in manifest(tmp_path)}
+    assert lines["3"]["status"] == "unknown"
+    assert "the task stopped between the start request and its answer" in lines["3"]["messages"][0]
+    # Record 4 was not sent before the interruption: the retry started it, once. Record 3 was never
+    # sent again (the emulator may or may not have created it: the client hung up mid-request).
+    assert {key: line["status"] for key, line in lines.items() if key != "3"} == dict.fromkeys(
+        "124", "succeeded"
+    )
+    starts = starts_by_account(smartflows_emulator)
+    assert starts.pop("acc-3", 0) <= 1
+    assert starts == {"acc-1": 1, "acc-2": 1, "acc-4": 1}
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            '{"customer_id": "c1", "account": "a1"}\n{"customer_id": "c2", "account": "a2"}\n{"customer_id": oops}\n',
+            "Line 3 of",
+        ),
+        (
+            '{"customer_id": "c1", "account": "a1"}\n{"customer_id": "c2"}\n',
+            "Line 2: data_template needs the field 'account'",
+        ),
+        (None, "Cannot read the records object"),
+    ],
+    ids=["malformed-line", "missing-template-field", "unreadable-object"],
+)
+def test_bad_input_fails_with_the_line_before_starting_anything(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path, source: str | None, expected: str
+) -> None:
+    path = tmp_path / "records.jsonl"
+    if source is not None:
+        path.write_text(source)
+    result = run_batch(run_dag, tmp_path, records_uri=f"file://{path}", data_template=DYNAMICS)
+    assert result.states["batch"] == "failed"
+    assert expected in str(result.error("batch"))
+    assert smartflows_emulator.executions == []
+
+
+def test_xml_input_rendered_per_record_and_escaped(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    template = "<letter><to>{{ record.name }}</to><day>{{ ds }}</day><line>{{ line }}</line></letter>"
+    records = [{"name": "Smith & Sons"}, {"name": "<Jones>"}]
+    result = run_batch(run_dag, tmp_path, flow_id="xml-letter", records=records, xml_template=template)
+    assert result.states["batch"] == "success"
+    day = f"{result.dag_run.logical_date:%Y-%m-%d}"
+    inputs = sorted(e["input_data"] for e in smartflows_emulator.executions)
+    assert inputs == [
+        f"<letter><to>&lt;Jones&gt;</to><day>{day}</day><line>2</line></letter>",
+        f"<letter><to>Smith &amp; Sons</to><day>{day}</day><line>1</line></letter>",
+    ]
+    assert all(len(line["documents"]) == 2 for line in manifest(tmp_path))
+
+
+def test_a_server_asking_to_slow_down_delays_starts_instead_of_failing(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    # Five 429s in a row: more than the hook's own retries (3) for the second start.
+    smartflows_emulator.add_fault(
+        "status", status=429, retry_after=0, method="POST", path="/flows/executions$", after=1, times=5
+    )
+    result = run_batch(run_dag, tmp_path, records=customers(3), data_template=DYNAMICS, deferrable=True)
+    assert result.states["batch"] == "success"
+    assert starts_by_account(smartflows_emulator) == {"acc-1": 1, "acc-2": 1, "acc-3": 1}
+    assert len(smartflows_emulator.requests_to("POST", "/flows/executions$")) == 3 + 5
