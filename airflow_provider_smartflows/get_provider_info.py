@@ -108,11 +108,17 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "operators": [
-            {"integration-name": "Smart Flows", "python-modules": [f"{PACKAGE}.operators.smartflows"]}
+            {
+                "integration-name": "Smart Flows",
+                "python-modules": [f"{PACKAGE}.operators.smartflows", f"{PACKAGE}.operators.batch"],
+            }
         ],
         "sensors": [{"integration-name": "Smart Flows", "python-modules": [f"{PACKAGE}.sensors.smartflows"]}],
         "triggers": [
-            {"integration-name": "Smart Flows", "python-modules": [f"{PACKAGE}.triggers.smartflows"]}
+            {
+                "integration-name": "Smart Flows",
+                "python-modules": [f"{PACKAGE}.triggers.smartflows", f"{PACKAGE}.triggers.batch"],
+            }
         ],
         "extra-links": [f"{PACKAGE}.links.SmartFlowsExecutionLink"],
     }
