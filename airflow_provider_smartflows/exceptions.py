@@ -54,6 +54,10 @@ class SmartFlowsApiError(SmartFlowsError):
     retryable: bool
     conn_id: str | None
     retry_after: float | None
+    #: A start POST that may have created an execution (no usable answer): never resend it blindly.
+    may_have_started: bool = False
+    #: Executions that may be that start's, when reconciling could not tell: ``{"id", "createdAt"}``.
+    candidates: list[dict[str, str]] | None = None
 
     def __init__(
         self,

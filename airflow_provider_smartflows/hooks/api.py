@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
+from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import CANCEL_PATHS, ConnectionSettings
 from airflow_provider_smartflows.hooks.errors import error_from_status, not_json_error
 from airflow_provider_smartflows.hooks.inputs import (
@@ -38,6 +39,15 @@ def _flows(data: Any) -> list[dict[str, Any]]:
 
 
 def _any_json(data: Any) -> Any:
+    return data
+
+
+def _executions(data: Any) -> list[Any]:
+    """A listing page: a plain JSON array (also read: a Spring page ``{"content": [...]}``)."""
+    if isinstance(data, dict) and isinstance(data.get("content"), list):
+        data = data["content"]
+    if not isinstance(data, list):
+        raise ValueError("expected a JSON array of executions")
     return data
 
 
@@ -80,6 +90,8 @@ LIST_FLOWS = Endpoint("GET", "/flows", _flows)
 GET_DOCUMENT = Endpoint("GET", "/documents/{document_id}", DocumentInfo.from_json)
 #: Binary content, streamed by the sync hook (``parse`` is unused).
 GET_DOCUMENT_CONTENT = Endpoint("GET", "/documents/{document_id}/content", _any_json)
+#: Listings: ``page`` (0-based), ``size``, ``sort=field,asc|desc``, ``filter=field:value``.
+LIST_FLOW_EXECUTIONS = Endpoint("GET", "/flows/{flow_id}/executions", _executions)
 GET_CURRENT_USER = Endpoint("GET", "/users/me", _any_json)
 GET_SYSTEM_INFO = Endpoint("GET", "/system/info", _any_json)
 
@@ -211,3 +223,19 @@ def content_request(document_id: str) -> ApiRequest[Any]:
         headers={"Accept-Encoding": "identity"},
         subject=f"Document {document_id!r}",
     )
+
+
+def flow_executions_request(
+    flow_id: str, *, page: int, size: int, sort: str = "createdAt,desc", filter: str | None = None
+) -> ApiRequest[list[Any]]:
+    """One page of a flow's executions; ``filter`` is one ``field:value``."""
+    flow_id = validate_id(flow_id, "flow")
+    for name, value in (("page", page), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "page" else 1):
+            raise SmartFlowsInputError(
+                f"The listing's {name} must be an integer >= {int(name == 'size')}, not {value!r}."
+            )
+    params: dict[str, Any] = {"page": page, "size": size, "sort": sort}
+    if filter is not None:
+        params["filter"] = filter
+    return LIST_FLOW_EXECUTIONS.request(flow_id=flow_id, params=params, subject=f"Flow {flow_id!r}")

@@ -6,9 +6,11 @@ in :mod:`.connection`; the retry policy in :mod:`.retry`. This module is the ``r
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import ssl
+import time
 from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,6 +40,7 @@ from airflow_provider_smartflows.hooks.api import (
     content_request,
     document_request,
     execution_request,
+    flow_executions_request,
     progress_request,
     read_answer,
     start_request,
@@ -52,6 +55,17 @@ from airflow_provider_smartflows.hooks.errors import (
 )
 from airflow_provider_smartflows.hooks.inputs import validate_id
 from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
+from airflow_provider_smartflows.hooks.reconcile import (
+    ADOPTED,
+    STARTED,
+    STARTED_AGAIN,
+    UNRESOLVED,
+    StartedExecution,
+    Verdict,
+    find_start,
+    second_start_error,
+    unresolved_error,
+)
 from airflow_provider_smartflows.hooks.retry import NOT_ACTED_STATUSES
 
 if TYPE_CHECKING:
@@ -260,10 +274,15 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
 
     def _call(self, request: ApiRequest[T]) -> T:
         """One API call under the retry policy; raises the matching SmartFlowsApiError subclass."""
+        return self._call_answer(request)[0]
+
+    def _call_answer(self, request: ApiRequest[T]) -> tuple[T, Answer]:
+        """:meth:`_call`, with the answer it was read from (headers such as ``Date``)."""
         settings, session = self.settings, self.get_conn()
 
-        def attempt() -> T:
-            return read_answer(request, _answer(self._send(request, settings, session)), settings)
+        def attempt() -> tuple[T, Answer]:
+            answer = _answer(self._send(request, settings, session))
+            return read_answer(request, answer, settings), answer
 
         return tenacity.Retrying(**self._retry_arguments(self.log))(attempt)
 
@@ -313,6 +332,92 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             progress.status,
         )
         return progress
+
+    def start_execution_reconciled(
+        self,
+        flow_id: str | None,
+        data: dict[str, Any] | str | bytes | None = None,
+        *,
+        dataset_id: str | None = None,
+        priority: int | None = None,
+        **options: Any,
+    ) -> StartedExecution:
+        """
+        Start an execution; when the start's outcome is unknown, find out (:meth:`find_started_execution`):
+        adopt the execution the server created; if it is proven that none was, start again, once
+        (a second unknown outcome raises: never a third POST); if it cannot be told, raise the
+        start's error with the candidates. Parameters as those two methods (``options``: ``clock_skew``,
+        ``settle_time``, ``clock``, ... of :meth:`find_started_execution`).
+        """
+        sent_at = options.get("clock", time.time)()
+        try:
+            progress = self.start_execution(flow_id, data, dataset_id=dataset_id, priority=priority)
+            return StartedExecution(progress.id, STARTED, progress.raw_status)
+        except SmartFlowsApiError as err:
+            if not getattr(err, "may_have_started", False):
+                raise
+            self.log.warning("The start of flow %s may have created an execution: looking for it", flow_id)
+            verdict = self.find_started_execution(flow_id, data, sent_at=sent_at, error=err, **options)
+        if verdict.outcome == ADOPTED and verdict.execution_id:
+            return StartedExecution(verdict.execution_id, ADOPTED, None, verdict.reason)
+        try:
+            progress = self.start_execution(flow_id, data, dataset_id=dataset_id, priority=priority)
+        except SmartFlowsApiError as err:
+            if getattr(err, "may_have_started", False):
+                raise second_start_error(err, verdict) from err
+            raise
+        return StartedExecution(progress.id, STARTED_AGAIN, progress.raw_status, verdict.reason)
+
+    def find_started_execution(
+        self,
+        flow_id: str | None,
+        data: dict[str, Any] | str | bytes | None,
+        *,
+        sent_at: float,
+        error: SmartFlowsApiError | None = None,
+        **options: Any,
+    ) -> Verdict:
+        """
+        After a start of ``flow_id`` with ``data`` whose outcome is unknown: the execution it created
+        (``outcome`` ADOPTED, ``execution_id``) or the proof that it created none (NOT_STARTED). When
+        that cannot be told (several matches, a listing refused or missing, a window too large) it
+        raises ``error`` (the start's) with the reason and the candidates' ids and creation times.
+
+        :param sent_at: ``clock()`` just before the start was sent.
+        :param options: ``clock_skew``, ``settle_time``, ``page_size``, ``max_pages``, ``clock``,
+            ``sleep``: see :func:`.reconcile.find_start`.
+        """
+        list_page = functools.partial(self._executions_page, validate_id(flow_id, "flow") if flow_id else "")
+        verdict = find_start(
+            flow_id, data, sent_at=sent_at, current_user=self._current_user, list_page=list_page, **options
+        )
+        if verdict.outcome == UNRESOLVED:
+            raise unresolved_error(error, flow_id, verdict) from error
+        found = verdict.execution
+        self.log.warning(
+            "Ambiguous start of flow %s resolved: %s",
+            flow_id,
+            f"adopted execution {found.describe()}: {verdict.reason}"
+            if found
+            else f"nothing was started: {verdict.reason}",
+        )
+        return verdict
+
+    def _current_user(self) -> tuple[Any, str | None]:
+        """``GET /users/me`` and the answer's ``Date`` header."""
+        me, answer = self._call_answer(GET_CURRENT_USER.request())
+        return me, answer.headers.get("Date")
+
+    def _executions_page(self, flow_id: str, page: int, size: int, created_by: str | None) -> list[Any]:
+        """One page of the flow's executions, newest first; ``created_by`` filters by user id."""
+        by = None if created_by is None else f"createdBy:{created_by}"
+        try:
+            return self._call(flow_executions_request(flow_id, page=page, size=size, filter=by))
+        except SmartFlowsApiError as err:
+            if by is None or err.status_code != 400:
+                raise
+            # This server does not filter by createdBy: the scan checks each execution's user anyway.
+            return self._call(flow_executions_request(flow_id, page=page, size=size))
 
     def get_progress(self, execution_id: str, *, wait_seconds: float | None = None) -> ExecutionProgress:
         """
