@@ -16,6 +16,8 @@ hooks of one connection share one session (and so one keep-alive pool) and one c
   or by default the process's soft open-files limit less 256 (kept for the triggerer's own files,
   database and log connections): a long-poll past that limit waits for a free connection instead
   of failing with "too many open files". Raise ``ulimit -n`` for more parked waits than that.
+- **Long-polls capped** at ``[smartflows] max_long_poll_seconds`` (default 3600, the hooks'
+  own limit): see :func:`max_long_poll_seconds`. The options are read once per event loop.
 - **Connection lookups cached** for ``[smartflows] connection_cache_seconds`` (default 30):
   a thousand triggers starting at once make one lookup, and a changed connection is seen
   within that time.
@@ -38,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import aiohttp
+
+from airflow_provider_smartflows.hooks.inputs import MAX_WAIT_SECONDS
 
 if TYPE_CHECKING:
     import ssl
@@ -65,9 +69,19 @@ def _option(name: str, default: float) -> float:
         return default
 
 
+def max_long_poll_seconds() -> float:
+    """The longest long-poll any async hook of this loop sends (``[smartflows] max_long_poll_seconds``).
+
+    The API guide documents ``timeout`` (default 30 s) but no maximum; set this below the idle
+    timeout of a proxy or load balancer between Airflow and Smart Flows that cuts quiet
+    connections. A shorter poll only means one more request: the wait goes on.
+    """
+    return _registry().max_long_poll_seconds
+
+
 def connection_cache_seconds() -> float:
-    """How long a connection lookup is reused; 0 turns the cache off."""
-    return max(0.0, _option("connection_cache_seconds", DEFAULT_CONNECTION_CACHE_SECONDS))
+    """How long this loop reuses a connection lookup (``[smartflows] connection_cache_seconds``; 0: off)."""
+    return _registry().connection_cache_seconds
 
 
 def pool_limit() -> int:
@@ -107,8 +121,22 @@ class _Shared:
 
 @dataclass
 class _LoopRegistry:
-    """The shared sessions and cached connection lookups of one event loop."""
+    """The shared sessions and cached connection lookups of one event loop.
 
+    The options are read once per loop (a triggerer reads them when it starts): reading Airflow's
+    configuration costs tens of microseconds, too much for every hook of ten thousand waits.
+    """
+
+    connection_cache_seconds: float = field(
+        default_factory=lambda: max(
+            0.0, _option("connection_cache_seconds", DEFAULT_CONNECTION_CACHE_SECONDS)
+        )
+    )
+    max_long_poll_seconds: float = field(
+        default_factory=lambda: min(
+            float(MAX_WAIT_SECONDS), max(1.0, _option("max_long_poll_seconds", MAX_WAIT_SECONDS))
+        )
+    )
     sessions: dict[SessionKey, _Shared] = field(default_factory=dict)
     settings: dict[tuple[str, float | None], tuple[float, ConnectionSettings]] = field(default_factory=dict)
     # Locks and closing tasks are bound to the loop: each is dropped once done, so that no value
@@ -153,7 +181,7 @@ async def cached_settings(
     """
     registry = _registry()
     key = (conn_id, timeout)
-    ttl = connection_cache_seconds()
+    ttl = registry.connection_cache_seconds
     cached = registry.settings.get(key)
     if cached is not None and time.monotonic() < cached[0]:
         return cached[1]

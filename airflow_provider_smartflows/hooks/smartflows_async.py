@@ -29,7 +29,12 @@ from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID, Connec
 from airflow_provider_smartflows.hooks.errors import TLS_UNTRUSTED, connection_error
 from airflow_provider_smartflows.hooks.inputs import validate_id
 from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
-from airflow_provider_smartflows.hooks.sessions import SessionLease, acquire_session, cached_settings
+from airflow_provider_smartflows.hooks.sessions import (
+    SessionLease,
+    acquire_session,
+    cached_settings,
+    max_long_poll_seconds,
+)
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -225,10 +230,13 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
     async def get_progress(
         self, execution_id: str, *, wait_seconds: float | None = None
     ) -> ExecutionProgress:
-        """Progress of an execution; with ``wait_seconds`` a long-poll (the timeout grows by it)."""
+        """Progress of an execution; with ``wait_seconds`` a long-poll (the timeout grows by it),
+        at most ``[smartflows] max_long_poll_seconds`` (see :mod:`.sessions`)."""
         # A trigger repeats one request per poll: build it (checks, URL, query, timeout) once.
         cache_key = (execution_id, wait_seconds)
         if self._progress is None or self._progress[0] != cache_key:
+            if wait_seconds is not None:
+                wait_seconds = min(wait_seconds, max_long_poll_seconds())
             request = progress_request(execution_id, wait_seconds)
             self._progress = (cache_key, request, _Target.of(request, await self.get_settings()))
         _, request, target = self._progress

@@ -265,3 +265,16 @@ async def test_triggers_of_one_connection_share_one_session_and_close_it_when_ca
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert shared_sessions() == []
+
+
+@pytest.mark.asyncio
+async def test_long_polls_are_capped_by_the_setting(
+    smartflows_emulator, smartflows_conn, running, monkeypatch
+):
+    """A proxy that cuts quiet connections after a minute: the operator caps every long-poll."""
+    (execution_id,) = running()
+    monkeypatch.setenv("AIRFLOW__SMARTFLOWS__MAX_LONG_POLL_SECONDS", "1")
+    async with SmartFlowsAsyncHook(smartflows_conn, retry_limit=0) as hook:
+        assert (await hook.get_progress(execution_id, wait_seconds=120)).status is ExecutionStatus.RUNNING
+    (request,) = smartflows_emulator.requests_to("GET", "/progress$")
+    assert request["query"]["timeout"] == "1"
