@@ -1,8 +1,12 @@
 """Real Airflow services (scheduler, triggerer, dag-processor, api-server) and the emulator.
 
-Each service runs in its own process group in a temporary AIRFLOW_HOME (SQLite, LocalExecutor,
-parallelism 2) on loopback ports chosen at start, and is stopped by PID: SIGTERM to the group, then
-SIGKILL after a grace period (the scheduler can hang on SIGTERM with LocalExecutor workers).
+Each service runs in its own process group in a temporary AIRFLOW_HOME on loopback ports chosen at
+start, and is stopped by PID: SIGTERM to the group, then SIGKILL after a grace period (the scheduler
+can hang on SIGTERM with LocalExecutor workers). Two shapes of the same stack:
+
+- ``AirflowStack(...)``: SQLite, LocalExecutor with parallelism 2, one triggerer (tests/system);
+- ``AirflowStack.celery(...)``: PostgreSQL, CeleryExecutor on Redis, N Celery workers and N
+  triggerers (tests/deployment; the servers themselves are in ``backing.py``).
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ TERMINAL_TI_STATES = {"success", "failed", "upstream_failed", "skipped", "remove
 # The triggerer's supervisor gives its trigger runner 10 s (escalation_delay) before it exits and
 # marks its job ended; killed earlier, the job stays "running" and a new triggerer adopts the
 # triggers only after [triggerer] triggerer_health_check_threshold (30 s).
-STOP_GRACE = {"triggerer": 30.0}
+STOP_GRACE = {"triggerer": 30.0, "celery-worker": 20.0}
+# "triggerer-2" is the second instance of "triggerer"; "dag-processor" is no instance of anything.
+INSTANCE = re.compile(r"^(triggerer|celery-worker)-(\d+)$")
 
 
 def free_port() -> int:
@@ -65,6 +71,30 @@ def stop_group(proc: subprocess.Popen[Any], grace: float = 10.0) -> bool:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return graceful
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of ``pid`` (Linux /proc), 0 if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def descendants(pid: int) -> list[int]:
+    """Every living process under ``pid`` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            children.setdefault(parent_pid(int(entry.name)), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 class EmulatorProcess:
@@ -147,13 +177,27 @@ class EmulatorProcess:
 
 
 class AirflowStack:
-    """Scheduler, triggerer, dag-processor and api-server in a temporary AIRFLOW_HOME."""
+    """Scheduler, triggerer(s), dag-processor, api-server (and Celery workers) in a temporary AIRFLOW_HOME.
+
+    :param services: what ``start_all`` starts, in order; ``triggerer-<n>`` / ``celery-worker-<n>``
+        are instances of one service with their own log file and ports.
+    :param worker_concurrency: task slots of each Celery worker.
+    """
 
     def __init__(
-        self, home: Path, dags_folder: Path, extra_env: dict[str, str], extra_logs: list[Path] | None = None
+        self,
+        home: Path,
+        dags_folder: Path,
+        extra_env: dict[str, str],
+        extra_logs: list[Path] | None = None,
+        *,
+        services: tuple[str, ...] = SERVICES,
+        worker_concurrency: int = 2,
     ) -> None:
         self.home = home
         self.extra_logs = list(extra_logs or [])
+        self.services = services
+        self.worker_concurrency = worker_concurrency
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -196,11 +240,51 @@ class AirflowStack:
             )
         self.env.update(extra_env)
         self.procs: dict[str, subprocess.Popen[Any]] = {}
+        self.fail_on_exit = False
+        self.service_env = {
+            name: {"AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port())}
+            for name in services
+            if name.startswith("triggerer-")
+        }
         self.session = requests.Session()
         if not AIRFLOW_V_3_0_PLUS:
             self.session.auth = ADMIN
         # Last resort if the test process exits without its teardown (the fixture is the normal path).
         atexit.register(self.stop_all)
+
+    @classmethod
+    def celery(
+        cls,
+        home: Path,
+        dags_folder: Path,
+        extra_env: dict[str, str],
+        extra_logs: list[Path] | None = None,
+        *,
+        database_url: str,
+        broker_url: str,
+        workers: int = 2,
+        triggerers: int = 2,
+        worker_concurrency: int = 2,
+    ) -> AirflowStack:
+        """The production shape: PostgreSQL metadata DB, CeleryExecutor on Redis, several workers and
+        triggerers. ``extra_env`` is applied last (the tests' lowered thresholds go there)."""
+        env = {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            # Queued + running tasks the scheduler hands to Celery: exactly the workers' slots.
+            "AIRFLOW__CORE__PARALLELISM": str(workers * worker_concurrency),
+            "AIRFLOW__CELERY__BROKER_URL": broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(worker_concurrency),
+            "AIRFLOW__CELERY__SYNC_PARALLELISM": "1",
+            **extra_env,
+        }
+        services = ("scheduler", "dag-processor", "api-server")
+        services += tuple(f"triggerer-{i}" for i in range(1, triggerers + 1))
+        services += tuple(f"celery-worker-{i}" for i in range(1, workers + 1))
+        return cls(
+            home, dags_folder, env, extra_logs, services=services, worker_concurrency=worker_concurrency
+        )
 
     # -- processes ---------------------------------------------------------------------------
     def migrate(self) -> None:
@@ -227,15 +311,35 @@ class AirflowStack:
                     f"airflow users create failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
                 )
 
+    def command(self, name: str) -> list[str]:
+        """The CLI of one service (``triggerer-2`` is ``airflow triggerer`` with its own log port)."""
+        match = INSTANCE.match(name)
+        base = match.group(1) if match else name
+        if base == "celery-worker":
+            # Logs are files under the shared AIRFLOW_HOME: no log server per worker needed.
+            args = ["celery", "worker", "--celery-hostname", f"{name}@127.0.0.1"]
+            return [
+                str(BIN / "airflow"),
+                *args,
+                "--concurrency",
+                str(self.worker_concurrency),
+                "--skip-serve-logs",
+            ]
+        return [str(BIN / "airflow"), base]
+
     def start(self, name: str) -> None:
-        args = [str(BIN / "airflow"), name]
+        args = self.command(name)
         if name == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(self.api_port)]
         elif name == "webserver":
             args += ["--hostname", "127.0.0.1", "--port", str(self.api_port), "--workers", "1"]
         log = (self.home / f"{name}.log").open("a")
         self.procs[name] = subprocess.Popen(
-            args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env={**self.env, **self.service_env.get(name, {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
 
@@ -244,11 +348,38 @@ class AirflowStack:
         proc = self.procs.pop(name, None)
         if proc is None:
             return True
-        return stop_group(proc, grace=STOP_GRACE.get(name, 10.0))
+        match = INSTANCE.match(name)
+        return stop_group(proc, grace=STOP_GRACE.get(match.group(1) if match else name, 10.0))
+
+    def kill(self, name: str) -> list[int]:
+        """SIGKILL the service and every process under it at once (a machine or container dying),
+        also children that left its process group; returns their PIDs."""
+        proc = self.procs.pop(name)
+        victims = [proc.pid, *descendants(proc.pid)]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        return victims
+
+    def service_of(self, pid: int) -> str | None:
+        """The service whose process is ``pid`` or one of its ancestors."""
+        by_pid = {proc.pid: name for name, proc in self.procs.items()}
+        while pid > 1:
+            if pid in by_pid:
+                return by_pid[pid]
+            pid = parent_pid(pid)
+        return None
+
+    def exited(self) -> dict[str, int]:
+        """Services whose process has exited (name -> return code)."""
+        return {name: code for name, proc in self.procs.items() if (code := proc.poll()) is not None}
 
     def start_all(self) -> None:
         self.migrate()
-        for name in SERVICES:
+        for name in self.services:
             self.start(name)
         self.wait_for(lambda: self._api_up(), timeout=120, what="api-server to answer")
 
@@ -305,13 +436,16 @@ class AirflowStack:
     ) -> Any:
         """Call ``check`` until it returns something truthy; on timeout fail with the service logs.
 
-        ``describe`` (optional callable) adds the last observed state to the failure message.
+        ``describe`` (optional callable) adds the last observed state to the failure message. With
+        ``fail_on_exit`` set, a service that exits meanwhile fails the wait at once.
         """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             result = check()
             if result:
                 return result
+            if self.fail_on_exit and (exited := self.exited()):
+                raise AssertionError(f"while waiting for {what}, services exited {exited}\n{self.dump()}")
             time.sleep(interval)
         state = f"\nlast state: {describe()}" if describe is not None else ""
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{state}\n{self.dump()}")
@@ -322,7 +456,7 @@ class AirflowStack:
     def dump(self) -> str:
         """Tail of every service log (and of the extra logs), for a failing test's report."""
         parts = []
-        paths = [self.home / f"{name}.log" for name in SERVICES] + self.extra_logs
+        paths = [self.home / f"{name}.log" for name in self.services] + self.extra_logs
         for path in paths:
             if path.exists():
                 parts.append(f"===== {path.name} =====\n" + path.read_text(errors="replace")[-4000:])

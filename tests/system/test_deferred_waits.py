@@ -1,4 +1,5 @@
-"""Deferred Smart Flows waits in real Airflow services: parallel waits, triggerer restart, user kill.
+"""Smart Flows waits in real Airflow services: parallel waits, triggerer restart, user kills (deferred
+and on the worker).
 
 One stack (scheduler with parallelism 2, triggerer, dag-processor, api-server) and one emulator
 serve the module; each test uses its own DAG and its own emulator flow, so they do not interfere.
@@ -308,6 +309,58 @@ def test_marking_a_deferred_task_failed_leaves_the_execution_and_the_task_log_sa
     task_log = "".join(stack.logs(pattern).values())
     assert "cancel_on_kill while deferred is unavailable" in task_log, stack.dump()
     assert execution_id in task_log
+
+
+def test_killing_a_task_waiting_on_a_worker_cancels_the_execution(
+    stack: AirflowStack, emulator: EmulatorProcess
+) -> None:
+    """A user marks failed a task that waits on its worker (deferrable=False): Airflow stops the task
+    and the operator's on_kill cancels the remote execution, on every Airflow version."""
+    dag_id, flow_id = "smartflows_system_sync_cancel", "system-sync-cancel"
+    stack.wait_for_dag(dag_id)
+    run_id = stack.trigger(dag_id)
+
+    def waiting_on_the_worker() -> str | None:
+        tis = flow_tis(stack, dag_id, run_id)
+        executions = emulator.executions(flow_id)
+        if not tis or tis[0]["state"] != "running" or len(executions) != 1:
+            return None
+        execution_id = str(executions[0]["id"])
+        # The operator polls: it holds the id it will cancel.
+        polled = emulator.requests_to("GET", rf"/flows/executions/{re.escape(execution_id)}/progress")
+        return execution_id if polled else None
+
+    execution_id = stack.wait_for(
+        waiting_on_the_worker,
+        timeout=120,
+        what="the task to wait for its execution on the worker",
+        describe=lambda: (states(flow_tis(stack, dag_id, run_id)), emulator.executions(flow_id)),
+    )
+    killed_at = time.monotonic()
+    stack.set_task_state(dag_id, run_id, TASK, "failed")
+
+    def cancelled() -> bool:
+        return [ex["status"] for ex in emulator.executions(flow_id)] == ["Canceled"]
+
+    stack.wait_for(
+        cancelled,
+        timeout=90,
+        what=f"execution {execution_id} to be cancelled by the operator's on_kill",
+        describe=lambda: emulator.executions(flow_id),
+    )
+    print(f"\n{dag_id}: cancelled {time.monotonic() - killed_at:.1f} s after the task was marked failed")
+    deletes = cancels(emulator, {execution_id})
+    assert [req["status"] for req in deletes] == [200], deletes
+    assert [ti["state"] for ti in flow_tis(stack, dag_id, run_id)] == ["failed"], stack.dump()
+    pattern = f"logs/dag_id={dag_id}/run_id={glob.escape(run_id)}/task_id={TASK}/attempt=*.log"
+    stack.wait_for(
+        lambda: (
+            f"Cancelling Smart Flows execution {execution_id} (task killed)"
+            in "".join(stack.logs(pattern).values())
+        ),
+        timeout=30,
+        what="the operator's on_kill line in the task log",
+    )
 
 
 def test_the_api_key_appears_nowhere_under_airflow_home(

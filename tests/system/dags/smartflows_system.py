@@ -88,3 +88,21 @@ with DAG(
         cancel_on_kill=True,
         timeout=900,
     )
+
+
+# One wait on the worker (not deferred) that a user marks failed: the operator's on_kill cancels it.
+with DAG(
+    "smartflows_system_sync_cancel",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["system"],
+):
+    SmartFlowsRunFlowOperator(
+        task_id="run_flow",
+        flow_id="system-sync-cancel",
+        deferrable=False,
+        poll_interval=5,
+        cancel_on_kill=True,
+        timeout=900,
+    )
