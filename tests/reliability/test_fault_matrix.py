@@ -6,6 +6,9 @@ call once, and checks the outcome written in ``MATRIX`` / ``ASYNC_MATRIX``:
 - ``ok(n)``: the call returned normally after the emulator saw ``n`` requests of that route;
 - ``err(Class, regex, n)``: it raised ``Class`` whose message matches ``regex`` (it names the
   execution / document / flow id and says what to do) after ``n`` requests;
+- ``reconciled(how, n)``: a start whose outcome was unknown, resolved by listing the flow's
+  executions (``start_execution_reconciled``): ``adopted`` the one the server created, or
+  ``started_again`` once the listing proved none was; one execution in the end either way;
 - ``limit(reason)``: what the provider cannot detect; the test pins the actual behaviour;
 - ``na(reason)``: the fault cannot happen on that call.
 
@@ -33,6 +36,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsError,
     SmartFlowsNotFoundError,
 )
+from airflow_provider_smartflows.hooks.reconcile import ADOPTED, STARTED, STARTED_AGAIN
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.models import ExecutionStatus
@@ -60,6 +64,7 @@ class Outcome:
     started: int | None = None  # start row only: executions the server created
     status: str | None = None  # ok: the raw status the call returned, when it matters
     reason: str = ""
+    how: str | None = None  # reconciled: adopted | started_again
 
 
 def ok(requests: int, *, started: int | None = None, status: str | None = None) -> Outcome:
@@ -68,6 +73,10 @@ def ok(requests: int, *, started: int | None = None, status: str | None = None) 
 
 def err(error: type[BaseException], match: str, requests: int, *, started: int | None = None) -> Outcome:
     return Outcome("err", requests, error=error, match=match, started=started)
+
+
+def reconciled(how: str, requests: int) -> Outcome:
+    return Outcome("reconciled", requests, started=1, how=how)
 
 
 def limit(reason: str, requests: int) -> Outcome:
@@ -165,6 +174,30 @@ MATRIX: dict[str, dict[str, Outcome]] = {
         "invalid-json": err(SmartFlowsApiError, MAYBE, 1, started=0),
         "unknown-status": ok(1, started=1, status="Archived"),
     },
+    # The same start through start_execution_reconciled: every unknown outcome is resolved by the
+    # listing (GET /flows/mx/executions): adopted when the server had created it, else started again.
+    "start-reconciled": {
+        "500": reconciled(STARTED_AGAIN, 2),
+        "500-after": reconciled(ADOPTED, 1),
+        "502": reconciled(STARTED_AGAIN, 2),
+        "503": ok(2, started=1),
+        "504": reconciled(STARTED_AGAIN, 2),
+        "429": ok(2, started=1),
+        "429-retry-after": ok(2, started=1),
+        "reset": reconciled(STARTED_AGAIN, 2),
+        "reset-after": reconciled(ADOPTED, 1),
+        # The server acts after the client gave up: the settle time covers it (here it waits for the
+        # late answer); a server slower than the settle time is the limit in RELIABILITY.md.
+        "latency": reconciled(ADOPTED, 1),
+        "truncate": reconciled(ADOPTED, 1),
+        "html-502": reconciled(STARTED_AGAIN, 2),
+        "html-200": reconciled(STARTED_AGAIN, 2),
+        "401": err(SmartFlowsAuthError, A401, 1, started=0),
+        "403": err(SmartFlowsAuthError, A403, 1, started=0),
+        "404": err(SmartFlowsNotFoundError, N404, 1, started=0),
+        "invalid-json": reconciled(STARTED_AGAIN, 2),
+        "unknown-status": ok(1, started=1, status="Archived"),
+    },
     "progress": dict(_TRANSIENT_GET),
     "long-poll": dict(_TRANSIENT_GET),
     "execution": dict(_TRANSIENT_GET),
@@ -196,6 +229,7 @@ ASYNC_MATRIX: dict[str, dict[str, Outcome]] = {
 
 ROUTES = {
     "start": ("POST", r"^/api/v1/flows/executions$"),
+    "start-reconciled": ("POST", r"^/api/v1/flows/executions$"),
     "progress": ("GET", r"^/api/v1/flows/executions/[^/]+/progress$"),
     "long-poll": ("GET", r"^/api/v1/flows/executions/[^/]+/progress$"),
     "execution": ("GET", r"^/api/v1/flows/executions/[^/]+$"),
@@ -215,6 +249,7 @@ def test_the_table_covers_every_call_and_fault() -> None:
         for outcome in row.values():
             assert outcome.kind != "na" or outcome.reason
             assert outcome.kind != "err" or (outcome.error and outcome.match and outcome.requests)
+            assert outcome.kind != "reconciled" or outcome.how in (ADOPTED, STARTED_AGAIN)
     kinds = collections.Counter(o.kind for row in MATRIX.values() for o in row.values())
     async_kinds = collections.Counter(o.kind for row in ASYNC_MATRIX.values() for o in row.values())
     record_figures(
@@ -250,7 +285,7 @@ class Target:
 
 
 def prepare(call: str, hook: SmartFlowsHook) -> Target:
-    if call == "start":
+    if call in ("start", "start-reconciled"):
         return Target()
     if call == "cancel":
         return Target(execution_id=hook.start_execution("mx-long").id)
@@ -266,6 +301,7 @@ def subject_and_path(call: str, target: Target) -> tuple[str, str]:
     eid, did = target.execution_id, target.document_id
     return {
         "start": ("Flow 'mx'", "POST /flows/executions"),
+        "start-reconciled": ("Flow 'mx'", "POST /flows/executions"),
         "progress": (f"Execution '{eid}'", f"GET /flows/executions/{eid}/progress"),
         "long-poll": (f"Execution '{eid}'", f"GET /flows/executions/{eid}/progress"),
         "execution": (f"Execution '{eid}'", f"GET /flows/executions/{eid}"),
@@ -298,10 +334,27 @@ def pattern(outcome: Outcome, call: str, fault: str, target: Target) -> str:
     )
 
 
-def run_sync(call: str, hook: SmartFlowsHook, target: Target, destination: Path) -> Any:
+def settle(emulator: Any, fault: str) -> dict[str, Any]:
+    """No settle time, except for the server that acts late: then the settle waits for it to act."""
+    if fault != "latency":
+        return {"settle_time": 0}
+
+    def late_start_done(seconds: float) -> None:
+        method, path = ROUTES["start"]
+        late = lambda: any(r["fault"] == "latency" for r in emulator.requests_to(method, path))  # noqa: E731
+        wait_until(late, what="the late start")
+
+    return {"settle_time": 0, "sleep": late_start_done}
+
+
+def run_sync(
+    call: str, hook: SmartFlowsHook, target: Target, destination: Path, settling: dict[str, Any]
+) -> Any:
     eid, did = target.execution_id, target.document_id
     if call == "start":
         return hook.start_execution("mx")
+    if call == "start-reconciled":
+        return hook.start_execution_reconciled("mx", **settling)
     if call == "progress":
         return hook.get_progress(eid)
     if call == "long-poll":
@@ -316,7 +369,7 @@ def run_sync(call: str, hook: SmartFlowsHook, target: Target, destination: Path)
 
 
 def check_no_duplicate(emulator: Any, call: str, outcome: Outcome) -> None:
-    if call != "start":
+    if not call.startswith("start"):
         assert emulator.executions_started() == 1, "a call other than start created an execution"
         return
     assert outcome.started is not None
@@ -343,13 +396,21 @@ def test_sync_hook_cell(
     try:
         target = prepare(call, hook)
         fault_id = add_fault(smartflows_emulator, call, fault)
+        settling = settle(smartflows_emulator, fault)
         if outcome.kind == "err":
             assert outcome.error is not None
             with pytest.raises(outcome.error, match=pattern(outcome, call, fault, target)):
-                run_sync(call, hook, target, destination)
+                run_sync(call, hook, target, destination, settling)
             assert files_under(destination) == []
+        elif call == "start-reconciled":
+            result = run_sync(call, hook, target, destination, settling)
+            assert result.how == (outcome.how or STARTED)
+            (execution,) = smartflows_emulator.executions
+            assert result.execution_id == execution["id"]
+            if outcome.status is not None:
+                assert result.raw_status == outcome.status
         else:
-            result = run_sync(call, hook, target, destination)
+            result = run_sync(call, hook, target, destination, settling)
             if outcome.status is not None:
                 assert result.raw_status == outcome.status
                 assert result.status is ExecutionStatus.UNKNOWN
