@@ -10,10 +10,11 @@ once" is what the emulator counts. The path of one execution is the provider's:
 
 Faults: on every GET 503 / 502 / 504 / 429 / connection reset / latency past the read timeout; on
 the start POST only 503 / 429 (provably not acted on: the hook resends), a reset before the server
-acted and a 500 after it acted. A start that fails ambiguously is never re-POSTed blindly: the test
-does what RELIABILITY.md tells a user to do, it lists the flow's executions on the server
-(``GET /api/v1/flows/{flow}/executions``) and adopts the execution it finds, or starts again only
-when there is none. Those cases are counted.
+acted and a 500 after it acted. Starts go through the provider's ``start_execution_reconciled``: a
+start whose outcome is unknown is never re-POSTed blindly, the hook lists the flow's executions
+(``GET /api/v1/flows/{flow}/executions``) and adopts the one the server created, or starts again
+once when the listing proves there is none. The test counts what the hook reports
+(``StartedExecution.how``); it has no reconciliation of its own.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import requests
 
 from airflow_provider_smartflows.emulator.server import EmulatorServer
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError
+from airflow_provider_smartflows.hooks.reconcile import ADOPTED, STARTED
 from airflow_provider_smartflows.hooks.retry import is_retryable
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
@@ -50,6 +51,8 @@ SEED = 20240606
 CONN_ID = "sf_soak"
 READ_TIMEOUT = 1.0  # the connection's "timeout" extra; a long-poll waits POLL_INTERVAL more
 POLL_INTERVAL = 1.0
+#: Seconds a start whose outcome is unknown waits before the listing that proves nothing was created.
+SETTLE_TIME = 0.5
 LATENCY = READ_TIMEOUT + POLL_INTERVAL + 1.5  # past the read timeout of any call
 GET_FAULTS = [
     {"kind": "status", "status": 503},
@@ -124,38 +127,31 @@ class Starter:
     def start(self, flow_id: str) -> str:
         hook = self.hook()
         for _ in range(20):
+            sent_at = time.time()
             try:
-                return hook.start_execution(flow_id).id
+                started = hook.start_execution_reconciled(flow_id, settle_time=SETTLE_TIME)
             except SmartFlowsApiError as err:
+                if err.may_have_started:
+                    # The flow was started again and that outcome is unknown too: the provider fails
+                    # the start (never a third POST). What the person it pages does, with its method.
+                    self.count("start_second_unknown")
+                    verdict = hook.find_started_execution(
+                        flow_id, None, sent_at=sent_at, settle_time=SETTLE_TIME
+                    )
+                    if verdict.execution_id is not None:
+                        return verdict.execution_id
+                    continue
                 sent = getattr(err, "request_sent", True)
                 if is_retryable("POST", err.status_code, request_sent=sent):
                     # The hook gave up on 429/503 only: the server provably created nothing.
                     self.count("start_not_acted_resent")
                     continue
-                # Ambiguous (reset after sending, 500): look before starting anything again.
+                raise
+            if started.how != STARTED:
                 self.count("start_ambiguous")
-                existing = self.flow_executions(hook, flow_id)
-                if existing:
-                    self.count("start_ambiguous_adopted")
-                    return str(existing[0]["id"])
-                self.count("start_ambiguous_restarted")
+                self.count(f"start_ambiguous_{'adopted' if started.how == ADOPTED else 'restarted'}")
+            return started.execution_id
         raise AssertionError(f"could not start {flow_id} in 20 attempts")
-
-    def flow_executions(self, hook: SmartFlowsHook, flow_id: str) -> list[dict[str, Any]]:
-        """The recovery a user does: ``GET /api/v1/flows/{flow}/executions`` (faults retried)."""
-        url = f"{hook.settings.base_url}/api/v1/flows/{flow_id}/executions"
-        session = hook.get_conn()
-        for _ in range(20):
-            try:
-                response = session.get(url, timeout=(READ_TIMEOUT, READ_TIMEOUT))
-            except requests.RequestException:
-                continue
-            if response.status_code in (429, 500, 502, 503, 504):
-                continue
-            response.raise_for_status()
-            executions: list[dict[str, Any]] = response.json()
-            return executions
-        raise AssertionError(f"could not list the executions of {flow_id}")
 
     def close(self) -> None:
         for hook in self.hooks:
@@ -278,6 +274,8 @@ def test_soak_500_executions_with_5_percent_faults(
         "start_ambiguous": starter.counts["start_ambiguous"],
         "start_ambiguous_adopted": starter.counts["start_ambiguous_adopted"],
         "start_ambiguous_restarted": starter.counts["start_ambiguous_restarted"],
+        "start_second_unknown": starter.counts["start_second_unknown"],
+        "reconciled_by": "SmartFlowsHook.start_execution_reconciled",
         "duplicates": duplicates,
         "documents_downloaded": len(downloaded),
         "sha256_mismatches": len(wrong),
