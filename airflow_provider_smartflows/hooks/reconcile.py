@@ -383,7 +383,10 @@ class StartedExecution:
     execution_id: str
     how: str
     raw_status: str | None = None
+    #: ADOPTED / STARTED_AGAIN: what the listing showed.
     reason: str = ""
+    #: ADOPTED / STARTED_AGAIN: why the first start's outcome was unknown ("connection reset", "HTTP 500").
+    cause: str = ""
 
 
 # --------------------------------------------------------------------------- the search

@@ -356,17 +356,23 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         except SmartFlowsApiError as err:
             if not getattr(err, "may_have_started", False):
                 raise
-            self.log.warning("The start of flow %s may have created an execution: looking for it", flow_id)
+            cause = str(getattr(err, "reason", None) or type(err).__name__)
+            self.log.warning(
+                "The start of flow %s got no usable answer (%s): it may have created an execution; "
+                "looking for it among the flow's executions",
+                flow_id,
+                cause,
+            )
             verdict = self.find_started_execution(flow_id, data, sent_at=sent_at, error=err, **options)
         if verdict.outcome == ADOPTED and verdict.execution_id:
-            return StartedExecution(verdict.execution_id, ADOPTED, None, verdict.reason)
+            return StartedExecution(verdict.execution_id, ADOPTED, None, verdict.reason, cause)
         try:
             progress = self.start_execution(flow_id, data, dataset_id=dataset_id, priority=priority)
         except SmartFlowsApiError as err:
             if getattr(err, "may_have_started", False):
                 raise second_start_error(err, verdict) from err
             raise
-        return StartedExecution(progress.id, STARTED_AGAIN, progress.raw_status, verdict.reason)
+        return StartedExecution(progress.id, STARTED_AGAIN, progress.raw_status, verdict.reason, cause)
 
     def find_started_execution(
         self,
