@@ -9,7 +9,8 @@ watching the execution. The person's answer (the UI, or ``PATCH .../hitlDetails`
 API) resumes the task: the answer is checked against the Smart Flows schema and posted to the
 execution, and the task waits on. An answer that is wrong or that Smart Flows refuses opens the
 request again (the reason goes to the task log). The execution leaving the form by itself
-(answered in Smart Flows, cancelled, finished) or the response timeout closes the request.
+(answered in Smart Flows, cancelled, finished) or the response timeout closes the request (the
+trigger does that: a running task cannot write a request's answer in Airflow 3.3).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from airflow_provider_smartflows.exceptions import (
 )
 from airflow_provider_smartflows.human_input import (
     ANSWER_OPTION,
-    CLOSED_OPTION,
     answers_from_params,
     form_params,
     prompt_key,
@@ -250,7 +250,6 @@ class SmartFlowsHumanInputMixin:
         if "chosen_options" in event:
             return self._take_answer(context, event, execution_id, end_time, prompt)
         self.log.info("%s", event.get("message"))
-        self._close_request(context, execution_id)
         outcome: ExecutionEvent | None = event.get("execution")
         if outcome is not None:
             result = self.handle_event(context, outcome, [])
@@ -301,16 +300,3 @@ class SmartFlowsHumanInputMixin:
     ) -> dict[str, Any]:
         self.ask_person(context, execution_id, end_time, reason)  # defers while a form is open
         return self.wait_for(context, execution_id, end_time)
-
-    def _close_request(self, context: Context, execution_id: str) -> None:
-        """Record an answer no person gave, so the request leaves the Required actions list."""
-        from airflow.sdk.execution_time.hitl import update_hitl_detail_response
-
-        try:
-            update_hitl_detail_response(
-                ti_id=context["ti"].id, chosen_options=[CLOSED_OPTION], params_input={}
-            )
-        except Exception as err:  # answered meanwhile (409) or gone: either way it is closed
-            self.log.info("execution %s: the request was already closed (%s)", execution_id, err)
-        else:
-            self.log.info("execution %s: request closed (%s)", execution_id, CLOSED_OPTION)

@@ -11,9 +11,12 @@ first one wins:
   Flows directly, cancelled, finished), the response timeout or the wait's deadline passed, or
   reading the execution failed.
 
-Like the execution trigger it only reads; :meth:`on_kill` cancels the execution only when the task
-was killed, not when the person's answer replaced the trigger (Airflow cancels a trigger the same
-way in both cases, so the request's answer tells them apart).
+Like the execution trigger it never changes the execution but in :meth:`on_kill`, which cancels it
+only when the task was killed, not when a person's answer replaced the trigger (Airflow stops a
+trigger the same way in both cases; the request's answer and the task's state tell them apart).
+Before its event it closes the request (an answer recorded as
+:data:`~airflow_provider_smartflows.human_input.CLOSED_OPTION`), so that it leaves Required actions:
+Airflow 3.3 lets a trigger write a request's answer, not a running task.
 
 The class path ``airflow_provider_smartflows.triggers.hitl.SmartFlowsHumanInputTrigger`` is stored
 in the rows of deferred tasks: it must not change.
@@ -29,7 +32,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
-from airflow_provider_smartflows.human_input import prompt_key
+from airflow_provider_smartflows.human_input import CLOSED_OPTION, prompt_key
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.waiting import (
     EVENT_TIMEOUT,
@@ -48,6 +51,9 @@ if TYPE_CHECKING:
     from airflow_provider_smartflows.waiting import ExecutionEvent, Steps
 
 __all__ = ["HumanWaitEvent", "SmartFlowsHumanInputTrigger", "human_wait_steps"]
+
+# States a user gives a task by hand (mark failed / success / skipped); a resumed task is not in them.
+_KILLED_STATES = frozenset({"failed", "success", "skipped", "up_for_retry", "upstream_failed", "removed"})
 
 
 class HumanWaitEvent(TypedDict):
@@ -166,6 +172,10 @@ class SmartFlowsHumanInputTrigger(BaseTrigger):
             max_consecutive_failures=self.max_consecutive_failures,
             log=self.log,
         )
+        answer = await self._answer_given_before_start()
+        if answer is not None:
+            yield TriggerEvent(answer)
+            return
         payload: HumanWaitEvent
         # One attempt per poll: the watch counts transient failures itself.
         async with SmartFlowsAsyncHook(self.smartflows_conn_id, retry_limit=0) as hook:
@@ -176,33 +186,95 @@ class SmartFlowsHumanInputTrigger(BaseTrigger):
             except SmartFlowsError as err:
                 event = watch.error_event(err)
                 payload = {"execution_id": self.execution_id, "execution": event, "message": event["message"]}
+        await self._close_request(payload["message"])
         yield TriggerEvent(payload)
 
-    async def _request_answered(self) -> bool:
-        """Whether the task's human-in-the-loop request has an answer (what replaced this trigger)."""
+    async def _answer_given_before_start(self) -> dict[str, Any] | None:
+        """A person's answer that came while the task was still deferring, as Airflow's resume event.
+
+        Airflow resumes a task on an answer only when it is already deferred; one given in the
+        moment between writing the request and deferring is recorded but resumes nothing.
+        """
         ti_id = getattr(self.task_instance, "id", None)
         if ti_id is None:
-            return False
+            return None
         from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
         from asgiref.sync import sync_to_async
 
         try:
             detail = await sync_to_async(get_hitl_detail_content_detail)(ti_id=ti_id)
+        except Exception as err:  # a missed early answer is still seen as the request's answer
+            self.log.warning("Could not read the request of execution %s: %s", self.execution_id, err)
+            return None
+        user = detail.responded_by_user
+        if not detail.response_received or user is None:
+            return None
+        self.log.info("Execution %s: answered by %s before the task deferred", self.execution_id, user.name)
+        return {
+            "chosen_options": list(detail.chosen_options or []),
+            "params_input": dict(detail.params_input or {}),
+            "responded_at": detail.responded_at.isoformat() if detail.responded_at else None,
+            "responded_by_user": {"id": user.id, "name": user.name},
+            "timedout": False,
+        }
+
+    async def _close_request(self, why: str) -> None:
+        """Record an answer nobody gave, so the request leaves Required actions (the wait is over).
+
+        Done here because Airflow 3.3 lets a trigger, not a running task, write a request's answer.
+        """
+        ti_id = getattr(self.task_instance, "id", None)
+        if ti_id is None:
+            return
+        from airflow.sdk.execution_time.hitl import update_hitl_detail_response
+        from asgiref.sync import sync_to_async
+
+        try:
+            await sync_to_async(update_hitl_detail_response)(
+                ti_id=ti_id, chosen_options=[CLOSED_OPTION], params_input={}
+            )
+        except Exception as err:  # answered meanwhile (409): that answer resumes the task instead
+            self.log.info("The request of execution %s was not closed (%s)", self.execution_id, err)
+        else:
+            self.log.info("Closed the request of execution %s: %s", self.execution_id, why)
+
+    async def _killed(self) -> bool:
+        """Whether the task was killed (marked failed, success...) rather than resumed by an answer.
+
+        Airflow stops this trigger the same way in both cases. An answer leaves the request answered,
+        or (answer refused, asked again) the task scheduled, running or deferred again.
+        """
+        ti = self.task_instance
+        if getattr(ti, "id", None) is None:
+            return True  # outside a triggerer (no task instance to ask about)
+        from airflow.sdk.execution_time.hitl import get_hitl_detail_content_detail
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+        from asgiref.sync import sync_to_async
+
+        try:
+            detail = await sync_to_async(get_hitl_detail_content_detail)(ti_id=ti.id)  # type: ignore[union-attr]
+            if detail.response_received:
+                return False
+            states = await sync_to_async(RuntimeTaskInstance.get_task_states)(
+                dag_id=ti.dag_id,  # type: ignore[union-attr]
+                map_index=ti.map_index,  # type: ignore[union-attr]
+                task_ids=[ti.task_id],  # type: ignore[union-attr]
+                run_ids=[ti.run_id],  # type: ignore[union-attr]
+            )
         except Exception as err:  # the supervisor's error types vary; not knowing must not cancel
             self.log.warning(
-                "Could not read the request of execution %s (%s): leaving the execution as it is",
-                self.execution_id,
-                err,
+                "Execution %s: could not tell a kill from an answer (%s)", self.execution_id, err
             )
-            return True
-        return bool(detail.response_received)
+            return False
+        state = (states.get(ti.run_id) or {}).get(ti.task_id)  # type: ignore[union-attr]
+        return state in _KILLED_STATES
 
     async def on_kill(self) -> None:
         """Cancel the execution when the task was killed, not when a person's answer resumed it."""
         if not self.cancel_on_kill:
             return
-        if await self._request_answered():
-            self.log.info("Execution %s: the request was answered; not cancelling", self.execution_id)
+        if not await self._killed():
+            self.log.info("Execution %s: the task was resumed, not killed; not cancelling", self.execution_id)
             return
         self.log.info("Cancelling Smart Flows execution %s (task killed)", self.execution_id)
         async with SmartFlowsAsyncHook(self.smartflows_conn_id) as hook:
