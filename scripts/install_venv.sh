@@ -22,8 +22,8 @@ have_uv() { [ -n "$uv_pin" ] && [ "$("$uv" --version 2>/dev/null | cut -d' ' -f2
 if ! have_uv && [ -n "$uv_pin" ]; then
     # The interpreter's pip writes into the venv (--python, pip >= 22.3); else the venv's own pip.
     "$python" -m pip --python "$venv/bin/python" install -q --disable-pip-version-check "$uv_pin" 2>/dev/null \
-        || { "$venv/bin/python" -m ensurepip -q 2>/dev/null \
-            && "$venv/bin/python" -m pip install -q --disable-pip-version-check "$uv_pin"; } \
+        || { "$venv/bin/python" -m ensurepip >/dev/null 2>&1 \
+            && "$venv/bin/python" -m pip install -q --disable-pip-version-check "$uv_pin" 2>/dev/null; } \
         || echo "install_venv: $uv_pin could not be installed; installing with pip instead (slower)" >&2
 fi
 
@@ -36,7 +36,7 @@ if have_uv; then
         pip -e "$spec"
 fi
 
-[ -x "$venv/bin/pip" ] || "$venv/bin/python" -m ensurepip -q
+[ -x "$venv/bin/pip" ] || "$venv/bin/python" -m ensurepip >/dev/null
 export PIP_CONSTRAINT=$constraints PIP_DISABLE_PIP_VERSION_CHECK=1
 "$venv/bin/python" -m pip install -q -c "$constraints" pip
 exec "$venv/bin/python" -m pip install -q -c "$constraints" -e "$spec"

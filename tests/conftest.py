@@ -37,6 +37,7 @@ SLOW = {
     "tests/test_bench_smoke.py": "benchmark smoke (`make bench-smoke`)",
     "tests/examples/test_cli.py": "`airflow dags test` subprocesses",
     "tests/examples/test_dynamics_records.py": "a DAG run of many mapped tasks",
+    "tests/examples/test_retries_and_alerts.py": "a DAG run that waits out real retry delays",
     "tests/hooks/test_connection.py::test_airflow_cli_connections_add_and_test": "`airflow` CLI",
     "tests/test_provider_info.py::test_airflow_providers_list_shows_the_provider": "`airflow` CLI",
     "tests/hooks/test_download.py::test_one_gib_download": "1 GiB download",
