@@ -116,7 +116,8 @@ def form_params(progress_raw: Mapping[str, Any]) -> FormRequest:
     Each ``schema.properties`` key becomes one param (in the form's order, then the schema's):
     its JSON type, ``enum``, bounds, ``format`` and default, and its label (the form item's
     ``title``, else the property's) as the field's title. A key the schema does not require may
-    be left empty. A form key without a schema property becomes a text field.
+    be left empty; a required boolean without a default starts as ``False`` (a switch always shows
+    a value). A form key without a schema property becomes a text field.
     """
     schema = progress_raw.get("schema")
     schema = schema if isinstance(schema, Mapping) else {}
@@ -133,10 +134,13 @@ def form_params(progress_raw: Mapping[str, Any]) -> FormRequest:
         prop = prop if isinstance(prop, Mapping) else {}
         item = items.get(key, {})
         value = model.get(key, prop.get("default"))
+        field_schema = _param_schema(prop, item, key in required)
+        if value is None and field_schema["type"] == "boolean":
+            value = False  # a switch always shows a value: unset would read as a missing answer
         params[str(key)] = {
             "value": value,
             "description": str(prop["description"]) if prop.get("description") else None,
-            "schema": _param_schema(prop, item, key in required),
+            "schema": field_schema,
             "source": "task",
         }
     return FormRequest(params=params, required=required, schema=schema)

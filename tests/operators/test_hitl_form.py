@@ -54,6 +54,7 @@ def test_each_property_becomes_a_param_with_its_widget_label_and_default() -> No
     # Form order first, then the schema's remaining keys.
     assert list(params) == ["approved", "region", "notes", "discount", "copies"]
     assert params["approved"]["schema"] == {"type": "boolean", "title": "Approve the contract"}
+    assert params["approved"]["value"] is False  # a switch always has a value
     assert params["region"]["schema"] == {
         "type": "string",
         "enum": ["EU", "US"],
