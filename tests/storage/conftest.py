@@ -1,0 +1,168 @@
+"""Store fixtures: Azurite (Azure Blob) and a GCS emulator, each a server on 127.0.0.1 in its own
+process group, stopped by PID; S3 is the session moto server of tests/conftest.py.
+
+``store`` is parametrised over file, s3, gcs and azure: each test gets an empty bucket/container
+of its own and the Airflow connection to it (environment variables), removed afterwards.
+Missing emulators skip their store's tests (scripts/install_storage_emulators.sh installs them)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.storage.stores import (
+    GCS_CONN_ID,
+    GCS_ENDPOINT_VARIABLE,
+    Store,
+    attach_gcs,
+    azurite_connection_string,
+    connection_env,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+AZURITE = ROOT / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+STORES = ["file", "s3", "gcs", "azure"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _server(name: str, args: list[str], port: int, cwd: str | None = None) -> Iterator[str]:
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert process.poll() is None, f"{name} exited with {process.returncode}"
+                assert time.monotonic() < deadline, f"{name} did not start"
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it may have exited by itself
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not AZURITE.exists() or shutil.which("node") is None:
+        pytest.skip("Azurite is not installed: run scripts/install_storage_emulators.sh")
+    pytest.importorskip("adlfs")
+    pytest.importorskip("airflow.providers.microsoft.azure")
+    port = _free_port()
+    work = tmp_path_factory.mktemp("azurite")
+    args = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence"]
+    args += ["--skipApiVersionCheck", "--loose", "--silent"]
+    with _server("azurite-blob", args, port, cwd=str(work)) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint() -> Iterator[str]:
+    pytest.importorskip("gcsfs")
+    executable = shutil.which("gcp-storage-emulator", path=os.path.dirname(sys.executable))
+    if executable is None:
+        pytest.skip("gcp-storage-emulator is not installed: run scripts/install_storage_emulators.sh")
+    port = _free_port()
+    args = [executable, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"]
+    with _server("gcp-storage-emulator", args, port) as url:
+        yield url
+
+
+def _apply(patch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name, value in env.items():
+        patch.setenv(name, value)
+
+
+@contextlib.contextmanager
+def _s3_store(request: pytest.FixtureRequest, patch: pytest.MonkeyPatch, bucket: str) -> Iterator[Store]:
+    moto_bucket = request.getfixturevalue("moto_bucket")
+    moto_endpoint = request.getfixturevalue("moto_endpoint")
+    conn_id = "aws_storage_test"
+    with moto_bucket(patch, conn_id, bucket) as s3:
+        env = {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_AWS", "AWS_"))}
+        yield Store("s3", bucket, f"s3://{conn_id}@{bucket}", s3, env)
+        for upload in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            s3.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    assert moto_endpoint
+
+
+@contextlib.contextmanager
+def _azure_store(request: pytest.FixtureRequest, patch: pytest.MonkeyPatch, bucket: str) -> Iterator[Store]:
+    from azure.storage.blob import BlobServiceClient
+
+    connection_string = azurite_connection_string(request.getfixturevalue("azurite_endpoint"))
+    conn_id = "wasb_storage_test"
+    env = connection_env(conn_id, {"conn_type": "wasb", "extra": {"connection_string": connection_string}})
+    _apply(patch, env)
+    client = BlobServiceClient.from_connection_string(connection_string)
+    client.create_container(bucket)
+    try:
+        yield Store("azure", bucket, f"abfs://{bucket}", client, env, conn_id)
+    finally:
+        client.delete_container(bucket)
+        client.close()
+
+
+@contextlib.contextmanager
+def _gcs_store(request: pytest.FixtureRequest, patch: pytest.MonkeyPatch, bucket: str) -> Iterator[Store]:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    endpoint = request.getfixturevalue("gcs_endpoint")
+    attach_gcs(endpoint)
+    client = storage.Client(
+        project="test", credentials=AnonymousCredentials(), client_options={"api_endpoint": endpoint}
+    )
+    client.create_bucket(bucket)
+    try:
+        yield Store("gcs", bucket, f"gs://{GCS_CONN_ID}@{bucket}", client, {GCS_ENDPOINT_VARIABLE: endpoint})
+    finally:
+        from google.api_core.exceptions import Conflict
+
+        # The emulator refuses to delete a bucket with an open (never finalised) upload session;
+        # the bucket is unique to the test and the emulator's memory goes with the session.
+        with contextlib.suppress(Conflict):
+            client.bucket(bucket).delete(force=True)
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Store]:
+    """An empty bucket/container (file: folder) on one store, reached through Airflow."""
+    bucket = f"sf-{uuid.uuid4().hex[:12]}"
+    kind = request.param
+    if kind == "file":
+        folder = tmp_path / bucket
+        folder.mkdir()
+        yield Store("file", bucket, f"file://{folder}")
+        return
+    factory = {"s3": _s3_store, "azure": _azure_store, "gcs": _gcs_store}[kind]
+    with factory(request, monkeypatch, bucket) as value:
+        yield value
