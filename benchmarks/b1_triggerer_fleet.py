@@ -1,4 +1,4 @@
-"""B1: a triggerer's fleet of waits, N concurrent waits in one asyncio loop, three contenders.
+"""B1: a triggerer's fleet of waits: N concurrent waits in one asyncio loop, three contenders.
 
 The parent process starts the emulator (its own process) and, per run, one *loop process*
 (``python -m benchmarks.b1_triggerer_fleet worker ...``) that runs the waits as Airflow's triggerer
@@ -8,10 +8,16 @@ arrives, so every wait begins within milliseconds of its execution (creation cos
 loop's CPU). The loop process reports its CPU seconds, peak RSS, the time each event was yielded
 and the TCP connections aiohttp opened (a ``TraceConfig`` added to every ``ClientSession``).
 
-Each execution has one step of 20-60 virtual seconds (uniform, seeded); the emulator runs at
-``speedup`` and every contender polls at ``poll_interval / speedup`` real seconds (10 / 5 = 2 s,
-a whole number because the trigger long-polls in whole seconds). Completion time of an execution =
-its creation time (emulator's clock) + duration / speedup; latency = event time - completion time.
+Each execution has one step of 20-40 virtual seconds (uniform, seeded). A *run* is one contender at
+one poll interval (real seconds) for N waits, over HTTP or HTTPS. The plan (see :func:`full_plan`):
+
+- **sweep** (N=1,000, speed-up 1): the pollers at 0.5, 1, 2 and 5 s against our trigger at its
+  default long-poll window: what each costs for the latency it gives;
+- **scale**: our trigger alone at N=1,000, 5,000 and 10,000 in one loop process;
+- **tls**: the same N=1,000 comparison over HTTPS, where a session per poll pays a handshake.
+
+Completion time of an execution = its creation time (emulator's clock) + duration / speed-up;
+latency = event time - completion time.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import gc
 import json
 import os
 import random
+import ssl
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +40,9 @@ from typing import Any
 from benchmarks.common import (
     ROOT,
     Emulator,
+    TlsEmulator,
     current_rss_bytes,
+    loadavg,
     log,
     peak_rss_bytes,
     percentile,
@@ -46,9 +56,12 @@ CONTENDERS = {
     "b": "HttpSensorTrigger (HTTP provider)",
     "c": "dbt Cloud pattern (session per poll)",
 }
-MIN_SECONDS, MAX_SECONDS = 20, 60  # virtual seconds of an execution
-POLL_INTERVAL = 10  # virtual seconds
-FINAL_OK = {"Success", "success"}
+MIN_SECONDS, MAX_SECONDS = 20, 40  # virtual seconds of an execution
+POLL_INTERVAL = 10  # virtual seconds: the profile's poll interval (profile_trigger.py)
+#: Our trigger's default long-poll window (SmartFlowsExecutionTrigger's poll_interval default).
+DEFAULT_WINDOW = 30.0
+SWEEP_POLLS = (0.5, 1.0, 2.0, 5.0)
+SCALE_SIZES = (1000, 5000, 10000)
 
 
 def scenario(min_s: int, max_s: int) -> dict[str, Any]:
@@ -214,7 +227,9 @@ async def _create_and_stream(
     for d in durations:
         queue.put_nowait(d)
     headers = {"X-API-Key": emu.api_key}
-    async with aiohttp.ClientSession(headers=headers) as session:
+    ca_file = getattr(emu, "ca_file", None)
+    tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else True
+    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(ssl=tls)) as session:
 
         async def creator() -> None:
             while not queue.empty():
@@ -240,30 +255,35 @@ def _parse_iso(ts: str) -> float:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
 
 
-def one_run(emu: Emulator, contender: str, n: int, seed: int, speedup: float, work: Path) -> dict[str, Any]:
-    emu.admin("POST", "/_emulator/reset")
-    warm = emu.api("POST", "/flows/executions", params={"flowId": "b1-instant"})
-    warm_id = warm["id"]
-    rng = random.Random(seed)
-    durations = [rng.randint(MIN_SECONDS, MAX_SECONDS) for _ in range(n)]
-    poll = POLL_INTERVAL / speedup
-    tag = f"{contender}-{n}-{seed}"
-    ready, result = work / f"{tag}.ready", work / f"{tag}.json"
+def _worker_env(emu: Emulator, work: Path) -> dict[str, str]:
     env = dict(os.environ)
+    http_extra: dict[str, Any] = {"X-API-Key": emu.api_key}
+    ca_file = getattr(emu, "ca_file", None)
+    if ca_file is not None:
+        # The pollers verify with aiohttp's default context, which reads SSL_CERT_FILE; ours
+        # with the connection's ca_bundle extra (TlsEmulator.connection).
+        env["SSL_CERT_FILE"] = str(ca_file)
     env.update(
         AIRFLOW_HOME=str(work / "airflow-home"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW_CONN_SMARTFLOWS_BENCH=json.dumps(emu.connection()),
-        AIRFLOW_CONN_HTTP_BENCH=json.dumps(
-            {"conn_type": "http", "host": emu.base_url, "extra": {"X-API-Key": emu.api_key}}
-        ),
+        AIRFLOW_CONN_HTTP_BENCH=json.dumps({"conn_type": "http", "host": emu.base_url, "extra": http_extra}),
         PYTHONPATH=str(ROOT),
     )
+    return env
+
+
+def _loop_process(
+    emu: Emulator, contender: str, poll: float, durations: list[int], speedup: float, work: Path, tag: str
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Start the loop process, stream the executions to it, wait for its result."""
+    warm_id = emu.api("POST", "/flows/executions", params={"flowId": "b1-instant"})["id"]
+    ready, result = work / f"{tag}.ready", work / f"{tag}.json"
     args = [sys.executable, "-m", "benchmarks.b1_triggerer_fleet", "worker", "--contender", contender]
     args += ["--poll", str(poll), "--warmup-id", warm_id, "--ready", str(ready), "--result", str(result)]
     out = (work / f"{tag}.out").open("w")
-    proc = __import__("subprocess").Popen(
-        args, stdin=-1, stdout=out, stderr=out, env=env, cwd=ROOT, start_new_session=True
+    proc = subprocess.Popen(
+        args, stdin=-1, stdout=out, stderr=out, env=_worker_env(emu, work), cwd=ROOT, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 120
@@ -276,8 +296,7 @@ def one_run(emu: Emulator, contender: str, n: int, seed: int, speedup: float, wo
         emu.admin("DELETE", "/_emulator/requests")
         ids = asyncio.run(_create_and_stream(emu, durations, proc.stdin))
         proc.stdin.close()
-        timeout = MAX_SECONDS / speedup + 120 + n / 50
-        proc.wait(timeout=timeout)
+        proc.wait(timeout=MAX_SECONDS / speedup + 120 + len(durations) / 50)
     finally:
         stop_group(proc, grace=5)
         out.close()
@@ -285,7 +304,25 @@ def one_run(emu: Emulator, contender: str, n: int, seed: int, speedup: float, wo
         raise RuntimeError(
             f"loop process failed ({proc.returncode}): {(work / f'{tag}.out').read_text()[-3000:]}"
         )
-    data = json.loads(result.read_text())
+    return json.loads(result.read_text()), ids
+
+
+def one_run(
+    emu: Emulator,
+    contender: str,
+    n: int,
+    seed: int,
+    speedup: float,
+    poll: float,
+    work: Path,
+    tls: bool = False,
+) -> dict[str, Any]:
+    """One contender polling every ``poll`` real seconds (ours: long-poll window) for N waits."""
+    emu.admin("POST", "/_emulator/reset")
+    rng = random.Random(seed)
+    durations = [rng.randint(MIN_SECONDS, MAX_SECONDS) for _ in range(n)]
+    tag = f"{contender}-{poll:g}-{n}-{seed}-{'tls' if tls else 'tcp'}"
+    data, ids = _loop_process(emu, contender, poll, durations, speedup, work, tag)
     executions = {ex["id"]: ex for ex in emu.admin("GET", "/_emulator/executions")}
     served = [
         r
@@ -300,18 +337,19 @@ def one_run(emu: Emulator, contender: str, n: int, seed: int, speedup: float, wo
             continue
         done = _parse_iso(executions[ex_id]["created_at"]) + d / speedup
         latencies.append(event[0] - done)
-    windows = sum(-(-d // POLL_INTERVAL) for d in durations)  # long-poll windows the waits span
     growth = max(0, data["peak_rss"] - data["baseline_rss"])
+    wait_hours = sum(durations) / speedup / 3600
     return {
         "contender": contender,
+        "poll": poll,
+        "tls": tls,
         "n": n,
         "seed": seed,
         "cpu_seconds": data["cpu_seconds"],
+        "cpu_ms_per_wait_hour": data["cpu_seconds"] * 1000 / wait_hours,
         "wall_seconds": data["wall_seconds"],
         "requests": len(served),
         "requests_per_wait": len(served) / n,
-        "windows_per_wait": windows / n,
-        "requests_per_window": len(served) / windows,
         "client_requests": data["client_requests"],
         "connections": data["connections"],
         "peak_rss_mib": data["peak_rss"] / 2**20,
@@ -326,9 +364,9 @@ def one_run(emu: Emulator, contender: str, n: int, seed: int, speedup: float, wo
 
 METRICS = (
     "cpu_seconds",
+    "cpu_ms_per_wait_hour",
     "requests",
     "requests_per_wait",
-    "requests_per_window",
     "connections",
     "peak_rss_mib",
     "rss_per_wait_kib",
@@ -338,38 +376,59 @@ METRICS = (
 )
 
 
-def run(sizes: dict[int, int], speedup: float, work: Path) -> dict[str, Any]:
-    """``sizes``: N -> number of runs. Contenders interleave within each repetition."""
+def full_plan(
+    n: int = 1000, polls: tuple[float, ...] = SWEEP_POLLS, scale: tuple[int, ...] = SCALE_SIZES
+) -> list[dict[str, Any]]:
+    """The runs of B1: (part, contender, poll, N, tls). The sweep's run of ours at N is scale's too."""
+    plan = [{"part": "sweep", "contender": "a", "poll": DEFAULT_WINDOW, "n": n, "tls": False}]
+    plan += [{"part": "sweep", "contender": c, "poll": p, "n": n, "tls": False} for c in "bc" for p in polls]
+    plan += [
+        {"part": "scale", "contender": "a", "poll": DEFAULT_WINDOW, "n": size, "tls": False} for size in scale
+    ]
+    tls_poll = 1.0 if 1.0 in polls else polls[0]
+    plan += [{"part": "tls", "contender": "a", "poll": DEFAULT_WINDOW, "n": n, "tls": True}]
+    plan += [{"part": "tls", "contender": c, "poll": tls_poll, "n": n, "tls": True} for c in "bc"]
+    return plan
+
+
+def row_key(run: dict[str, Any]) -> str:
+    return f"{run['n']}/{run['contender']}/{run['poll']:g}/{'tls' if run['tls'] else 'tcp'}"
+
+
+def run(plan: list[dict[str, Any]], speedup: float, work: Path) -> dict[str, Any]:
+    """Every run of ``plan`` once (``full_plan``); identical runs are measured once."""
     work.mkdir(parents=True, exist_ok=True)
     scen = work / "b1-scenario.json"
     scen.write_text(json.dumps(scenario(MIN_SECONDS, MAX_SECONDS)))
-    raw: list[dict[str, Any]] = []
-    with Emulator(work, scenario=scen, speedup=speedup) as emu:
-        for n, repeats in sizes.items():
-            for rep in range(repeats):
-                for contender in CONTENDERS:
-                    log(f"B1 N={n} run {rep + 1}/{repeats} contender {contender}")
-                    res = one_run(emu, contender, n, seed=1000 + rep, speedup=speedup, work=work)
-                    log(
-                        f"   cpu {res['cpu_seconds']:.2f} s, {res['requests']} requests, "
-                        f"{res['connections']} connections, p99 {res['latency_p99']:.3f} s, "
-                        f"{res['rss_per_wait_kib']:.1f} KiB/wait, failures {res['failures']}"
-                    )
-                    raw.append(res)
-                    # Let TIME_WAIT sockets and the emulator settle between contenders.
-                    time.sleep(1)
     table: dict[str, Any] = {}
-    for n in sizes:
-        for contender in CONTENDERS:
-            rows = [r for r in raw if r["n"] == n and r["contender"] == contender]
-            table[f"{n}/{contender}"] = {m: summary([float(r[m]) for r in rows]) for m in METRICS}
-            table[f"{n}/{contender}"]["runs"] = len(rows)
+    raw: list[dict[str, Any]] = []
+    for tls in (False, True):
+        runs = [r for r in plan if r["tls"] is tls]
+        if not runs:
+            continue
+        maker = TlsEmulator if tls else Emulator
+        with maker(work / ("tls" if tls else "tcp"), scenario=scen, speedup=speedup) as emu:
+            for item in runs:
+                key = row_key(item)
+                if key in table:
+                    continue
+                log(f"B1 {item['part']}: {key} (load {loadavg()})")
+                res = one_run(emu, item["contender"], item["n"], 1000, speedup, item["poll"], work, tls)
+                res["load"] = loadavg()
+                log(
+                    f"   cpu {res['cpu_seconds']:.2f} s, {res['requests']} requests, "
+                    f"{res['connections']} connections, p99 {res['latency_p99']:.3f} s, "
+                    f"{res['rss_per_wait_kib']:.1f} KiB/wait, failures {res['failures']}"
+                )
+                raw.append(res)
+                table[key] = {m: summary([float(res[m])]) for m in METRICS}
+                table[key].update(runs=1, load=res["load"])
+                time.sleep(1)  # let TIME_WAIT sockets and the emulator settle between runs
     return {
         "speedup": speedup,
-        "poll_interval_virtual": POLL_INTERVAL,
-        "poll_interval_real": POLL_INTERVAL / speedup,
         "durations_virtual": [MIN_SECONDS, MAX_SECONDS],
-        "sizes": sizes,
+        "default_window": DEFAULT_WINDOW,
+        "plan": [{**item, "key": row_key(item)} for item in plan],
         "contenders": CONTENDERS,
         "table": table,
         "raw": raw,
@@ -381,13 +440,18 @@ def main(argv: list[str]) -> None:
         worker_main(argv[1:])
         return
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--sizes", default="100:3,1000:3,5000:1", help="N:runs,...")
-    p.add_argument("--speedup", type=float, default=5.0)
+    p.add_argument("--n", type=int, default=1000, help="N of the sweep and the TLS comparison")
+    p.add_argument("--polls", default=",".join(f"{x:g}" for x in SWEEP_POLLS), help="pollers' intervals, s")
+    p.add_argument("--scale", default=",".join(map(str, SCALE_SIZES)), help="N of the scale runs")
+    p.add_argument("--parts", default="sweep,scale,tls")
+    p.add_argument("--speedup", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    sizes = {int(k): int(v) for k, v in (item.split(":") for item in args.sizes.split(","))}
+    polls = tuple(float(x) for x in args.polls.split(","))
+    scale = tuple(int(x) for x in args.scale.split(",") if x)
+    plan = [r for r in full_plan(args.n, polls, scale) if r["part"] in args.parts.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-b1-") as tmp:
-        result = run(sizes, args.speedup, Path(tmp))
+        result = run(plan, args.speedup, Path(tmp))
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text)

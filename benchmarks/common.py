@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 # One emulator process class and one stop-by-PID for the system tests and the benchmarks;
 # free_port and stop_group are re-exported for the benchmark modules.
-from tests.system.stack import EmulatorProcess, free_port, stop_group  # noqa: E402, F401
+from tests.system.stack import EmulatorProcess, free_port, stop_group  # noqa: E402
 
 
 def raise_nofile() -> None:
@@ -36,6 +36,116 @@ class Emulator(EmulatorProcess):
 
     def __init__(self, log_dir: Path, *, scenario: Path | None = None, speedup: float = 1.0) -> None:
         super().__init__(log_dir, scenario=scenario, speedup=speedup, quiet=True, preexec_fn=raise_nofile)
+
+
+class TlsEmulator(EmulatorProcess):
+    """The emulator serving HTTPS (``--tls-cert``) with a throw-away CA; ``ca_file`` verifies it."""
+
+    def __init__(self, log_dir: Path, *, scenario: Path | None = None, speedup: float = 1.0) -> None:
+        import re
+
+        import requests
+
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.ca_file, cert, key = make_certificates(log_dir)
+        self.log_path = log_dir / "emulator-tls.log"
+        self.port = free_port()
+        args = [
+            sys.executable,
+            "-m",
+            "airflow_provider_smartflows.emulator",
+            "--quiet",
+            "--host",
+            "127.0.0.1",
+        ]
+        args += [
+            "--port",
+            str(self.port),
+            "--speedup",
+            str(speedup),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+        ]
+        if scenario is not None:
+            args += ["--scenario", str(scenario)]
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=raise_nofile
+        )
+        self.base_url = f"https://127.0.0.1:{self.port}"
+        self.api_key = ""
+        self.session = requests.Session()
+        self.session.verify = str(self.ca_file)
+        self.session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self.api_key:
+            if m := re.search(r"API key \(admin\): (\S+)", self.log_path.read_text()):
+                self.api_key = m.group(1)
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.05)
+        if not self.api_key:
+            self.stop()
+            raise RuntimeError(f"TLS emulator did not start: {self.log_path.read_text()[-2000:]}")
+        self.session.headers["X-API-Key"] = self.api_key
+
+    def connection(self) -> dict[str, Any]:
+        return {**super().connection(), "extra": {"ca_bundle": str(self.ca_file)}}
+
+
+def make_certificates(folder: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a certificate for 127.0.0.1 signed by it: (CA file, cert file, key file)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Smart Flows bench CA")])
+
+    def build(subject: x509.Name, public_key: Any) -> x509.CertificateBuilder:
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(ca_name)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+
+    ca = (
+        build(ca_name, ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        build(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), key.public_key())
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file, cert_file, key_file = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return ca_file, cert_file, key_file
 
 
 # --- statistics ------------------------------------------------------------------------------

@@ -17,21 +17,24 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import b1_triggerer_fleet, b3_downloads, profile_trigger
+from benchmarks.b1_report import b1_chart, b1_section
 from benchmarks.common import fmt, loadavg, log, machine_info, write_json
 
 HERE = Path(__file__).parent
 ANALYSIS = HERE / "analysis.md"
 
 FULL = {
-    "b1_sizes": {100: 3, 1000: 3, 5000: 1},
-    "b1_speedup": 5.0,
+    "b1_plan": b1_triggerer_fleet.full_plan(),
+    "b1_speedup": 1.0,
+    "profile_speedup": 5.0,
     "b2": {"count": 20, "seconds": 30.0, "repeats": {"deferrable": 3, "poking": 1}},
     "b3": {"sizes": b3_downloads.SIZES, "repeats": 3},
     "profile_n": 1000,
 }
 SMOKE = {
-    "b1_sizes": {10: 1},
+    "b1_plan": b1_triggerer_fleet.full_plan(n=10, polls=(1.0,), scale=(10, 20)),
     "b1_speedup": 10.0,
+    "profile_speedup": 10.0,
     "b2": {"count": 2, "seconds": 2.0, "repeats": {"deferrable": 1, "poking": 1}},
     "b3": {"sizes": {"4 MiB": 4 * 2**20, "1 MiB": 2**20}, "repeats": 1},
     "profile_n": 20,
@@ -56,7 +59,7 @@ def run_all(cfg: dict[str, Any], smoke: bool, work: Path, with_b2: bool) -> dict
     results["loads"]["start"] = loadavg()
 
     log("== B1 triggerer fleet")
-    results["b1"] = b1_triggerer_fleet.run(cfg["b1_sizes"], cfg["b1_speedup"], work / "b1")
+    results["b1"] = b1_triggerer_fleet.run(cfg["b1_plan"], cfg["b1_speedup"], work / "b1")
     results["loads"]["after B1"] = loadavg()
 
     if with_b2:
@@ -80,7 +83,7 @@ def run_all(cfg: dict[str, Any], smoke: bool, work: Path, with_b2: bool) -> dict
     results["loads"]["after B3"] = loadavg()
 
     log("== profile of the trigger's poll path")
-    results["profile"] = profile_trigger.run(cfg["profile_n"], cfg["b1_speedup"], work / "profile")
+    results["profile"] = profile_trigger.run(cfg["profile_n"], cfg["profile_speedup"], work / "profile")
     results["loads"]["end"] = loadavg()
     return results
 
@@ -89,7 +92,7 @@ def check_b2_dags() -> str:
     """Parse the B2 DAG file (no services): both DAGs present, no import errors."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(str(HERE / "b2_dags"), include_examples=False)
+    bag = DagBag(str(HERE / "b2_dags"))
     if bag.import_errors:
         raise RuntimeError(f"B2 DAG import errors: {bag.import_errors}")
     missing = {"bench_slots_deferrable", "bench_slots_poking"} - set(bag.dag_ids)
@@ -110,45 +113,9 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     written = []
     colors = {"a": "#2a7ab0", "b": "#d08a2c", "c": "#8a8a8a"}
 
-    # B1: four panels, grouped bars per N with min-max whiskers.
-    b1 = results["b1"]
-    sizes = [int(n) for n in b1["sizes"]]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-    panels = [
-        ("cpu_seconds", "CPU seconds of the loop process", True),
-        ("requests_per_wait", "requests served per wait", False),
-        ("rss_per_wait_kib", "RSS growth per wait (KiB)", False),
-        ("latency_p99", "completion → event latency p99 (s)", True),
-    ]
-    width = 0.27
-    for ax, (metric, title, logy) in zip(axes.flat, panels, strict=True):
-        for i, contender in enumerate(b1["contenders"]):
-            meds, lo, hi = [], [], []
-            for n in sizes:
-                stat = b1["table"][f"{n}/{contender}"][metric]
-                meds.append(stat["median"])
-                lo.append(stat["median"] - stat["min"])
-                hi.append(stat["max"] - stat["median"])
-            xs = [j + (i - 1) * width for j in range(len(sizes))]
-            ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, color=colors[contender], label=f"({contender})")
-        ax.set_xticks(range(len(sizes)), [f"N={n}" for n in sizes])
-        ax.set_title(title, fontsize=10)
-        if logy:
-            ax.set_yscale("log")
-        if metric == "latency_p99":
-            ax.axhline(1.0, color="red", lw=1, ls="--", label="target (a) ≤ 1 s")
-        if metric == "rss_per_wait_kib":
-            ax.axhline(30000 / 1024, color="red", lw=1, ls="--", label="target (a) ≤ 30 KB")
-        ax.legend(fontsize=7)
-    fig.suptitle(
-        "B1: N concurrent waits in one event loop — (a) SmartFlowsExecutionTrigger, "
-        "(b) HttpSensorTrigger, (c) dbt Cloud pattern",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(out / "b1_triggerer_fleet.png", dpi=110)
-    plt.close(fig)
+    b1_chart(results["b1"], out, colors)
     written.append("b1_triggerer_fleet.png")
+    width = 0.27
 
     # B2
     b2 = results["b2"]
@@ -254,63 +221,6 @@ def report(results: dict[str, Any], meta: dict[str, Any], charts_written: list[s
         lines += ["", ANALYSIS.read_text().strip(), ""]
     lines += reproduce_section()
     return "\n".join(lines) + "\n"
-
-
-def b1_section(b1: dict[str, Any]) -> list[str]:
-    out = [
-        "## B1: a triggerer's fleet of waits",
-        "",
-        "![B1](b1_triggerer_fleet.png)",
-        "",
-        f"N concurrent waits in one asyncio loop (one task per trigger iterating `trigger.run()`, as the "
-        f"triggerer does), each on an execution that finishes after a uniform random "
-        f"{b1['durations_virtual'][0]}-{b1['durations_virtual'][1]} s (one step; seeded). The emulator runs at "
-        f"speed-up {b1['speedup']:g} for every contender, and every contender polls at "
-        f"{b1['poll_interval_virtual']} s / {b1['speedup']:g} = {b1['poll_interval_real']:g} s real "
-        f"(our trigger long-polls in whole seconds, hence a speed-up that divides 10). Latencies are real "
-        f"seconds (multiply by {b1['speedup']:g} for the unscaled equivalent of a polling contender's lag; "
-        f"a long-poll's lag does not scale). Runs per N: "
-        + ", ".join(f"N={n}: {r}" for n, r in b1["sizes"].items())
-        + ".",
-        "",
-        "Contenders: "
-        + "; ".join(f"({k}) {v}" for k, v in b1["contenders"].items())
-        + ". (b) and (c) are in "
-        "`benchmarks/baselines.py` (what they mirror is in its docstring).",
-        "",
-        "| N | contender | CPU s | requests served | req / long-poll window | TCP connections | peak RSS MiB "
-        "| RSS / wait KiB | latency p50 s | latency p99 s | failed waits |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for n in b1["sizes"]:
-        for c in b1["contenders"]:
-            t = b1["table"][f"{n}/{c}"]
-            out.append(
-                f"| {n} | ({c}) | {fmt(t['cpu_seconds'])} | {fmt(t['requests'], 0)} | "
-                f"{fmt(t['requests_per_window'])} | {fmt(t['connections'], 0)} | {fmt(t['peak_rss_mib'], 1)} | "
-                f"{fmt(t['rss_per_wait_kib'], 1)} | {fmt(t['latency_p50'], 3)} | {fmt(t['latency_p99'], 3)} | "
-                f"{fmt(t['failures'], 0)} |"
-            )
-    out += [
-        "",
-        "Targets for (a), per N (medians):",
-        "",
-        "| N | CPU (a)/(b) ≤ 0.33 | CPU (a)/(c) | requests per window ≈ 1 | p99 ≤ 1 s | ≤ 30 KB (30 000 B) per wait |",
-        "|---|---|---|---|---|---|",
-    ]
-    for n in b1["sizes"]:
-        a, b, c = (b1["table"][f"{n}/{x}"] for x in "abc")
-        r_ab = ratio(a["cpu_seconds"]["median"], b["cpu_seconds"]["median"])
-        r_ac = ratio(a["cpu_seconds"]["median"], c["cpu_seconds"]["median"])
-        rpw = a["requests_per_window"]["median"]
-        p99 = a["latency_p99"]["median"]
-        kb = a["rss_per_wait_kib"]["median"] * 1024
-        out.append(
-            f"| {n} | {r_ab:.2f} {verdict(r_ab <= 1 / 3)} | {r_ac:.2f} | {rpw:.2f} {verdict(0.8 <= rpw <= 1.25)} | "
-            f"{p99:.3f} s {verdict(p99 <= 1.0)} | {kb:,.0f} B {verdict(kb <= 30000)} |"
-        )
-    out.append("")
-    return out
 
 
 def b2_section(b2: dict[str, Any]) -> list[str]:
@@ -469,7 +379,7 @@ def reproduce_section() -> list[str]:
         "```",
         "Single benchmarks (JSON to stdout or `--out FILE`):",
         "```",
-        ".venv/bin/python -m benchmarks.b1_triggerer_fleet --sizes 100:3,1000:3,5000:1 --speedup 5",
+        "nice -n 0 .venv/bin/python -m benchmarks.b1_triggerer_fleet   # sweep, scale and TLS; --parts sweep,scale,tls",
         ".venv/bin/python -m benchmarks.b2_worker_slots --count 20 --seconds 30 --deferrable-runs 3 --poking-runs 1",
         ".venv/bin/python -m benchmarks.b3_downloads --repeats 3",
         ".venv/bin/python -m benchmarks.profile_trigger --n 1000 --speedup 5",
