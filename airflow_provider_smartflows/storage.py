@@ -25,7 +25,7 @@ gs/gcs     sends resumable-upload chunks                 the last chunk finalise
 =========  ==========================================  ===========================================
 
 Memory is bounded by the block size (:data:`DEFAULT_BLOCK_SIZES`, override with ``block_size``):
-the store's client holds about two blocks at a time whatever the document's size.
+the store's client holds two to four blocks at a time whatever the document's size.
 
 Integrity metadata (``metadata`` plus ``sha256``): S3 and GCS take metadata when the upload
 *starts*, before the sha256 is known, so ``metadata`` goes there at the start and the sha256 is
@@ -56,9 +56,10 @@ log = logging.getLogger(__name__)
 MIB = 1 << 20
 
 #: Bytes buffered before each upload request, per store kind. Chosen so that a download stays well
-#: under 32 MiB of its own memory (the client holds about two blocks) while each request is big
+#: under 32 MiB of its own memory (the client holds two to four blocks) while each request is big
 #: enough to run at loopback speed:
-#: - s3: 8 MiB parts (S3's minimum is 5 MiB; 10,000 parts of 8 MiB allow objects up to 78 GiB);
+#: - s3: 5 MiB parts, S3's minimum (10,000 parts allow objects up to 48 GiB; s3fs holds about four
+#:   parts at a time, so 8 MiB parts measured 33 MiB for the write, 5 MiB parts 21 MiB);
 #: - gcs: 8 MiB chunks (a multiple of the 256 KiB that resumable uploads require);
 #: - azure: 4 MiB blocks (the Azure SDK copies a block once more; 50,000 blocks allow 195 GiB);
 #: - file: 1 MiB writes (the kernel's page cache does the rest).
@@ -296,6 +297,7 @@ class _FsspecWriter(AtomicWriter):
     ) -> None:
         super().__init__(target, overwrite=overwrite, block_size=block_size)
         self._kind = kind
+        self._metadata = metadata
         self._fs = target.fs
         self._path = str(target.path)
         options: dict[str, Any] = {}
@@ -331,7 +333,8 @@ class _FsspecWriter(AtomicWriter):
                     Tagging={"TagSet": [{"Key": SHA256_KEY, "Value": sha256}]},
                 )
             elif self._kind == "gcs":
-                self._fs.setxattrs(self._path, **{SHA256_KEY: sha256})
+                # All keys again: GCS merges them, some emulators replace the whole set.
+                self._fs.setxattrs(self._path, **{**self._metadata, SHA256_KEY: sha256})
         except Exception:
             log.warning("%s is saved, but its sha256 could not be attached to it", self.target, exc_info=True)
 
