@@ -1,60 +1,62 @@
-"""Saving a streamed document: to a temporary file beside the target, checked, then moved in place.
+"""Saving a streamed document: written in place with the store's own atomic commit, size checked.
 
-Transport-neutral: the sync hook hands over the body's chunks and the error classes its transport
-raises while they are read.
+Transport-neutral: the sync hook hands over the body's chunks, its framing (Content-Length or
+chunked) and the error classes its transport raises while they are read. The writes themselves
+are :mod:`airflow_provider_smartflows.storage`'s (S3 multipart, Azure block list, GCS resumable
+upload, local unnamed file + link): nothing is visible at the target before the commit.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from typing import TYPE_CHECKING
 
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsError
 from airflow_provider_smartflows.models import DownloadedDocument
+from airflow_provider_smartflows.storage import check_destination, open_atomic
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
 
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
 
-
-class _Tally:
-    """Bytes written so far and their sha256."""
-
-    def __init__(self) -> None:
-        self.size = 0
-        self.digest = hashlib.sha256()
-
-    def add(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        self.digest.update(chunk)
+#: Object metadata keys (Azure allows letters, digits and "_" only).
+DOCUMENT_ID_KEY = "smartflows_document_id"
+EXECUTION_ID_KEY = "smartflows_execution_id"
 
 
-def refuse_existing(document_id: str, target: ObjectStoragePath, *, during: bool = False) -> None:
-    """Raise if ``target`` exists (before the download, or appeared while it ran)."""
-    if not target.exists():
-        return
-    message = (
-        f"Not saving document {document_id!r}: {target} appeared during the download."
-        if during
-        else f"Not downloading document {document_id!r}: {target} already exists. "
-        "Remove it, choose another destination, or pass overwrite=True."
-    )
-    raise SmartFlowsDownloadError(message, document_id=document_id, uri=str(target))
+def prepare_target(
+    document_id: str, target: ObjectStoragePath, *, conn_id: str | None, overwrite: bool
+) -> None:
+    """Checks before the download starts: the bucket/container exists (nothing is created), and
+    the target does not, unless ``overwrite``."""
+    check_destination(target, conn_id)
+    if not overwrite:
+        refuse_existing(document_id, target)
 
 
-def _check_complete(document_id: str, target: ObjectStoragePath, size: int, expected: str | None) -> None:
-    if expected is not None and expected.isdigit() and int(expected) != size:
+def refuse_existing(document_id: str, target: ObjectStoragePath) -> None:
+    """Raise if ``target`` exists."""
+    if target.exists():
         raise SmartFlowsDownloadError(
-            f"Document {document_id!r} arrived truncated: {size} of {expected} bytes. "
-            "Nothing was saved; run the download again.",
+            f"Not downloading document {document_id!r}: {target} already exists. "
+            "Remove it, choose another destination, or pass overwrite=True.",
             document_id=document_id,
             uri=str(target),
         )
+
+
+def announced_size(headers: Mapping[str, str]) -> int | None:
+    """The body's size from ``Content-Length``; None for a chunked or close-delimited body."""
+    value = (headers.get("Content-Length") or "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def is_chunked(headers: Mapping[str, str]) -> bool:
+    """Whether the body is chunked (its end is marked, so a cut stream is detected by the client)."""
+    return "chunked" in (headers.get("Transfer-Encoding") or "").lower()
 
 
 def save_chunks(
@@ -62,46 +64,57 @@ def save_chunks(
     target: ObjectStoragePath,
     *,
     document_id: str,
-    expected_size: str | None,
+    expected_size: int | None,
+    chunked: bool = False,
     content_type: str | None,
     overwrite: bool,
+    metadata: Mapping[str, str] | None = None,
+    block_size: int | None = None,
     transport_errors: tuple[type[BaseException], ...],
 ) -> DownloadedDocument:
-    """Write ``chunks`` to ``target`` atomically; on any failure nothing is left behind."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.parent / f".smartflows-{uuid.uuid4().hex}.part"
-    tally = _Tally()
-    try:
-        with temporary.open("wb") as sink:
+    """
+    Write ``chunks`` to ``target`` atomically; on any failure nothing is visible there.
+
+    The size is verified against ``expected_size`` (Content-Length). Without one, a ``chunked``
+    body is complete only when its final empty chunk arrived (the transport raises otherwise,
+    which aborts the write); a close-delimited body cannot be verified and is saved with a warning.
+    """
+    if expected_size is None and not chunked:
+        log.warning(
+            "Document %s comes without Content-Length or chunked framing: its size cannot be verified",
+            document_id,
+        )
+    with open_atomic(
+        target,
+        overwrite=overwrite,
+        block_size=block_size,
+        metadata={DOCUMENT_ID_KEY: document_id, **(metadata or {})},
+        content_type=content_type,
+    ) as writer:
+        try:
             for chunk in chunks:
-                sink.write(chunk)
-                tally.add(chunk)
-        _check_complete(document_id, target, tally.size, expected_size)
-        if not overwrite:
-            refuse_existing(document_id, target, during=True)
-        temporary.fs.mv(temporary.path, target.path)
-    except BaseException as err:
-        _remove_quietly(temporary)
-        if not isinstance(err, SmartFlowsError) and isinstance(err, (*transport_errors, OSError)):
+                writer.write(chunk)
+        except BaseException as err:
+            if isinstance(err, SmartFlowsError) or not isinstance(err, (*transport_errors, OSError)):
+                raise
             raise SmartFlowsDownloadError(
-                f"Downloading document {document_id!r} to {target} failed after {tally.size} bytes "
+                f"Downloading document {document_id!r} to {target} failed after {writer.size} bytes "
                 f"({type(err).__name__}). Nothing was saved; run the download again.",
                 document_id=document_id,
                 uri=str(target),
             ) from err
-        raise
+        if expected_size is not None and expected_size != writer.size:
+            raise SmartFlowsDownloadError(
+                f"Document {document_id!r} arrived truncated: {writer.size} of {expected_size} bytes. "
+                "Nothing was saved; run the download again.",
+                document_id=document_id,
+                uri=str(target),
+            )
+        stored = writer.commit(expected_size)
     return DownloadedDocument(
         document_id=document_id,
-        uri=str(target),
-        size=tally.size,
-        sha256=tally.digest.hexdigest(),
+        uri=stored.uri,
+        size=stored.size,
+        sha256=stored.sha256,
         content_type=content_type,
     )
-
-
-def _remove_quietly(path: ObjectStoragePath) -> None:
-    try:
-        if path.exists():
-            path.unlink()
-    except Exception:  # the original error matters more than a failed clean-up
-        log.warning("Could not remove the temporary file %s", path)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import http.server
+import json
+import os
+import threading
 import time
 import tracemalloc
+from typing import ClassVar
 
 import pytest
+import requests
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
+from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.models import DownloadedDocument
 
 GIB = 1 << 30
@@ -200,3 +207,72 @@ def test_one_gib_download_keeps_the_heap_small(smartflows_emulator, hook, tmp_pa
     assert (tmp_path / "huge.pdf").stat().st_size == GIB
     assert result.sha256 == smartflows_emulator.document_sha256(document.id)
     assert files_in(tmp_path) == ["huge.pdf"]
+
+
+class _ChunkedHandler(http.server.BaseHTTPRequestHandler):
+    """A document body without Content-Length (chunked), complete or cut before its last chunk.
+
+    Smart Flows may stream content chunked; the emulator always sends Content-Length, so this small
+    server plays that part (real HTTP on loopback)."""
+
+    protocol_version = "HTTP/1.1"
+    parts: ClassVar[list[bytes]] = [b"%PDF-1.4 ", os.urandom(3 * MIB), b"%%EOF"]
+    complete = True
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/pdf")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for part in self.parts:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        if self.complete:
+            self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def chunked_server(monkeypatch):
+    def start(*, complete: bool) -> SmartFlowsHook:
+        handler = type("Handler", (_ChunkedHandler,), {"complete": complete})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        host = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SF_CHUNKED",
+            json.dumps({"conn_type": "smartflows", "host": host, "password": "k"}),
+        )
+        return SmartFlowsHook("sf_chunked", timeout=5, retry_limit=1, retry_delay=0.01)
+
+    servers: list = []
+    try:
+        yield start
+    finally:
+        for server, thread in servers:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+def test_complete_chunked_body_is_saved(chunked_server, tmp_path):
+    hook = chunked_server(complete=True)
+    data = b"".join(_ChunkedHandler.parts)
+    result = hook.download_document("doc-1", f"{tmp_path}/doc.pdf")
+    assert (result.size, result.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "doc.pdf").read_bytes() == data
+
+
+def test_chunked_body_cut_before_its_last_chunk_leaves_nothing(chunked_server, tmp_path):
+    hook = chunked_server(complete=False)
+    with pytest.raises(
+        SmartFlowsDownloadError, match=r"Downloading document 'doc-1'.*Nothing was saved"
+    ) as err:
+        hook.download_document("doc-1", f"{tmp_path}/doc.pdf")
+    assert isinstance(err.value.__cause__, requests.exceptions.ChunkedEncodingError)
+    assert files_in(tmp_path) == []
