@@ -46,7 +46,13 @@ from airflow_provider_smartflows.hooks.api import (
     start_request,
 )
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_smartflows.hooks.download import refuse_existing, save_chunks
+from airflow_provider_smartflows.hooks.download import (
+    EXECUTION_ID_KEY,
+    announced_size,
+    is_chunked,
+    prepare_target,
+    save_chunks,
+)
 from airflow_provider_smartflows.hooks.errors import (
     TLS_UNTRUSTED,
     caused_by,
@@ -472,17 +478,23 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         conn_id: str | None = None,
         overwrite: bool = False,
         chunk_size: int = 1024 * 1024,
+        execution_id: str | None = None,
+        block_size: int | None = None,
     ) -> DownloadedDocument:
         """
-        Stream a document's content to storage, atomically, with memory bounded by ``chunk_size``.
+        Stream a document's content to storage, written in place and committed atomically: the
+        bucket or container must exist (it is never created); nothing is visible at the target
+        unless the whole document arrived. Memory: ``chunk_size`` plus the store's upload blocks.
 
         :param document_id: the document.
         :param destination: ObjectStoragePath or URI. A folder (a string ending in "/", or an
             existing directory) receives ``<display name>.<extension of the content type>``,
             sanitised; anything else is the exact target file.
         :param conn_id: Airflow connection of the storage (for a string ``destination``).
-        :param overwrite: replace an existing target instead of failing.
-        :param chunk_size: bytes read and written at a time.
+        :param overwrite: replace an existing target (atomically) instead of failing.
+        :param chunk_size: bytes read from the HTTP response at a time.
+        :param execution_id: the execution that made the document, stored as object metadata.
+        :param block_size: bytes per upload request (default: ``storage.DEFAULT_BLOCK_SIZES``).
         """
         document_id = validate_id(document_id, "document")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
@@ -494,27 +506,19 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             info = self.get_document(document_id)
             content_type = info.content_type
             target = path / info.file_name
-        if not overwrite:
-            refuse_existing(document_id, target)
-        return self._stream_to(document_id, target, content_type, overwrite=overwrite, chunk_size=chunk_size)
-
-    def _stream_to(
-        self,
-        document_id: str,
-        target: ObjectStoragePath,
-        content_type: str | None,
-        *,
-        overwrite: bool,
-        chunk_size: int,
-    ) -> DownloadedDocument:
+        prepare_target(document_id, target, conn_id=conn_id, overwrite=overwrite)
+        metadata = {EXECUTION_ID_KEY: validate_id(execution_id, "execution")} if execution_id else {}
         with self._open_stream(content_request(document_id)) as response:
             downloaded = save_chunks(
                 response.iter_content(chunk_size=chunk_size),
                 target,
                 document_id=document_id,
-                expected_size=response.headers.get("Content-Length"),
+                expected_size=announced_size(response.headers),
+                chunked=is_chunked(response.headers),
                 content_type=content_type or response.headers.get("Content-Type"),
                 overwrite=overwrite,
+                metadata=metadata,
+                block_size=block_size,
                 transport_errors=(requests.RequestException,),
             )
         self.log.info(
