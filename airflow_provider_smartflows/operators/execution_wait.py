@@ -22,6 +22,7 @@ from airflow_provider_smartflows.exceptions import (
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.links import XCOM_EXECUTION_URL
 from airflow_provider_smartflows.models import ExecutionStatus
+from airflow_provider_smartflows.operators.hitl import SmartFlowsHumanInputMixin, ask_settings
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
 from airflow_provider_smartflows.waiting import (
@@ -70,7 +71,7 @@ def _parse_user_input(value: Any) -> dict[str, Any] | None:
     return dict(value)
 
 
-class SmartFlowsExecutionWaitMixin:
+class SmartFlowsExecutionWaitMixin(SmartFlowsHumanInputMixin):
     """
     The status semantics shared by :class:`SmartFlowsRunFlowOperator` and the sensor.
 
@@ -81,8 +82,9 @@ class SmartFlowsExecutionWaitMixin:
     - ``Success`` succeeds; ``Warning`` succeeds with the warnings logged unless ``fail_on_warning``;
     - ``Error``, ``Canceled``, ``Interrupted`` raise :class:`SmartFlowsExecutionError` with the
       flow's own FlowException messages;
-    - ``UserInput`` posts ``user_input`` (once per prompt) and waits again, or fails listing the
-      form's keys; ``SelectFlow`` fails; ``Queued``/``Running``/``Waiting`` keep waiting;
+    - ``UserInput`` posts ``user_input`` (once per prompt) and waits again, asks a person in
+      Airflow's UI (``user_input="ask"``, :mod:`~airflow_provider_smartflows.operators.hitl`), or
+      fails listing the form's keys; ``SelectFlow`` fails; ``Queued``/``Running``/``Waiting`` keep waiting;
     - a status this provider does not know fails after a few polls, leaving the execution alone.
     """
 
@@ -245,6 +247,9 @@ class SmartFlowsExecutionWaitMixin:
                 status=execution_status,
             )
         if status == EVENT_INPUT_REQUIRED:
+            if ask_settings(self.user_input) is not None:
+                self.ask_person(context, execution_id, event.get("end_time"))  # defers while a form is open
+                return None
             self._answer_user_input(execution_id, answered)
             return None
         if status == EVENT_ERROR:

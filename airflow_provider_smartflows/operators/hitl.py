@@ -114,7 +114,10 @@ class SmartFlowsHumanInputMixin:
     """The worker side of a person's answer, mixed into the run operator and the sensor."""
 
     if TYPE_CHECKING:
-        hook: SmartFlowsHook
+
+        @property
+        def hook(self) -> SmartFlowsHook: ...
+
         smartflows_conn_id: str
         poll_interval: float
         fail_on_warning: bool

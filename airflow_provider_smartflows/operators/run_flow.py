@@ -13,9 +13,16 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsStartUnknownError,
 )
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
+from airflow_provider_smartflows.hooks.reconcile import (
+    ADOPTED,
+    DEFAULT_CLOCK_SKEW,
+    DEFAULT_SETTLE_TIME,
+    STARTED_AGAIN,
+)
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.operators.execution_wait import SmartFlowsExecutionWaitMixin
+from airflow_provider_smartflows.operators.hitl import check_ask_available
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
 
 if TYPE_CHECKING:
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_smartflows.operators.hitl import AskInAirflow
     from airflow_provider_smartflows.waiting import ExecutionEvent
 
 
@@ -41,11 +49,16 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
     execution is started anew. This applies to the synchronous and the deferrable path alike, and
     also to a task that is cleared and run again (the store outlives the try; pass
     ``durable=False`` to always start a new execution). Below Airflow 3.3 there is no task state
-    store: every try starts a new execution (a retry's log says "Reattach unavailable"). A start
-    POST whose outcome is unknown (connection reset after sending, 500) leaves no id to reattach
-    to: it raises
-    :class:`SmartFlowsStartUnknownError`, which Airflow does not retry; check the flow's executions
-    on the server before clearing the task.
+    store: every try starts a new execution (a retry's log says "Reattach unavailable").
+
+    A start POST whose outcome is unknown (connection reset after sending, read timeout, 500) is
+    reconciled (``reconcile_ambiguous_start``): the flow's executions are listed, and the one the
+    server created for this start (same user, same input, created after it was sent) is adopted,
+    logged, and stored for reattach like a normal start; when the listing proves that none was
+    created, the flow is started again, once. When it cannot be told (several candidates, the
+    listing refused), the task raises :class:`SmartFlowsStartUnknownError` naming the candidates,
+    which Airflow does not retry: check them on the server before clearing the task. The rule and
+    its limits: RELIABILITY.md.
 
     :param flow_id: flow id or name; without it Smart Flows asks for a flow (``SelectFlow``), which
         fails the task.
@@ -63,9 +76,19 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         Warning one is not reattached to: with ``retries`` each try runs the flow (and generates its
         documents) again.
     :param user_input: answers posted when the execution asks for user input (``UserInput``),
-        a mapping of form keys to values; once per prompt.
+        a mapping of form keys to values; once per prompt. ``"ask"`` (or
+        :class:`~airflow_provider_smartflows.operators.hitl.AskInAirflow` with assignees,
+        notifiers and a response timeout) has a person answer each form in Airflow's Required
+        actions page instead (Airflow >= 3.3).
     :param cancel_on_kill: cancel the execution when the task is killed or times out. A kill while
         deferred reaches the trigger from Airflow 3.3 on; older versions log a warning on deferring.
+    :param reconcile_ambiguous_start: resolve a start whose outcome is unknown by listing the flow's
+        executions (the key needs the right to list them); False fails at once, as before.
+    :param reconcile_clock_skew: seconds by which ``createdAt`` may be earlier than the send time as
+        measured through the server's ``Date`` header: an execution with the same input created this
+        little before the start could be its own, and leaves the outcome unknown.
+    :param reconcile_settle_time: seconds to wait before the listing that proves nothing was
+        created (the server may still be writing the execution).
     """
 
     template_fields: Sequence[str] = ("flow_id", "data", "dataset_id", "priority", "user_input")
@@ -90,8 +113,11 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         poll_interval: float = 30,
         timeout: float | None = None,
         fail_on_warning: bool = False,
-        user_input: dict[str, Any] | None = None,
+        user_input: dict[str, Any] | str | AskInAirflow | None = None,
         cancel_on_kill: bool = True,
+        reconcile_ambiguous_start: bool = True,
+        reconcile_clock_skew: float = DEFAULT_CLOCK_SKEW,
+        reconcile_settle_time: float = DEFAULT_SETTLE_TIME,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -107,6 +133,13 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         self.fail_on_warning = fail_on_warning
         self.user_input = user_input
         self.cancel_on_kill = cancel_on_kill
+        self.reconcile_ambiguous_start = reconcile_ambiguous_start
+        self.reconcile_clock_skew = reconcile_clock_skew
+        self.reconcile_settle_time = reconcile_settle_time
+        for name in ("reconcile_clock_skew", "reconcile_settle_time"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise SmartFlowsInputError(f"{name} must be a number of seconds >= 0, got {value!r}")
         if poll_interval <= 0:
             raise SmartFlowsInputError(f"poll_interval must be > 0, got {poll_interval!r}")
         if timeout is not None and timeout <= 0:
@@ -115,6 +148,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         self._outcome: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
+        check_ask_available(self.user_input, self.task_id)  # before anything starts
         return self.execute_resumable(context)
 
     # --- ResumableJobMixin --------------------------------------------------------------------
@@ -130,22 +164,11 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         priority = self.priority
         if isinstance(priority, str) and priority.strip().lstrip("-").isdigit():
             priority = int(priority)  # a rendered template is text
-        try:
-            progress = self.hook.start_execution(
-                self.flow_id or None,
-                self.data,
-                dataset_id=self.dataset_id or None,
-                priority=priority,  # type: ignore[arg-type]
-            )
-        except SmartFlowsApiError as err:
-            if not getattr(err, "may_have_started", False):
-                raise
-            # No execution id to store: an Airflow retry would start the flow a second time.
-            raise SmartFlowsStartUnknownError(err.message, **err.fields()) from err
-        self._execution_id = progress.id
-        url = self._push_execution_xcoms(context, progress.id)
-        self.log.info("Smart Flows execution %s (%s) in the UI: %s", progress.id, progress.raw_status, url)
-        return progress.id
+        execution_id, status = self._start_execution(priority)
+        self._execution_id = execution_id
+        url = self._push_execution_xcoms(context, execution_id)
+        self.log.info("Smart Flows execution %s (%s) in the UI: %s", execution_id, status, url)
+        return execution_id
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
         progress = self.hook.get_progress(str(external_id))
@@ -205,3 +228,50 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         if self.cancel_on_kill and self._execution_id:
             self.log.info("Cancelling Smart Flows execution %s (task killed)", self._execution_id)
             self.hook.cancel_execution(self._execution_id)
+
+    # --- a start whose outcome is unknown ------------------------------------------------------
+
+    def _start_execution(self, priority: Any) -> tuple[str, str]:
+        """
+        POST the start; with ``reconcile_ambiguous_start`` an unknown outcome is reconciled by the
+        hook (adopted, or started again once). Returns (execution id, status to log); an outcome
+        that stays unknown raises :class:`SmartFlowsStartUnknownError`.
+        """
+        flow_id, dataset_id = self.flow_id or None, self.dataset_id or None
+        try:
+            if not self.reconcile_ambiguous_start:
+                progress = self.hook.start_execution(
+                    flow_id, self.data, dataset_id=dataset_id, priority=priority
+                )
+                return progress.id, str(progress.raw_status)
+            started = self.hook.start_execution_reconciled(
+                flow_id,
+                self.data,
+                dataset_id=dataset_id,
+                priority=priority,
+                clock_skew=self.reconcile_clock_skew,
+                settle_time=self.reconcile_settle_time,
+            )
+        except SmartFlowsApiError as err:
+            if not err.may_have_started:
+                raise
+            # No execution id to store: an Airflow retry would start the flow a second time.
+            raise SmartFlowsStartUnknownError(err.message, **err.fields()) from err
+        if started.how == ADOPTED:
+            self.log.warning(
+                "Adopted Smart Flows execution %s of flow %s: the start got no usable answer (%s), and %s.",
+                started.execution_id,
+                flow_id,
+                started.cause,
+                started.reason,
+            )
+        elif started.how == STARTED_AGAIN:
+            self.log.warning(
+                "Started flow %s again as execution %s: the first start got no usable answer (%s), and "
+                "%s, so it had created nothing.",
+                flow_id,
+                started.execution_id,
+                started.cause,
+                started.reason,
+            )
+        return started.execution_id, started.raw_status or started.how

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -11,17 +13,21 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
     conf,
 )
+from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.operators.execution_wait import SmartFlowsExecutionWaitMixin
+from airflow_provider_smartflows.operators.hitl import check_ask_available
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_smartflows.waiting import ExecutionWatch
+    from airflow_provider_smartflows.operators.hitl import AskInAirflow
+    from airflow_provider_smartflows.waiting import ExecutionEvent, ExecutionWatch
 
 
 class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator):
@@ -40,12 +46,25 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
     :param fail_on_warning: treat the ``Warning`` outcome as a failure.
     :param user_input: answers to post when the execution asks for user input (templated).
     :param deferrable: wait on the triggerer (long-polling every ``poke_interval`` seconds at most).
+    :param start_from_trigger: with ``deferrable`` on Airflow >= 3.3, start in the triggerer: no
+        worker runs the sensor (``execution_id`` is rendered there) unless its outcome needs one
+        (a form to answer, a failure, a ``Warning``, the timeout). Mapped sensors start on a
+        worker (Airflow 3.3.2 does not start mapped tasks from the triggerer).
     """
 
     template_fields: Sequence[str] = ("execution_id", "user_input")
     template_fields_renderers = {"user_input": "json"}
     operator_extra_links = (SmartFlowsExecutionLink(),)
     ui_color = "#e8f0fe"
+    # Class level for mapped sensors, which Airflow 3.3.2 never starts from the triggerer.
+    start_trigger_args = StartTriggerArgs(
+        trigger_cls="airflow_provider_smartflows.triggers.smartflows.SmartFlowsExecutionTrigger",
+        trigger_kwargs={},
+        next_method="execute_complete",
+        next_kwargs=None,
+        timeout=None,
+    )
+    start_from_trigger = False
 
     def __init__(
         self,
@@ -53,8 +72,9 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         execution_id: str,
         smartflows_conn_id: str = DEFAULT_CONN_ID,
         fail_on_warning: bool = False,
-        user_input: dict[str, Any] | None = None,
+        user_input: dict[str, Any] | str | AskInAirflow | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        start_from_trigger: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -68,13 +88,41 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         self.poll_interval = float(self.poke_interval)
         self._poke_watch: ExecutionWatch | None = None
         self._answered: list[str] = []
+        if deferrable and start_from_trigger and AIRFLOW_V_3_3_PLUS:
+            self.start_from_trigger = True
+            # A new object: the class attribute is shared by every sensor.
+            self.start_trigger_args = dataclasses.replace(
+                self.start_trigger_args,
+                # execution_id is a template field: the triggerer renders it (Airflow >= 3.3).
+                trigger_kwargs={
+                    "execution_id": execution_id,
+                    "smartflows_conn_id": smartflows_conn_id,
+                    "poll_interval": self.poll_interval,
+                    "fail_on_warning": fail_on_warning,
+                    "max_consecutive_failures": self.max_consecutive_failures,
+                    "end_from_trigger": True,
+                },
+                timeout=datetime.timedelta(seconds=float(self.timeout)) if self.timeout else None,
+            )
 
     def execute(self, context: Context) -> Any:
+        check_ask_available(self.user_input, self.task_id)
         self._push_execution_xcoms(context, str(self.execution_id))
         if not self.deferrable:
             return super().execute(context)
         end_time = time.time() + float(self.timeout) if self.timeout else None
         return self.wait_for(context, str(self.execution_id), end_time)
+
+    def execute_complete(
+        self,
+        context: Context,
+        event: ExecutionEvent,
+        end_time: float | None = None,
+        answered: list[str] | None = None,
+    ) -> dict[str, Any]:
+        # Started in the triggerer, the sensor has not pushed its execution's link yet.
+        self._push_execution_xcoms(context, str(event["execution_id"]))
+        return super().execute_complete(context, event, end_time, answered)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         execution_id = str(self.execution_id)

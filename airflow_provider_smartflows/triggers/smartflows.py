@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 
 from airflow_provider_smartflows.exceptions import SmartFlowsError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
-from airflow_provider_smartflows.waiting import ExecutionWatch, run_steps_async, wait_steps
+from airflow_provider_smartflows.links import XCOM_EXECUTION_URL
+from airflow_provider_smartflows.models import ExecutionStatus
+from airflow_provider_smartflows.waiting import EVENT_SUCCESS, ExecutionWatch, run_steps_async, wait_steps
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -46,6 +48,8 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
     :param max_consecutive_failures: transient API failures (the hook's retryable errors) tolerated
         in a row; the count resets on every good answer. Auth and other errors end at once.
     :param cancel_on_kill: cancel the execution in :meth:`on_kill` (a user killed the task).
+    :param end_from_trigger: end the task here on ``Success`` (a sensor started in the triggerer),
+        with the result and link as XComs; every other outcome resumes the task on a worker.
     """
 
     def __init__(
@@ -58,6 +62,7 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
         fail_on_warning: bool = False,
         max_consecutive_failures: int = 10,
         cancel_on_kill: bool = False,
+        end_from_trigger: bool = False,
     ) -> None:
         super().__init__()
         self.execution_id = execution_id
@@ -67,6 +72,7 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
         self.fail_on_warning = fail_on_warning
         self.max_consecutive_failures = max_consecutive_failures
         self.cancel_on_kill = cancel_on_kill
+        self.end_from_trigger = end_from_trigger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -79,6 +85,7 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
                 "fail_on_warning": self.fail_on_warning,
                 "max_consecutive_failures": self.max_consecutive_failures,
                 "cancel_on_kill": self.cancel_on_kill,
+                "end_from_trigger": self.end_from_trigger,
             },
         )
 
@@ -90,8 +97,32 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async with self._make_hook() as hook:
             payload = await self._wait(hook)
+            url = await hook.execution_url(self.execution_id) if self.end_from_trigger else None
         # Yielded after the session is closed: a single-event trigger may never be resumed.
+        if url is not None and self._ends_here(payload):
+            result: dict[str, Any] = {
+                "execution_id": payload["execution_id"],
+                "status": payload["execution_status"],
+                "document_ids": payload["document_ids"],
+                "execution_url": url,
+            }
+            self.log.info("%s", payload["message"])
+            yield TaskSuccessEvent(
+                xcoms={
+                    "return_value": result,
+                    "execution_id": payload["execution_id"],
+                    XCOM_EXECUTION_URL: url,
+                }
+            )
+            return
         yield TriggerEvent(payload)
+
+    @staticmethod
+    def _ends_here(payload: ExecutionEvent) -> bool:
+        """A plain ``Success`` needs no worker (a ``Warning`` is logged there, failures explained)."""
+        return payload["status"] == EVENT_SUCCESS and (
+            ExecutionStatus.parse(payload["execution_status"]) is ExecutionStatus.SUCCESS
+        )
 
     async def _wait(self, hook: SmartFlowsAsyncHook) -> ExecutionEvent:
         watch = ExecutionWatch(

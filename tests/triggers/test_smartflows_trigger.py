@@ -54,6 +54,7 @@ def test_serialize_returns_the_init_kwargs_and_rebuilds_an_equal_trigger() -> No
         "fail_on_warning": True,
         "max_consecutive_failures": 4,
         "cancel_on_kill": True,
+        "end_from_trigger": True,
     }
     classpath, serialized = SmartFlowsExecutionTrigger(**kwargs).serialize()
     assert serialized == kwargs
