@@ -76,7 +76,7 @@ def _table(rows: list[tuple[dict[str, Any], dict[str, Any]]], first: str) -> lis
 
 
 def _sweep(b1: dict[str, Any]) -> list[str]:
-    rows = _rows(b1, "sweep")
+    rows = _rows(b1, "sweep") + _rows(b1, "window")
     if not rows:
         return []
     n = rows[0][0]["n"]
@@ -166,7 +166,7 @@ def b1_chart(b1: dict[str, Any], out: Path, colors: dict[str, str]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
-    sweep = _rows(b1, "sweep")
+    sweep = _rows(b1, "sweep") + _rows(b1, "window")
     for ax, metric, title in (
         (axes[0][0], "cpu_seconds", "CPU seconds of the loop process"),
         (axes[0][1], "requests", "requests served"),

@@ -377,10 +377,17 @@ METRICS = (
 
 
 def full_plan(
-    n: int = 1000, polls: tuple[float, ...] = SWEEP_POLLS, scale: tuple[int, ...] = SCALE_SIZES
+    n: int = 1000,
+    polls: tuple[float, ...] = SWEEP_POLLS,
+    scale: tuple[int, ...] = SCALE_SIZES,
+    windows: tuple[float, ...] = (),
 ) -> list[dict[str, Any]]:
-    """The runs of B1: (part, contender, poll, N, tls). The sweep's run of ours at N is scale's too."""
+    """The runs of B1: (part, contender, poll, N, tls). The sweep's run of ours at N is scale's too.
+
+    ``windows``: ours again with these long-poll windows (part ``window``, shown with the sweep).
+    """
     plan = [{"part": "sweep", "contender": "a", "poll": DEFAULT_WINDOW, "n": n, "tls": False}]
+    plan += [{"part": "window", "contender": "a", "poll": w, "n": n, "tls": False} for w in windows]
     plan += [{"part": "sweep", "contender": c, "poll": p, "n": n, "tls": False} for c in "bc" for p in polls]
     plan += [
         {"part": "scale", "contender": "a", "poll": DEFAULT_WINDOW, "n": size, "tls": False} for size in scale
@@ -443,13 +450,15 @@ def main(argv: list[str]) -> None:
     p.add_argument("--n", type=int, default=1000, help="N of the sweep and the TLS comparison")
     p.add_argument("--polls", default=",".join(f"{x:g}" for x in SWEEP_POLLS), help="pollers' intervals, s")
     p.add_argument("--scale", default=",".join(map(str, SCALE_SIZES)), help="N of the scale runs")
+    p.add_argument("--windows", default="", help="ours with these other long-poll windows, s (part window)")
     p.add_argument("--parts", default="sweep,scale,tls")
     p.add_argument("--speedup", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     polls = tuple(float(x) for x in args.polls.split(","))
     scale = tuple(int(x) for x in args.scale.split(",") if x)
-    plan = [r for r in full_plan(args.n, polls, scale) if r["part"] in args.parts.split(",")]
+    windows = tuple(float(x) for x in args.windows.split(",") if x)
+    plan = [r for r in full_plan(args.n, polls, scale, windows) if r["part"] in args.parts.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-b1-") as tmp:
         result = run(plan, args.speedup, Path(tmp))
     text = json.dumps(result, indent=1)
