@@ -33,7 +33,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pendulum
 
@@ -374,6 +374,17 @@ def decide(scan: ListingScan, flow_id: str, *, final: bool) -> Verdict | None:
     if final:
         return Verdict(NOT_STARTED, f"none of the {scan.listed} listed is one of the {looked}")
     return None
+
+
+class ReconcileOptions(TypedDict, total=False):
+    """The knobs of :func:`find_start` that callers pass through (hook methods, operators)."""
+
+    clock_skew: float
+    settle_time: float
+    page_size: int
+    max_pages: int
+    clock: Callable[[], float]
+    sleep: Callable[[float], None]
 
 
 @dataclass(frozen=True)

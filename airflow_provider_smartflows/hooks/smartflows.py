@@ -76,7 +76,9 @@ from airflow_provider_smartflows.hooks.retry import NOT_ACTED_STATUSES
 
 if TYPE_CHECKING:
     from requests.adapters import HTTPAdapter
+    from typing_extensions import Unpack
 
+    from airflow_provider_smartflows.hooks.reconcile import ReconcileOptions
     from airflow_provider_smartflows.models import (
         DocumentInfo,
         DocumentRef,
@@ -346,7 +348,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         *,
         dataset_id: str | None = None,
         priority: int | None = None,
-        **options: Any,
+        **options: Unpack[ReconcileOptions],
     ) -> StartedExecution:
         """
         Start an execution; when the start's outcome is unknown, find out (:meth:`find_started_execution`):
@@ -387,7 +389,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         *,
         sent_at: float,
         error: SmartFlowsApiError | None = None,
-        **options: Any,
+        **options: Unpack[ReconcileOptions],
     ) -> Verdict:
         """
         After a start of ``flow_id`` with ``data`` whose outcome is unknown: the execution it created
@@ -396,8 +398,8 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         raises ``error`` (the start's) with the reason and the candidates' ids and creation times.
 
         :param sent_at: ``clock()`` just before the start was sent.
-        :param options: ``clock_skew``, ``settle_time``, ``page_size``, ``max_pages``, ``clock``,
-            ``sleep``: see :func:`.reconcile.find_start`.
+        :param options: :class:`.reconcile.ReconcileOptions`: ``clock_skew``, ``settle_time``,
+            ``page_size``, ``max_pages``, ``clock``, ``sleep`` (see :func:`.reconcile.find_start`).
         """
         list_page = functools.partial(self._executions_page, validate_id(flow_id, "flow") if flow_id else "")
         verdict = find_start(
