@@ -283,12 +283,13 @@ class ListingScan:
         for item in items:
             if self._take(item):
                 return False
-        if len(items) < self.page_size:
-            self.complete = True  # the end of the listing
+        if not items:
+            # Only an empty page ends the listing: a short one may be a server capping ``size``.
+            self.complete = True
         elif self.pages >= self.max_pages:
             self.problem = (
-                f"more than {self.pages * self.page_size} executions were created in the window "
-                f"(since {iso(self.window.since)}): it is too large to search"
+                f"{self.pages} pages of up to {self.page_size} executions did not reach the start of "
+                f"the window (since {iso(self.window.since)}): too many executions to search"
             )
         return not (self.complete or self.problem)
 

@@ -207,6 +207,17 @@ def test_one_match_after_the_send_is_adopted_others_do_not_count() -> None:
     assert scan.complete
 
 
+def test_a_short_page_is_not_the_end_of_the_listing() -> None:
+    # A server may cap ``size``: only an empty page (or an execution older than the window) ends it.
+    scan = scan_of([execution("other", T + 1, RECORDS)])
+    assert not scan.complete
+    assert scan.add_page([]) is False
+    assert scan.complete
+    verdict = decide(scan, "f", final=True)
+    assert verdict is not None
+    assert verdict.outcome == NOT_STARTED
+
+
 def test_no_match_proves_nothing_only_on_the_final_listing() -> None:
     scan = scan_of([execution("other", T + 1, RECORDS), execution("old", T - 60)])
     assert decide(scan, "f", final=False) is None
@@ -243,7 +254,7 @@ def test_no_match_proves_nothing_only_on_the_final_listing() -> None:
         pytest.param([[{"no": "id"}]], "not an execution with an id", id="not-an-execution"),
         pytest.param(
             [[execution(f"e{p}{i}", T + 100 - p * 3 - i, RECORDS) for i in range(3)] for p in range(5)],
-            "more than 15 executions were created in the window",
+            "5 pages of up to 3 executions did not reach the start of the window",
             id="window-too-large",
         ),
     ],

@@ -60,10 +60,13 @@ def test_the_execution_the_server_created_is_adopted(
     assert len(smartflows_emulator.requests_to("POST", START)) == 1
     # Airflow's logging goes to caplog or to stdout, depending on its version.
     assert f"adopted execution {created['id']}" in caplog.text + capsys.readouterr().out
-    # Found by the first listing (filtered by the key's user): no settle time, no second listing.
-    (listing,) = listings(smartflows_emulator, "hello")
-    assert listing["query"]["filter"] == "createdBy:admin"
-    assert listing["query"]["sort"] == "createdAt,desc"
+    # Found by the first listing (filtered by the key's user, read to its empty end page): no
+    # settle time, no second listing.
+    queries = [r["query"] for r in listings(smartflows_emulator, "hello")]
+    assert [(q["page"], q["filter"], q["sort"]) for q in queries] == [
+        ("0", "createdBy:admin", "createdAt,desc"),
+        ("1", "createdBy:admin", "createdAt,desc"),
+    ]
 
 
 def test_a_start_that_created_nothing_is_started_again_once(
@@ -178,7 +181,7 @@ def test_paging_finds_the_execution_across_pages(hook: SmartFlowsHook, smartflow
         ex for ex in smartflows_emulator.executions if ex["input_data"] == {"id": ["r0"], "entity": "account"}
     ]
     assert (verdict.outcome, verdict.execution_id) == (ADOPTED, first["id"])
-    assert [r["query"]["page"] for r in listings(smartflows_emulator, "invoice")] == ["0", "1", "2"]
+    assert [r["query"]["page"] for r in listings(smartflows_emulator, "invoice")] == ["0", "1", "2", "3"]
     assert {r["query"]["size"] for r in listings(smartflows_emulator, "invoice")} == {"5"}
 
 
@@ -189,7 +192,7 @@ def test_a_window_with_more_executions_than_pages_cannot_prove_anything(
     for i in range(12):
         hook.start_execution("invoice", {"id": [f"r{i}"], "entity": "account"})
     with pytest.raises(
-        SmartFlowsApiError, match="more than 10 executions were created in the window"
+        SmartFlowsApiError, match="2 pages of up to 5 executions did not reach the start of the window"
     ) as info:
         hook.find_started_execution(
             "invoice",
@@ -259,7 +262,12 @@ def test_an_execution_created_within_the_settle_time_is_adopted(
     started = hook.start_execution_reconciled("hello", **settle)
     (created,) = smartflows_emulator.executions
     assert (started.how, started.execution_id) == (ADOPTED, created["id"])
-    assert len(listings(smartflows_emulator, "hello")) == 2
+    # The first listing was empty; the second, after the settle, found it (then its empty end page).
+    assert [r["query"].get("filter") for r in listings(smartflows_emulator, "hello")] == [
+        "createdBy:admin",
+        None,
+        None,
+    ]
     assert len(smartflows_emulator.requests_to("POST", START)) == 1
 
 
