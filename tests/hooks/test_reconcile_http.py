@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 START = r"^/api/v1/flows/executions$"
 #: Tests never wait on a wall clock: a settle time of 0, or an emulator event as the "sleep".
 NO_SETTLE = {"settle_time": 0}
+#: Seconds after which a `delayed` start fault creates the execution: longer than the listings take.
+LATE = 3.0
 RETRY = {"retry_limit": 3, "retry_delay": 0.01, "max_retry_delay": 2.0}
 MAYBE = r"Starting flow '{flow}' failed after the request reached Smart Flows .*may have been started"
 
@@ -257,7 +259,7 @@ def test_an_execution_created_within_the_settle_time_is_adopted(
     hook: SmartFlowsHook, smartflows_emulator: Any
 ) -> None:
     # The server is still writing it when the first listing runs; the settle time waits for it.
-    start_fault(smartflows_emulator, "reset", "delayed", delay=0.5)
+    start_fault(smartflows_emulator, "reset", "delayed", delay=LATE)
     settle = {"settle_time": 1, "sleep": lambda seconds: smartflows_emulator.wait_deferred(timeout=10)}
     started = hook.start_execution_reconciled("hello", **settle)
     (created,) = smartflows_emulator.executions
@@ -276,7 +278,7 @@ def test_an_execution_created_after_the_settle_time_is_the_known_limit(
 ) -> None:
     # Created later than the settle time: the flow was proven not started and started again, and
     # the late execution then appears as a second one. RELIABILITY.md names this limit.
-    start_fault(smartflows_emulator, "reset", "delayed", delay=0.5)
+    start_fault(smartflows_emulator, "reset", "delayed", delay=LATE)
     started = hook.start_execution_reconciled("hello", **NO_SETTLE)
     assert started.how == STARTED_AGAIN
     smartflows_emulator.wait_deferred(timeout=10)
