@@ -440,3 +440,21 @@ def open_atomic(
             kind=kind,
         )
     return writer
+
+
+def lineage_dataset(target: ObjectStoragePath) -> tuple[str, str]:
+    """
+    (namespace, name) of ``target`` as an OpenLineage dataset, named the way the providers do.
+
+    ``file`` + absolute path (common.io), ``s3://bucket`` + key (Amazon), ``gs://bucket`` + key
+    (Google), ``wasbs://container@account`` + blob name (Microsoft Azure); else ``scheme://bucket``.
+    """
+    kind = store_kind(target)
+    if kind == "file":
+        return "file", os.path.abspath(str(target.path))
+    bucket, key = _split(target)
+    if kind == "azure":
+        account = getattr(target.fs, "account_name", None) or "unknown"
+        return f"wasbs://{bucket}@{account}", key
+    scheme = {"s3": "s3", "gcs": "gs"}.get(kind, str(target.protocol))
+    return f"{scheme}://{bucket}", key

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,6 +114,79 @@ def test_nothing_to_download_is_an_input_error() -> None:
 def test_unique_names(names: list[str], expected: list[str]) -> None:
     used: set[str] = set()
     assert [SmartFlowsDownloadDocumentsOperator._unique_name(n, used) for n in names] == expected
+
+
+# --------------------------------------------------------------------------- parallel downloads
+
+LATENCY = 0.4  # seconds the emulator holds every content request
+
+
+def many_documents_flow(emulator: Any, count: int) -> str:
+    documents = [{"displayName": f"Letter {i:02d}"} for i in range(count)]
+    steps = [{"message": "Generating", "percentage": 50, "seconds": 0.1}]
+    return emulator.add_flow({"id": f"t-many-{count}", "steps": steps, "documents": documents})
+
+
+def content_completions(emulator: Any) -> list[float]:
+    """When each content request was answered (the log records a request when it is done)."""
+    stamps = [r["ts"] for r in emulator.requests_to("GET", "/content$")]
+    return sorted(datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() for ts in stamps)
+
+
+def proven_overlap(completions: list[float], latency: float) -> int:
+    """A lower bound of how many content requests were in flight at once.
+
+    Each request takes at least ``latency`` (the emulator sleeps that long before answering), so
+    requests answered within less than ``latency`` of each other were all in flight just before
+    the first of them was answered. Sequential requests are answered at least ``latency`` apart:
+    the bound is then 1, however loaded the machine."""
+    best = 1
+    for first, start in enumerate(completions):
+        inside = [t for t in completions[first:] if t - start < latency]
+        best = max(best, len(inside))
+    return best
+
+
+def test_fifty_documents_download_in_parallel(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
+    flow_id = many_documents_flow(smartflows_emulator, 50)
+    smartflows_emulator.add_fault("latency", path="/content$", latency=LATENCY, times=1000)
+    result = generate_and_download(run_dag, flow_id, destination=f"file://{tmp_path}/", max_concurrency=4)
+    assert result.states["download"] == "success"
+    uris = result.xcom("download")
+    assert [local(uri).name for uri in uris] == [f"Letter {i:02d}.pdf" for i in range(50)]
+    for uri, document_id in zip(uris, result.xcom("generate")["document_ids"], strict=True):
+        assert sha256(local(uri).read_bytes()) == smartflows_emulator.document_sha256(document_id)
+    completions = content_completions(smartflows_emulator)
+    assert len(completions) == 50
+    assert proven_overlap(completions, LATENCY) >= 3  # 4 workers; 1 would be sequential
+
+
+def test_max_concurrency_one_is_sequential(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
+    flow_id = many_documents_flow(smartflows_emulator, 6)
+    smartflows_emulator.add_fault("latency", path="/content$", latency=LATENCY, times=1000)
+    result = generate_and_download(run_dag, flow_id, destination=f"file://{tmp_path}/", max_concurrency=1)
+    assert result.states["download"] == "success"
+    assert proven_overlap(content_completions(smartflows_emulator), LATENCY) == 1
+
+
+def test_first_failure_stops_the_rest_and_leaves_nothing(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    flow_id = many_documents_flow(smartflows_emulator, 20)
+    smartflows_emulator.add_fault("truncate", path="/content$", times=1)  # the first content request
+    result = generate_and_download(run_dag, flow_id, destination=f"file://{tmp_path}/out/", max_concurrency=3)
+    assert result.states["download"] == "failed"
+    assert isinstance(result.error("download"), SmartFlowsDownloadError)
+    assert "Nothing was saved" in str(result.error("download"))
+    # Only what was in flight when the first failed had started; what finished was removed.
+    assert len(smartflows_emulator.requests_to("GET", "/content$")) <= 3
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 2.5], ids=["zero", "negative", "bool", "float"])
+def test_max_concurrency_must_be_a_positive_integer(value: Any) -> None:
+    with pytest.raises(SmartFlowsInputError, match="max_concurrency must be a positive integer"):
+        SmartFlowsDownloadDocumentsOperator(task_id="d", destination="file:///tmp/x/", max_concurrency=value)
 
 
 # --------------------------------------------------------------------------- s3 (moto server)
