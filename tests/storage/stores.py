@@ -34,11 +34,29 @@ def attach_gcs(endpoint: str, conn_id: str = GCS_CONN_ID) -> None:
     an emulator never answers (set GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false to turn that off).
     """
     from airflow.sdk.io import attach
-    from gcsfs.core import GCSFileSystem
 
-    fs = GCSFileSystem(endpoint_url=endpoint, token="anon", project="test", skip_instance_cache=True)
+    fs = emulator_gcs_filesystem()(
+        endpoint_url=endpoint, token="anon", project="test", skip_instance_cache=True
+    )
     attach("gs", conn_id=conn_id, fs=fs)
     attach("gcs", conn_id=conn_id, fs=fs)
+
+
+def emulator_gcs_filesystem() -> type:
+    """``gcsfs.core.GCSFileSystem`` making one attempt per request instead of six.
+
+    The emulator answers 501 to cancelling a resumable upload (real GCS answers 499, which gcsfs
+    takes as done); gcsfs counts 501 as transient and retries it with back-off, about 31 s per
+    aborted write. Its retry count is fixed when the class is defined (``@retry_request(retries=6)``
+    on ``_request``), with no option or attribute for it, hence the subclass: same request code,
+    wrapped in gcsfs's own retry decorator with ``retries=1``."""
+    from gcsfs.core import GCSFileSystem
+    from gcsfs.retry import retry_request
+
+    class EmulatorGCSFileSystem(GCSFileSystem):
+        _request = retry_request(retries=1)(GCSFileSystem._request.__wrapped__)
+
+    return EmulatorGCSFileSystem
 
 
 def setup_from_env() -> None:
