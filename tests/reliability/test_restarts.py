@@ -80,7 +80,11 @@ def test_worker_killed_between_post_and_defer_reattaches_on_retry(
 
 
 def test_ambiguous_start_is_not_retried_by_airflow(run_dag: Any, smartflows_emulator: Any) -> None:
-    """A start POST whose outcome is unknown fails the task for good: a retry could duplicate it."""
+    """A start POST whose outcome is unknown fails the task for good: a retry could duplicate it.
+
+    With reconciliation off (today's rule without the listing); the reconciling operator's own
+    refusal is tested in tests/hooks/test_reconcile_operator.py.
+    """
     smartflows_emulator.add_flow(quick_flow("restart-ambiguous"))
     smartflows_emulator.add_fault("status", method="POST", status=500, when="after")
     dag = make_dag(
@@ -88,6 +92,7 @@ def test_ambiguous_start_is_not_retried_by_airflow(run_dag: Any, smartflows_emul
         lambda: SmartFlowsRunFlowOperator(
             task_id="generate",
             flow_id="restart-ambiguous",
+            reconcile_ambiguous_start=False,
             poll_interval=1,
             retries=2,
             retry_delay=datetime.timedelta(seconds=0),
