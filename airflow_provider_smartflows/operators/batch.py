@@ -22,6 +22,7 @@ from airflow_provider_smartflows.operators.batch_outcomes import BatchOutcomesMi
 from airflow_provider_smartflows.operators.batch_records import (
     Cursor,
     Record,
+    RecordList,
     RecordSource,
     fill_data_template,
     format_template,
@@ -80,7 +81,9 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
     :param manifest_uri: object-storage URI of the results manifest (JSON Lines); the checkpoint is
         ``<manifest_uri>.checkpoint.json``. Make it unique per run (e.g. with ``{{ ds }}``).
     :param manifest_conn_id: storage connection of ``manifest_uri``.
-    :param records: the records (a list; dicts for field access), or an XCom of one.
+    :param records: the records (a list; dicts for field access; used as they are, not rendered),
+        an XCom of one, or a template rendering to JSON text of one. An XCom is pulled again on
+        every resume: for large batches use ``records_uri``.
     :param records_uri: a JSON Lines (one object per line) or CSV (header line) object instead.
     :param records_conn_id: storage connection of ``records_uri``.
     :param records_format: ``jsonl`` or ``csv`` when the URI's suffix does not say.
@@ -170,7 +173,8 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         self.flow_id = flow_id
         self.manifest_uri = manifest_uri
         self.manifest_conn_id = manifest_conn_id
-        self.records = records
+        # A literal list is data: wrapped so that Airflow does not render each of its strings.
+        self.records = RecordList(records) if isinstance(records, (list, tuple)) else records
         self.records_uri = records_uri
         self.records_conn_id = records_conn_id
         self.records_format = records_format

@@ -34,6 +34,23 @@ _UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]|\.\.")
 _WHOLE_FIELD = re.compile(r"\{record\[([^\[\]{}]+)\]\}")
 
 
+class RecordList:
+    """A literal list of records, kept out of Airflow's template rendering.
+
+    Airflow renders every string of a templated list as a Jinja template, each time the task starts
+    or resumes: for thousands of records that is most of a resume's time. Records are data.
+    """
+
+    def __init__(self, items: list[Any] | tuple[Any, ...]) -> None:
+        self.items = list(items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"<{len(self.items):,} records>"
+
+
 @dataclass(frozen=True)
 class Record:
     """One record: its line (item number for a list), its key, and its value (usually a dict)."""
@@ -107,6 +124,8 @@ class RecordSource:
     def _list(self) -> list[Any]:
         if self._items is None:
             items = self.records
+            if isinstance(items, RecordList):
+                items = items.items
             if isinstance(items, (str, bytes)):
                 try:
                     items = json.loads(items)
