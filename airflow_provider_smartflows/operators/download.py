@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
-from airflow_provider_smartflows.storage import lineage_dataset
+from airflow_provider_smartflows.lineage import operator_lineage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -275,23 +275,9 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
             self.log.debug("Outlet event extras not recorded: %s", err)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """OpenLineage: one output dataset per written object, named as the storage providers name
-        them; the Smart Flows execution as the ``externalQuery`` run facet."""
-        from airflow.providers.common.compat.openlineage.facet import (
-            ExternalQueryRunFacet,
-            OutputDataset,
-            OutputStatisticsOutputDatasetFacet,
+        """OpenLineage: one output dataset per written object (named as the storage providers
+        name them), the Smart Flows execution as the ``externalQuery`` run facet."""
+        execution_id = str(self.execution_id) if self.execution_id else None
+        return operator_lineage(
+            execution_id=execution_id, base_url=self.hook.settings.base_url, written=self._written
         )
-        from airflow.providers.openlineage.extractors import OperatorLineage
-
-        outputs = []
-        for target, downloaded in self._written:
-            namespace, name = lineage_dataset(target)
-            statistics = OutputStatisticsOutputDatasetFacet(size=downloaded.size, fileCount=1)
-            outputs.append(OutputDataset(namespace, name, outputFacets={"outputStatistics": statistics}))
-        run_facets = {}
-        if self.execution_id:
-            run_facets["externalQuery"] = ExternalQueryRunFacet(
-                externalQueryId=str(self.execution_id), source=self.hook.settings.base_url
-            )
-        return OperatorLineage(outputs=outputs, run_facets=run_facets)

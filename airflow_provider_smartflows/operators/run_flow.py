@@ -224,6 +224,12 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         self._execution_id = str(event["execution_id"])
         return super().execute_complete(context, event, end_time, answered)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the Smart Flows execution as the ``externalQuery`` run facet."""
+        from airflow_provider_smartflows.lineage import operator_lineage
+
+        return operator_lineage(execution_id=self._execution_id, base_url=self.hook.settings.base_url)
+
     def on_kill(self) -> None:
         if self.cancel_on_kill and self._execution_id:
             self.log.info("Cancelling Smart Flows execution %s (task killed)", self._execution_id)
