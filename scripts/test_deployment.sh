@@ -65,6 +65,9 @@ fi
 
 started=$(date +%s)
 status=0
+rm -f tests/deployment/.last_run.json
 "$VENV_BIN/python" -m pytest -p no:cacheprovider tests/deployment "$@" || status=$?
+# The figures of the run (takeover time, duplicates, what a database outage did), for the record.
+[ -f tests/deployment/.last_run.json ] && cat tests/deployment/.last_run.json
 echo "test-deployment: $(($(date +%s) - started)) s"
 exit "$status"
