@@ -98,6 +98,10 @@ class SmartFlowsStartUnknownError(SmartFlowsApiError, AirflowFailException):
     """A start request may have created an execution: the task fails without Airflow retries."""
 
 
+class SmartFlowsBatchError(SmartFlowsError, AirflowFailException):
+    """A batch ended with more failed records than allowed: its manifest lists them."""
+
+
 class SmartFlowsAuthError(SmartFlowsApiError):
     """The API key was refused (401) or lacks the rights for the call (403)."""
 

@@ -7,11 +7,12 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
     SmartFlowsAuthError,
+    SmartFlowsBatchError,
     SmartFlowsError,
     SmartFlowsInputError,
 )
@@ -54,10 +55,6 @@ if TYPE_CHECKING:
     from airflow_provider_smartflows.waiting import ExecutionEvent
 
 MAX_BACKOFF_SECONDS = 60.0
-
-
-class SmartFlowsBatchError(SmartFlowsError, AirflowFailException):
-    """A batch ended with more failed records than allowed: its manifest lists them (no task retry)."""
 
 
 class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):

@@ -7,6 +7,7 @@ them, so that path keeps working.
 
 from __future__ import annotations
 
+from airflow_provider_smartflows.operators.batch import SmartFlowsRunFlowBatchOperator
 from airflow_provider_smartflows.operators.download import SmartFlowsDownloadDocumentsOperator
 from airflow_provider_smartflows.operators.execution_wait import (
     XCOM_EXECUTION_ID,
@@ -18,5 +19,6 @@ __all__ = [
     "XCOM_EXECUTION_ID",
     "SmartFlowsDownloadDocumentsOperator",
     "SmartFlowsExecutionWaitMixin",
+    "SmartFlowsRunFlowBatchOperator",
     "SmartFlowsRunFlowOperator",
 ]
