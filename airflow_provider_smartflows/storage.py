@@ -454,7 +454,11 @@ def lineage_dataset(target: ObjectStoragePath) -> tuple[str, str]:
         return "file", os.path.abspath(str(target.path))
     bucket, key = _split(target)
     if kind == "azure":
-        account = getattr(target.fs, "account_name", None) or "unknown"
+        fs = target.fs  # adlfs: the account is the service client's when a connection string is used
+        account = getattr(fs, "account_name", None) or getattr(
+            getattr(fs, "service_client", None), "account_name", None
+        )
+        account = account or "unknown"
         return f"wasbs://{bucket}@{account}", key
     scheme = {"s3": "s3", "gcs": "gs"}.get(kind, str(target.protocol))
     return f"{scheme}://{bucket}", key
