@@ -14,17 +14,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks import b1_triggerer_fleet, b3_downloads, profile_trigger
 from benchmarks.b1_report import b1_chart, b1_section
 from benchmarks.common import fmt, loadavg, log, machine_info, write_json
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 HERE = Path(__file__).parent
 ANALYSIS = HERE / "analysis.md"
 
 FULL = {
-    "b1_plan": b1_triggerer_fleet.full_plan(),
+    "b1_plan": b1_triggerer_fleet.full_plan(windows=(300.0,)),
     "b1_speedup": 1.0,
     "profile_speedup": 5.0,
     "b2": {"count": 20, "seconds": 30.0, "repeats": {"deferrable": 3, "poking": 1}},
@@ -54,36 +57,62 @@ def wait_quiet(limit_s: float, threshold: float = 1.0) -> str:
         time.sleep(30)
 
 
-def run_all(cfg: dict[str, Any], smoke: bool, work: Path, with_b2: bool) -> dict[str, Any]:
-    results: dict[str, Any] = {"loads": {}}
-    results["loads"]["start"] = loadavg()
+PARTS = ("b1", "b2", "b3", "profile")
 
-    log("== B1 triggerer fleet")
-    results["b1"] = b1_triggerer_fleet.run(cfg["b1_plan"], cfg["b1_speedup"], work / "b1")
-    results["loads"]["after B1"] = loadavg()
 
-    if with_b2:
+def run_all(
+    cfg: dict[str, Any],
+    work: Path,
+    with_b2: bool,
+    parts: tuple[str, ...] = PARTS,
+    results: dict[str, Any] | None = None,
+    save: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``parts`` (into ``results`` when resuming); a benchmark that fails is recorded as failed
+    and the others still run; ``save`` is called after each."""
+    results = results if results is not None else {}
+    results.setdefault("loads", {})["start" if parts == PARTS else f"start of {','.join(parts)}"] = loadavg()
+
+    def b2() -> dict[str, Any]:
+        if not with_b2:
+            return {
+                "skipped": (
+                    "skipped (BENCH_SMOKE_B2=0): the smoke run only checked that its DAG file parses; "
+                    "by default the smoke run starts the services and runs 2 executions of 2 s."
+                ),
+                "dag_check": check_b2_dags(),
+            }
         from benchmarks import b2_worker_slots
 
-        log("== B2 worker slots")
-        b2 = cfg["b2"]
-        results["b2"] = b2_worker_slots.run(b2["count"], b2["seconds"], b2["repeats"], work / "b2")
-    else:
-        results["b2"] = {
-            "skipped": (
-                "skipped (BENCH_SMOKE_B2=0): the smoke run only checked that its DAG file parses; "
-                "by default the smoke run starts the services and runs 2 executions of 2 s."
-            )
-        }
-        results["b2"]["dag_check"] = check_b2_dags()
-    results["loads"]["after B2"] = loadavg()
+        c = cfg["b2"]
+        return b2_worker_slots.run(c["count"], c["seconds"], c["repeats"], work / "b2")
 
-    log("== B3 downloads")
-    results["b3"] = b3_downloads.run(cfg["b3"]["sizes"], cfg["b3"]["repeats"], work / "b3")
-    results["loads"]["after B3"] = loadavg()
-
-    log("== profile of the trigger's poll path")
-    results["profile"] = profile_trigger.run(cfg["profile_n"], cfg["profile_speedup"], work / "profile")
+    steps: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+        "b1": (
+            "B1 triggerer fleet",
+            lambda: b1_triggerer_fleet.run(cfg["b1_plan"], cfg["b1_speedup"], work / "b1"),
+        ),
+        "b2": ("B2 worker slots", b2),
+        "b3": (
+            "B3 downloads",
+            lambda: b3_downloads.run(cfg["b3"]["sizes"], cfg["b3"]["repeats"], work / "b3"),
+        ),
+        "profile": (
+            "profile of the trigger's poll path",
+            lambda: profile_trigger.run(cfg["profile_n"], cfg["profile_speedup"], work / "profile"),
+        ),
+    }
+    for name in parts:
+        label, fn = steps[name]
+        log(f"== {label}")
+        try:
+            results[name] = fn()
+        except Exception as exc:  # one broken benchmark must not lose the others' figures
+            log(f"{label} failed: {type(exc).__name__}: {exc}")
+            results[name] = {"failed": f"{type(exc).__name__}: {str(exc)[-1500:]}", "load": loadavg()}
+        results["loads"][f"after {name}"] = loadavg()
+        if save is not None:
+            save(results)
     results["loads"]["end"] = loadavg()
     return results
 
@@ -113,12 +142,27 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     written = []
     colors = {"a": "#2a7ab0", "b": "#d08a2c", "c": "#8a8a8a"}
 
-    b1_chart(results["b1"], out, colors)
-    written.append("b1_triggerer_fleet.png")
+    failed = [name for name in PARTS if "failed" in results.get(name, {"failed": "not run"})]
+    for name, png in (
+        ("b1", "b1_triggerer_fleet.png"),
+        ("b2", "b2_worker_slots.png"),
+        ("b3", "b3_downloads.png"),
+        ("profile", "profile_trigger.png"),
+    ):
+        if name in failed:
+            fig, ax = plt.subplots(figsize=(6, 2))
+            ax.text(0.5, 0.5, f"{name} failed in this run: see RESULTS.md", ha="center", va="center")
+            ax.set_axis_off()
+            fig.savefig(out / png, dpi=80)
+            plt.close(fig)
+            written.append(png)
+    if "b1" not in failed:
+        b1_chart(results["b1"], out, colors)
+        written.append("b1_triggerer_fleet.png")
     width = 0.27
 
     # B2
-    b2 = results["b2"]
+    b2 = results["b2"] if "b2" not in failed else {"skipped": "failed"}
     fig, ax = plt.subplots(figsize=(6, 4))
     if "table" in b2:
         modes = ["deferrable", "poking"]
@@ -142,6 +186,8 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     plt.close(fig)
     written.append("b2_worker_slots.png")
 
+    if "b3" in failed:
+        return written
     # B3
     b3 = results["b3"]
     labels = list(b3["sizes"])
@@ -168,6 +214,8 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     plt.close(fig)
     written.append("b3_downloads.png")
 
+    if "profile" in failed:
+        return written
     # Profile
     prof = results["profile"]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -211,12 +259,30 @@ def report(results: dict[str, Any], meta: dict[str, Any], charts_written: list[s
         f"- Load: {meta['quiet']}; load averages (1/5/15 min) during the run: "
         + ", ".join(f"{k}: {v}" for k, v in results["loads"].items()),
         "- Everything on 127.0.0.1; the emulator always runs in its own process (own process group).",
-        "",
     ]
-    lines += b1_section(results["b1"])
-    lines += b2_section(results["b2"])
-    lines += b3_section(results["b3"])
-    lines += profile_section(results["profile"])
+    for rerun in meta.get("reruns", []):
+        lines.append(
+            f"- Re-run on {rerun['machine']['date']} (`--only {','.join(rerun['parts'])} --merge`): "
+            f"{', '.join(rerun['parts'])}; {rerun['quiet']}"
+        )
+    lines.append("")
+    sections = (
+        ("b1", "## B1: a triggerer's fleet of waits", b1_section),
+        ("b2", "## B2: worker slots (real Airflow services)", b2_section),
+        ("b3", "## B3: downloads", b3_section),
+        ("profile", "## Profile of the trigger's poll path", profile_section),
+    )
+    for name, heading, section in sections:
+        part = results.get(name, {"failed": "not run"})
+        if "failed" in part:
+            lines += [
+                heading,
+                "",
+                f"**Failed in this run** (load {part.get('load', '?')}): `{part['failed']}`",
+                "",
+            ]
+        else:
+            lines += section(part)
     if ANALYSIS.exists() and not meta["smoke"]:
         lines += ["", ANALYSIS.read_text().strip(), ""]
     lines += reproduce_section()
@@ -401,6 +467,8 @@ def main(argv: list[str]) -> None:
     p.add_argument(
         "--report-only", action="store_true", help="re-render RESULTS.md and charts from OUT/results.json"
     )
+    p.add_argument("--only", default=",".join(PARTS), help="benchmarks to run (b1,b2,b3,profile)")
+    p.add_argument("--merge", action="store_true", help="replace only these parts in OUT/results.json")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report_only:
@@ -418,10 +486,26 @@ def main(argv: list[str]) -> None:
         "smoke": args.smoke,
         "quiet": quiet,
     }
+    parts = tuple(args.only.split(","))
+    previous: dict[str, Any] | None = None
+    if args.merge:
+        saved = json.loads((args.out / "results.json").read_text())
+        previous = saved["results"]
+        meta = {**saved["meta"], "reruns": [*saved["meta"].get("reruns", []), {**meta, "parts": parts}]}
+
+    def save(partial: dict[str, Any]) -> None:
+        write_json(
+            args.out / "results.json",
+            {
+                "meta": meta if args.merge else {**meta, "duration_min": (time.time() - start) / 60},
+                "results": partial,
+            },
+        )
+
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        results = run_all(cfg, args.smoke, Path(tmp), with_b2)
-    meta["duration_min"] = (time.time() - start) / 60
-    write_json(args.out / "results.json", {"meta": meta, "results": results})
+        results = run_all(cfg, Path(tmp), with_b2, parts, previous, save)
+    save(results)
+    meta = json.loads((args.out / "results.json").read_text())["meta"]
     written = charts(results, args.out)
     (args.out / "RESULTS.md").write_text(report(results, meta, written))
     log(f"wrote {args.out / 'RESULTS.md'} and {', '.join(written)}")
