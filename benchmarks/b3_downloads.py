@@ -1,18 +1,28 @@
-"""B3: streaming downloads of one large document, side by side with ``curl -o``.
+"""B3: one large document streamed by the emulator to each store, ours beside the plain clients.
 
-Per size (1 GiB, 64 MiB) and run, three downloads of the same emulator URL over loopback, each in
-its own process so that its peak RSS (VmHWM / ru_maxrss) is its own:
-- ``ours-file``: ``SmartFlowsHook.download_document`` to ``file://`` (1 MiB chunks, sha256, atomic);
-- ``curl``: ``curl -s -o FILE`` of the same URL (the practical limit of this loopback);
-- ``ours-s3``: ``download_document`` to ``s3://`` on a moto server (s3fs multipart upload).
-The hook's process reports its RSS after imports (baseline) and its peak, so the download's own
-memory is peak - baseline. Throughput is bytes / wall seconds of the download call (MB = 10^6 bytes).
+Per size (64 MiB, 1 GiB) and run, the same emulator URL over loopback is written, each download in
+its own process, by:
+- ``file``:  ours (``SmartFlowsHook.download_document`` to ``file://``) | ``curl -sS -o FILE``;
+- ``s3``:    ours to ``s3://`` on a moto server | ``boto3 upload_fileobj`` of the HTTP response stream
+             | ``s3fs put`` of a local copy (the copy made beforehand, untimed: put alone);
+- ``azure``: ours to ``abfs://`` on Azurite | ``azure-storage-blob upload_blob`` of the stream;
+- ``gcs``:   ours to ``gs://`` on gcp-storage-emulator | ``google-cloud-storage upload_from_file``
+             of the stream (``gcsfs put`` of a local copy when google-cloud-storage is absent).
+Every process resets its peak RSS (``/proc/self/clear_refs``) after imports and set-up, so
+*own RSS* is what the download itself added. Throughput is bytes / seconds of the transfer call
+(MB = 10^6 bytes). The reference of each store is its fastest plain client (median MB/s).
+
+``python -m benchmarks.b3_downloads [--repeats N] [--small] [--stores file,s3,azure,gcs]
+[--results benchmarks/RESULTS.md]`` runs it alone: it rewrites only the "## B3" section of
+RESULTS.md and the charts ``b3_<store>.png``; ``benchmarks/run.py`` calls :func:`run`,
+:func:`section` and :func:`charts`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -24,9 +34,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, Emulator, free_port, log, stop_group, summary
+from benchmarks.common import ROOT, Emulator, fmt, free_port, loadavg, log, stop_group, summary
 
-SIZES = {"1 GiB": 2**30, "64 MiB": 64 * 2**20}
+SIZES = {"64 MiB": 64 * 2**20, "1 GiB": 2**30}
+STORES = ("file", "s3", "azure", "gcs")
+AZURITE = ROOT / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+BUCKET = "bench"
+TARGET_RATIO = 0.8
+TARGET_OWN_RSS_MIB = 32.0
 
 
 def scenario(sizes: dict[str, int]) -> dict[str, Any]:
@@ -46,104 +62,156 @@ def scenario(sizes: dict[str, int]) -> dict[str, Any]:
     }
 
 
-# --- child: one download with the hook -------------------------------------------------------------
+# --- children: one transfer each, in its own process ------------------------------------------------
 
 
-def child(argv: list[str]) -> None:
+def _status(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _measure(transfer: Any) -> None:
+    """Run ``transfer()`` (returns bytes written, sha256 or None) and print the JSON report."""
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: the set-up's peak is not counted
+    before = _status("VmRSS")
+    start = time.perf_counter()
+    size, sha256 = transfer()
+    seconds = time.perf_counter() - start
+    report = {
+        "seconds": seconds,
+        "size": size,
+        "sha256": sha256,
+        "rss_before": before,
+        "rss_peak": _status("VmHWM"),
+    }
+    print(json.dumps(report))
+
+
+def _attach_gcs() -> None:
+    endpoint = os.environ.get("B3_GCS_ENDPOINT")
+    if endpoint:
+        from airflow.sdk.io import attach
+        from gcsfs.core import GCSFileSystem
+
+        fs = GCSFileSystem(endpoint_url=endpoint, token="anon", project="bench", skip_instance_cache=True)
+        attach("gs", conn_id="gcs_bench", fs=fs)
+
+
+def child_ours(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--doc", required=True)
     p.add_argument("--dest", required=True)
     p.add_argument("--conn", default=None)
     args = p.parse_args(argv)
-    from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
-    from benchmarks.common import current_rss_bytes, peak_rss_bytes
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+    from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
+    from airflow_provider_smartflows.storage import check_destination
+
+    _attach_gcs()
     hook = SmartFlowsHook("smartflows_bench")
     hook.get_document(args.doc)  # connection, session and first request out of the timed part
-    if args.dest.startswith("s3://"):
-        from airflow.providers.common.compat.sdk import ObjectStoragePath
+    target = ObjectStoragePath(args.dest, **({"conn_id": args.conn} if args.conn else {}))
+    check_destination(target)  # the store's client set-up, out of the timed part
 
-        ObjectStoragePath(args.dest, conn_id=args.conn).parent.exists()  # s3fs client set-up
-    baseline = current_rss_bytes()
-    start = time.perf_counter()
-    done = hook.download_document(args.doc, args.dest, conn_id=args.conn, overwrite=True)
-    seconds = time.perf_counter() - start
-    print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "size": done.size,
-                "sha256": done.sha256,
-                "baseline_rss": baseline,
-                "peak_rss": peak_rss_bytes(),
-            }
+    def transfer() -> tuple[int, str]:
+        done = hook.download_document(args.doc, target, conn_id=args.conn, overwrite=True)
+        return done.size, done.sha256
+
+    _measure(transfer)
+
+
+def child_sdk(argv: list[str]) -> None:
+    """The store's own SDK uploading the HTTP response stream (or a local copy, for ``*-put``)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--how", required=True)
+    p.add_argument("--url", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--local", default=None)
+    args = p.parse_args(argv)
+    import requests
+
+    headers = {"X-API-Key": os.environ["B3_API_KEY"], "Accept-Encoding": "identity"}
+    upload = _sdk_uploader(args.how, args.key)
+    session = requests.Session()
+    session.get(args.url.rsplit("/content", 1)[0], headers=headers).raise_for_status()  # warm connection
+
+    def transfer() -> tuple[int, None]:
+        if args.local:
+            upload(args.local, os.path.getsize(args.local))
+            return os.path.getsize(args.local), None
+        with session.get(args.url, headers=headers, stream=True) as response:
+            response.raise_for_status()
+            size = int(response.headers["Content-Length"])
+            upload(response.raw, size)
+        return size, None
+
+    _measure(transfer)
+
+
+def _sdk_uploader(how: str, key: str) -> Any:
+    if how == "boto3-stream":
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=os.environ["B3_S3_ENDPOINT"], region_name="us-east-1")
+        s3.head_bucket(Bucket=BUCKET)
+        return lambda stream, size: s3.upload_fileobj(stream, BUCKET, key)
+    if how == "s3fs-put":
+        import s3fs
+
+        fs = s3fs.S3FileSystem(endpoint_url=os.environ["B3_S3_ENDPOINT"])
+        fs.ls(BUCKET)
+        return lambda local, size: fs.put_file(local, f"{BUCKET}/{key}")
+    if how == "azure-sdk-stream":
+        from azure.storage.blob import BlobServiceClient
+
+        service = BlobServiceClient.from_connection_string(os.environ["B3_AZURE_CONNECTION_STRING"])
+        blob = service.get_blob_client(BUCKET, key)
+        service.get_container_client(BUCKET).get_container_properties()
+        return lambda stream, size: blob.upload_blob(stream, length=size, overwrite=True)
+    if how == "gcs-sdk-stream":
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        client = storage.Client(
+            project="bench",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": os.environ["B3_GCS_ENDPOINT"]},
         )
-    )
+        blob = client.bucket(BUCKET).blob(key)
+        client.get_bucket(BUCKET)
+        return lambda stream, size: blob.upload_from_file(stream, size=size)
+    if how == "gcsfs-put":
+        from gcsfs.core import GCSFileSystem
+
+        fs = GCSFileSystem(endpoint_url=os.environ["B3_GCS_ENDPOINT"], token="anon", project="bench")
+        fs.ls(BUCKET)
+        return lambda local, size: fs.put_file(local, f"{BUCKET}/{key}")
+    raise ValueError(how)
 
 
-# --- parent -----------------------------------------------------------------------------------------
+# --- servers ----------------------------------------------------------------------------------------
 
 
-def _run_timed(args: list[str], env: dict[str, str], timeout: float = 900) -> tuple[float, int, str, str]:
-    """(wall seconds, peak RSS bytes, stdout, stderr).
+class Server:
+    """A store emulator on 127.0.0.1 in its own process group, stopped by PID."""
 
-    The peak is the process's VmHWM read from /proc every 5 ms until it exits (ru_maxrss of a
-    child also counts the memory of the Python parent it was forked from, before its exec).
-    """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        proc = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=ROOT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        status_file = Path(f"/proc/{proc.pid}/status")
-        hwm = 0
-        while True:
-            try:
-                for line in status_file.read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        hwm = max(hwm, int(line.split()[1]) * 1024)
-            except (OSError, ValueError):
-                pass
-            pid, status, _usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                stop_group(proc, grace=2)
-                raise RuntimeError(f"{args[:3]} timed out")
-            time.sleep(0.005)
-        seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{args[:4]} failed ({proc.returncode}): {stderr[-2000:]}")
-    return seconds, hwm, stdout, stderr
-
-
-class MotoServer:
-    """moto's S3 server on 127.0.0.1 in its own process group, stopped by PID."""
-
-    def __init__(self) -> None:
-        exe = shutil.which("moto_server", path=os.path.dirname(sys.executable))
-        if exe is None:
-            raise RuntimeError("moto_server is not installed (pip install -e '.[dev]')")
-        self.port = free_port()
+    def __init__(self, name: str, args: list[str], port: int, cwd: Path | None = None) -> None:
+        self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            [exe, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd
         )
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError("moto_server did not start") from None
+                    raise RuntimeError(f"{name} did not start") from None
                 time.sleep(0.05)
 
     def stop(self) -> None:
@@ -152,144 +220,443 @@ class MotoServer:
         stop_group(self.proc, grace=10)
 
 
-def run(sizes: dict[str, int], repeats: int, work: Path) -> dict[str, Any]:
-    import boto3
+def _start_store(kind: str, work: Path, env: dict[str, str]) -> Server | None:
+    """Start the store's emulator, create the bucket/container, set the connection variables."""
+    port = free_port()
+    bin_dir = os.path.dirname(sys.executable)
+    if kind == "s3":
+        import boto3
 
-    work.mkdir(parents=True, exist_ok=True)
-    scen = work / "b3-scenario.json"
-    scen.write_text(json.dumps(scenario(sizes)))
-    curl = shutil.which("curl")
-    raw: list[dict[str, Any]] = []
-    notes: list[str] = []
-    if curl is None:
-        notes.append("curl is not installed: the curl column is missing (no socket-reader fallback was run)")
-    moto = MotoServer()
-    try:
-        with Emulator(work, scenario=scen, speedup=1.0) as emu:
-            env = dict(os.environ)
-            env.update(
-                AIRFLOW_HOME=str(work / "airflow-home"),
-                AIRFLOW__CORE__LOAD_EXAMPLES="False",
-                AIRFLOW_CONN_SMARTFLOWS_BENCH=json.dumps(emu.connection()),
-                AIRFLOW_CONN_AWS_BENCH=json.dumps(
-                    {
-                        "conn_type": "aws",
-                        "login": "testing",
-                        "password": "testing",
-                        "extra": {"endpoint_url": moto.url, "region_name": "us-east-1"},
-                    }
-                ),
-                AWS_ACCESS_KEY_ID="testing",
-                AWS_SECRET_ACCESS_KEY="testing",
-                PYTHONPATH=str(ROOT),
-            )
+        server = Server("moto", [f"{bin_dir}/moto_server", "-H", "127.0.0.1", "-p", str(port)], port)
+        extra = {"endpoint_url": server.url, "region_name": "us-east-1"}
+        conn = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
+        env.update(AIRFLOW_CONN_AWS_BENCH=json.dumps(conn), B3_S3_ENDPOINT=server.url)
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        boto3.client(
+            "s3",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ).create_bucket(Bucket=BUCKET)
+        return server
+    if kind == "azure":
+        from azure.storage.blob import BlobServiceClient
+
+        args = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence"]
+        server = Server("azurite", [*args, "--skipApiVersionCheck", "--loose", "--silent"], port, cwd=work)
+        cs = (
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={server.url}/devstoreaccount1;"
+        )
+        conn = {"conn_type": "wasb", "extra": {"connection_string": cs}}
+        env.update(AIRFLOW_CONN_WASB_BENCH=json.dumps(conn), B3_AZURE_CONNECTION_STRING=cs)
+        BlobServiceClient.from_connection_string(cs).create_container(BUCKET)
+        return server
+    if kind == "gcs":
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        args = [f"{bin_dir}/gcp-storage-emulator", "start", "--host", "127.0.0.1", "--port", str(port)]
+        server = Server("gcp-storage-emulator", [*args, "--in-memory", "--quiet"], port)
+        env.update(B3_GCS_ENDPOINT=server.url)
+        storage.Client(
+            project="bench", credentials=AnonymousCredentials(), client_options={"api_endpoint": server.url}
+        ).create_bucket(BUCKET)
+        return server
+    return None
+
+
+def _available(kind: str) -> str | None:
+    """Why ``kind`` cannot run here (None when it can)."""
+    bin_dir = Path(sys.executable).parent
+    if kind == "s3" and not (bin_dir / "moto_server").exists():
+        return "moto_server is not installed"
+    if kind == "azure" and (not AZURITE.exists() or shutil.which("node") is None):
+        return "Azurite is not installed (scripts/install_storage_emulators.sh)"
+    if kind == "gcs" and not (bin_dir / "gcp-storage-emulator").exists():
+        return "gcp-storage-emulator is not installed (scripts/install_storage_emulators.sh)"
+    return None
+
+
+class Stores:
+    """Parent-side SDK clients: the size of what a contender stored, and its removal."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+
+    def size_and_remove(self, kind: str, key: str, work: Path) -> int:
+        if kind == "file":
+            path = work / key
+            size = path.stat().st_size
+            path.unlink()
+            return size
+        if kind == "s3":
+            import boto3
+
             s3 = boto3.client(
                 "s3",
-                endpoint_url=moto.url,
+                endpoint_url=self.env["B3_S3_ENDPOINT"],
                 region_name="us-east-1",
                 aws_access_key_id="testing",
                 aws_secret_access_key="testing",
             )
-            s3.create_bucket(Bucket="bench")
+            size = int(s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"])
+            s3.delete_object(Bucket=BUCKET, Key=key)
+            return size
+        if kind == "azure":
+            from azure.storage.blob import BlobServiceClient
+
+            cs = self.env["B3_AZURE_CONNECTION_STRING"]
+            blob = BlobServiceClient.from_connection_string(cs).get_blob_client(BUCKET, key)
+            size = int(blob.get_blob_properties().size)
+            blob.delete_blob()
+            return size
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+
+        client = storage.Client(
+            project="bench",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.env["B3_GCS_ENDPOINT"]},
+        )
+        blob = client.bucket(BUCKET).get_blob(key)
+        size = int(blob.size)
+        blob.delete()
+        return size
+
+
+def contenders(kind: str) -> list[str]:
+    """The plain clients of a store (ours is always measured too)."""
+    if kind == "file":
+        return ["curl"]
+    if kind == "s3":
+        return ["boto3-stream", "s3fs-put"]
+    if kind == "azure":
+        return ["azure-sdk-stream"]
+    try:
+        import google.cloud.storage  # noqa: F401
+    except ImportError:
+        return ["gcsfs-put"]
+    return ["gcs-sdk-stream"]
+
+
+def _destination(kind: str, key: str, work: Path) -> tuple[str, str | None]:
+    if kind == "file":
+        return f"file://{work / key}", None
+    if kind == "s3":
+        return f"s3://{BUCKET}/{key}", "aws_bench"
+    if kind == "azure":
+        return f"abfs://{BUCKET}/{key}", "wasb_bench"
+    return f"gs://gcs_bench@{BUCKET}/{key}", None
+
+
+def _one(
+    kind: str, how: str, doc: str, url: str, key: str, work: Path, env: dict[str, str]
+) -> dict[str, Any]:
+    me = [sys.executable, "-m", "benchmarks.b3_downloads"]
+    if how == "ours":
+        dest, conn = _destination(kind, key, work)
+        return _report(
+            [*me, "child-ours", "--doc", doc, "--dest", dest, *(["--conn", conn] if conn else [])], env
+        )
+    if how == "curl":
+        start = time.perf_counter()
+        out = work / key
+        subprocess.run(
+            ["curl", "-sS", "--fail", "-o", str(out), "-H", f"X-API-Key: {env['B3_API_KEY']}", url],
+            check=True,
+            env=env,
+        )
+        return {"seconds": time.perf_counter() - start, "sha256": None, "own_rss_mib": float("nan")}
+    local = ["--local", str(work / "local-copy.pdf")] if how.endswith("-put") else []
+    return _report([*me, "child-sdk", "--how", how, "--url", url, "--key", key, *local], env)
+
+
+def _report(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[3:6]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    data["own_rss_mib"] = (data["rss_peak"] - data["rss_before"]) / 2**20
+    return data
+
+
+def run(sizes: dict[str, int], repeats: int, work: Path, stores: tuple[str, ...] = STORES) -> dict[str, Any]:
+    """Every store and contender, per size and repeat, interleaved (same load for all)."""
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDK logs every request at INFO
+    work.mkdir(parents=True, exist_ok=True)
+    scen = work / "b3-scenario.json"
+    scen.write_text(json.dumps(scenario(sizes)))
+    notes, raw, servers = [], [], []
+    loads = {"start": loadavg()}
+    env = {**os.environ, "AIRFLOW_HOME": str(work / "airflow-home"), "PYTHONPATH": str(ROOT)}
+    env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    env["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    active = []
+    for kind in stores:
+        reason = _available(kind)
+        if reason:
+            notes.append(f"{kind}: not measured ({reason})")
+            continue
+        server = _start_store(kind, work, env)
+        if server:
+            servers.append(server)
+        active.append(kind)
+    checker = Stores(env)
+    try:
+        with Emulator(work, scenario=scen, speedup=1.0) as emu:
+            env.update(AIRFLOW_CONN_SMARTFLOWS_BENCH=json.dumps(emu.connection()), B3_API_KEY=emu.api_key)
             for label, size in sizes.items():
                 ex = emu.api("POST", "/flows/executions", params={"flowId": f"b3-{size}"})
                 time.sleep(0.1)
-                docs = next(e for e in emu.admin("GET", "/_emulator/executions") if e["id"] == ex["id"])[
+                doc = next(e for e in emu.admin("GET", "/_emulator/executions") if e["id"] == ex["id"])[
                     "documents"
-                ]
-                doc = docs[0]
-                expected = emu.admin("GET", f"/_emulator/documents/{doc}/sha256")
+                ][0]
+                expected = emu.admin("GET", f"/_emulator/documents/{doc}/sha256")["sha256"]
                 url = f"{emu.base_url}/api/v1/documents/{doc}/content"
+                subprocess.run(  # the local copy that the "*-put" contenders upload (untimed)
+                    [
+                        "curl",
+                        "-sS",
+                        "--fail",
+                        "-o",
+                        str(work / "local-copy.pdf"),
+                        "-H",
+                        f"X-API-Key: {emu.api_key}",
+                        url,
+                    ],
+                    check=True,
+                )
                 for rep in range(repeats):
-                    target = work / f"doc-{rep}.pdf"
-                    base = [sys.executable, "-m", "benchmarks.b3_downloads", "child", "--doc", doc]
-                    # ours -> file://
-                    log(f"B3 {label} run {rep + 1}/{repeats}: ours -> file://")
-                    wall, rss, out, _ = _run_timed([*base, "--dest", f"file://{target}"], env)
-                    data = json.loads(out.strip().splitlines()[-1])
-                    ok = data["sha256"] == expected["sha256"] and data["size"] == size
-                    raw.append(_row(label, size, "ours-file", data["seconds"], rss, data, ok))
-                    target.unlink(missing_ok=True)
-                    # curl
-                    if curl:
-                        log(f"B3 {label} run {rep + 1}/{repeats}: curl -o")
-                        args = [
-                            curl,
-                            "-sS",
-                            "--fail",
-                            "-o",
-                            str(target),
-                            "-H",
-                            f"X-API-Key: {emu.api_key}",
-                            url,
-                        ]
-                        wall, rss, _, _ = _run_timed(args, env)
-                        ok = target.stat().st_size == size
-                        raw.append(_row(label, size, "curl", wall, rss, None, ok))
-                        target.unlink(missing_ok=True)
-                    # ours -> s3://
-                    log(f"B3 {label} run {rep + 1}/{repeats}: ours -> s3:// (moto)")
-                    key = f"s3://bench/{rep}/doc-{size}.pdf"
-                    wall, rss, out, _ = _run_timed([*base, "--dest", key, "--conn", "aws_bench"], env)
-                    data = json.loads(out.strip().splitlines()[-1])
-                    head = s3.head_object(Bucket="bench", Key=f"{rep}/doc-{size}.pdf")
-                    ok = data["sha256"] == expected["sha256"] and head["ContentLength"] == size
-                    raw.append(_row(label, size, "ours-s3", data["seconds"], rss, data, ok))
-                    s3.delete_object(Bucket="bench", Key=f"{rep}/doc-{size}.pdf")
+                    for kind in active:
+                        for how in ["ours", *contenders(kind)]:
+                            key = f"{rep}-{how}-{size}.pdf"
+                            log(f"B3 {label} run {rep + 1}/{repeats}: {kind} {how}")
+                            data = _one(kind, how, doc, url, key, work, env)
+                            stored = checker.size_and_remove(kind, key, work)
+                            ok = stored == size and data.get("sha256") in (None, expected)
+                            row = {
+                                "size_label": label,
+                                "size": size,
+                                "store": kind,
+                                "how": how,
+                                "seconds": data["seconds"],
+                                "mb_per_s": size / 1e6 / data["seconds"],
+                                "own_rss_mib": data["own_rss_mib"],
+                                "peak_rss_mib": data.get("rss_peak", float("nan")) / 2**20,
+                                "verified": ok,
+                            }
+                            log(
+                                f"   {row['mb_per_s']:.0f} MB/s, own RSS {row['own_rss_mib']:.1f} MiB, verified {ok}"
+                            )
+                            raw.append(row)
+                loads[f"after {label}"] = loadavg()
     finally:
-        moto.stop()
+        for server in servers:
+            server.stop()
+    loads["end"] = loadavg()
     table: dict[str, Any] = {}
-    for label in sizes:
-        for how in ("ours-file", "curl", "ours-s3"):
-            rows = [r for r in raw if r["size_label"] == label and r["how"] == how]
-            if rows:
-                table[f"{label}/{how}"] = {
-                    m: summary([float(r[m]) for r in rows])
-                    for m in ("mb_per_s", "seconds", "peak_rss_mib", "download_rss_mib")
-                }
-                table[f"{label}/{how}"]["verified"] = all(r["verified"] for r in rows)
-                table[f"{label}/{how}"]["runs"] = len(rows)
-    return {"sizes": sizes, "repeats": repeats, "table": table, "raw": raw, "notes": notes}
-
-
-def _row(
-    label: str, size: int, how: str, seconds: float, rss: int, data: dict[str, Any] | None, ok: bool
-) -> dict[str, Any]:
-    baseline = data["baseline_rss"] if data else 0
-    peak = data["peak_rss"] if data else rss
-    row = {
-        "size_label": label,
-        "size": size,
-        "how": how,
-        "seconds": seconds,
-        "mb_per_s": size / 1e6 / seconds,
-        "peak_rss_mib": peak / 2**20,
-        "download_rss_mib": (peak - baseline) / 2**20 if data else float("nan"),
-        "verified": ok,
+    for row in raw:
+        table.setdefault(f"{row['size_label']}/{row['store']}/{row['how']}", []).append(row)
+    cells = {
+        name: {
+            "mb_per_s": summary([r["mb_per_s"] for r in rows]),
+            "own_rss_mib": summary([r["own_rss_mib"] for r in rows]) if rows[0]["how"] != "curl" else None,
+            "verified": all(r["verified"] for r in rows),
+            "runs": len(rows),
+        }
+        for name, rows in table.items()
     }
-    log(
-        f"   {row['mb_per_s']:.0f} MB/s, peak RSS {row['peak_rss_mib']:.1f} MiB, "
-        f"download adds {row['download_rss_mib']:.1f} MiB, verified {ok}"
-    )
-    return row
+    cells.update(_legacy_cells(table, sizes))
+    return {
+        "sizes": sizes,
+        "repeats": repeats,
+        "stores": active,
+        "table": cells,
+        "raw": raw,
+        "notes": notes,
+        "load": loads,
+    }
+
+
+def _legacy_cells(table: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -> dict[str, Any]:
+    """The cells under the names of the B3 before the stores (``<size>/ours-file``, ``/curl``,
+    ``/ours-s3``) that ``benchmarks/run.py``'s own B3 section and chart still read."""
+    cells: dict[str, Any] = {}
+    for label in sizes:
+        for store, how, old in (
+            ("file", "ours", "ours-file"),
+            ("file", "curl", "curl"),
+            ("s3", "ours", "ours-s3"),
+        ):
+            rows = table.get(f"{label}/{store}/{how}")
+            if rows:
+                cells[f"{label}/{old}"] = {
+                    "mb_per_s": summary([r["mb_per_s"] for r in rows]),
+                    "seconds": summary([r["seconds"] for r in rows]),
+                    "peak_rss_mib": summary([r["peak_rss_mib"] for r in rows]),
+                    "download_rss_mib": summary([r["own_rss_mib"] for r in rows]),
+                    "verified": all(r["verified"] for r in rows),
+                    "runs": len(rows),
+                }
+    return cells
+
+
+def _median(cell: dict[str, Any] | None, metric: str) -> float:
+    stat = cell.get(metric) if cell else None
+    return float(stat["median"]) if stat else float("nan")
+
+
+def reference(b3: dict[str, Any], label: str, kind: str) -> str | None:
+    """The fastest plain client of ``kind`` at ``label`` (median MB/s)."""
+    names = [h for h in contenders(kind) if f"{label}/{kind}/{h}" in b3["table"]]
+    return max(names, key=lambda h: _median(b3["table"][f"{label}/{kind}/{h}"], "mb_per_s"), default=None)
+
+
+def section(b3: dict[str, Any]) -> list[str]:
+    """The "## B3" section of RESULTS.md."""
+    table, labels = b3["table"], list(b3["sizes"])
+    load = ", ".join(f"{k}: {v}" for k, v in b3["load"].items())
+    out = [
+        "## B3: downloads to each store",
+        "",
+        " ".join(f"![B3 {kind}](b3_{kind}.png)" for kind in b3["stores"]),
+        "",
+        "One document of each size streamed by the emulator (its own process) over loopback and written to "
+        "each store, by ours (`SmartFlowsHook.download_document`) and by the store's plain clients, every "
+        "transfer in its own process, interleaved in one run: `file` = local disk (`curl -sS -o FILE`), `s3` = "
+        "moto server (`boto3 upload_fileobj` of the HTTP response stream; `s3fs put_file` of a local copy "
+        "made beforehand, the put alone timed), `azure` = Azurite (`azure-storage-blob upload_blob` of the "
+        "stream), `gcs` = gcp-storage-emulator (`google-cloud-storage upload_from_file` of the stream). "
+        "*Own RSS*: the process's peak RSS during the transfer minus its RSS before it (peak reset "
+        "through `/proc/self/clear_refs` after imports and set-up). MB = 10^6 bytes; medians (min-max) of "
+        f"{b3['repeats']} runs. Every stored object's size (and ours' sha256) was checked. The machine is "
+        f"shared (2 cores, other agents working): load averages (1/5/15 min) {load}.",
+        "",
+        "| store | size | how | MB/s | ratio to the store's reference | own RSS MiB | verified |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind in b3["stores"]:
+        for label in labels:
+            ref = reference(b3, label, kind)
+            ref_speed = _median(table.get(f"{label}/{kind}/{ref}"), "mb_per_s") if ref else float("nan")
+            for how in ["ours", *contenders(kind)]:
+                cell = table.get(f"{label}/{kind}/{how}")
+                if not cell:
+                    continue
+                ratio = _median(cell, "mb_per_s") / ref_speed
+                rss = fmt(cell["own_rss_mib"], 1) if cell["own_rss_mib"] else "n/a"
+                name = f"{how} (reference)" if how == ref else how
+                out.append(
+                    f"| {kind} | {label} | {name} | {fmt(cell['mb_per_s'], 0)} | {ratio:.2f} | {rss} | {cell['verified']} |"
+                )
+    out += ["", "Targets (medians):", ""]
+    for kind in b3["stores"]:
+        for label in labels:
+            ref = reference(b3, label, kind)
+            ours = table.get(f"{label}/{kind}/ours")
+            if ours and ref:
+                ratio = _median(ours, "mb_per_s") / _median(table[f"{label}/{kind}/{ref}"], "mb_per_s")
+                out.append(
+                    f"- {kind}, {label}: ours {ratio:.0%} of {ref} (target ≥ {TARGET_RATIO:.0%}) "
+                    f"{_verdict(ratio >= TARGET_RATIO)}"
+                )
+        rss = [_median(table.get(f"{label}/{kind}/ours"), "own_rss_mib") for label in labels]
+        spread = max(rss) - min(rss)
+        worst = max(rss)
+        out.append(
+            f"- {kind}: ours' own RSS {' / '.join(f'{r:.1f}' for r in rss)} MiB for {' / '.join(labels)} "
+            f"(target ≤ {TARGET_OWN_RSS_MIB:.0f} MiB {_verdict(worst <= TARGET_OWN_RSS_MIB)}; the same for both "
+            f"sizes, within 5 MiB: {spread:.1f} MiB {_verdict(spread <= 5)})"
+        )
+    out += [f"- {note}" for note in b3["notes"]]
+    return [*out, ""]
+
+
+def _verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def charts(b3: dict[str, Any], out: Path) -> list[str]:
+    """``b3_<store>.png`` per store: MB/s per contender and size; ours' own RSS per size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    labels = list(b3["sizes"])
+    for kind in b3["stores"]:
+        hows = ["ours", *contenders(kind)]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        width = 0.8 / len(hows)
+        for i, how in enumerate(hows):
+            xs = [j + (i - (len(hows) - 1) / 2) * width for j in range(len(labels))]
+            for metric, ax in (("mb_per_s", ax1), ("own_rss_mib", ax2)):
+                stats = [(b3["table"].get(f"{label}/{kind}/{how}") or {}).get(metric) for label in labels]
+                meds = [s["median"] if s else 0 for s in stats]
+                err = [
+                    [s["median"] - s["min"] if s else 0 for s in stats],
+                    [s["max"] - s["median"] if s else 0 for s in stats],
+                ]
+                ax.bar(xs, meds, width, yerr=err, capsize=3, label=how)
+        ax1.set_title("throughput (MB/s, medians, min-max)", fontsize=10)
+        ax2.set_title("the transfer's own RSS (MiB)", fontsize=10)
+        ax2.axhline(
+            TARGET_OWN_RSS_MIB,
+            color="red",
+            ls="--",
+            lw=1,
+            label=f"target ≤ {TARGET_OWN_RSS_MIB:.0f} MiB (ours)",
+        )
+        for ax in (ax1, ax2):
+            ax.set_xticks(range(len(labels)), labels)
+            ax.legend(fontsize=8)
+        fig.suptitle(f"B3 {kind}: one document from the emulator to {kind}, over loopback", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out / f"b3_{kind}.png", dpi=110)
+        plt.close(fig)
+        written.append(f"b3_{kind}.png")
+    return written
+
+
+def replace_section(results_md: Path, lines: list[str]) -> None:
+    """Put ``lines`` in place of the "## B3" section of RESULTS.md (up to the next "## "), or at the end."""
+    text = results_md.read_text() if results_md.exists() else ""
+    body = "\n".join(lines).rstrip("\n") + "\n\n"
+    start = text.find("\n## B3")
+    if start < 0:
+        results_md.write_text(text.rstrip("\n") + "\n\n" + body)
+        return
+    end = text.find("\n## ", start + 1)
+    results_md.write_text(text[: start + 1] + body + (text[end + 1 :] if end >= 0 else ""))
 
 
 def main(argv: list[str]) -> None:
-    if argv and argv[0] == "child":
-        child(argv[1:])
+    if argv and argv[0] == "child-ours":
+        child_ours(argv[1:])
+        return
+    if argv and argv[0] == "child-sdk":
+        child_sdk(argv[1:])
         return
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--small", action="store_true", help="4 MiB and 1 MiB (smoke)")
-    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--stores", default=",".join(STORES))
+    p.add_argument("--out", type=Path, default=None, help="JSON of the raw results")
+    p.add_argument("--results", type=Path, default=None, help="RESULTS.md whose B3 section to rewrite")
     args = p.parse_args(argv)
-    sizes = {"4 MiB": 4 * 2**20, "1 MiB": 2**20} if args.small else SIZES
+    sizes = {"1 MiB": 2**20, "4 MiB": 4 * 2**20} if args.small else SIZES
     with tempfile.TemporaryDirectory(prefix="bench-b3-") as tmp:
-        result = run(sizes, args.repeats, Path(tmp))
+        result = run(sizes, args.repeats, Path(tmp), tuple(args.stores.split(",")))
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text)
-    else:
+    if args.results:
+        charts(result, args.results.parent)
+        replace_section(args.results, section(result))
+    if not args.out and not args.results:
         print(text)
 
 
