@@ -209,6 +209,10 @@ class SmartFlowsExecutionWaitMixin(SmartFlowsHumanInputMixin):
         answered: list[str] | None = None,
     ) -> dict[str, Any]:
         """Resume from the trigger: finish, or answer a form and wait (defer) again."""
+        if "status" not in event:
+            # A person's answer, or the human-input trigger's event, delivered here: a trigger
+            # dropped by an answer can outlive it in the triggerer (operators/hitl.py).
+            return self.resume_after_person(context, event, None, end_time)
         if end_time is None:
             # dag.test() passes only the event on resume; the event carries the deadline too.
             end_time = event.get("end_time")

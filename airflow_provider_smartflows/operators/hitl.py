@@ -248,7 +248,7 @@ class SmartFlowsHumanInputMixin:
     ) -> dict[str, Any]:
         """Resume from a person's answer (Airflow) or from the trigger (the execution moved on)."""
         if execution_id is None:
-            execution_id = str(event["execution_id"])
+            execution_id = str(event.get("execution_id") or self._pushed_execution_id(context))
         self._execution_id = execution_id
         if "chosen_options" in event:
             return self._take_answer(context, event, execution_id, end_time, prompt)
@@ -259,6 +259,12 @@ class SmartFlowsHumanInputMixin:
             if result is not None:
                 return result
         return self.wait_for(context, execution_id, end_time)
+
+    @staticmethod
+    def _pushed_execution_id(context: Context) -> str:
+        """The execution id the task pushed to XCom (an answer delivered to another method)."""
+        ti = context["ti"]
+        return str(ti.xcom_pull(task_ids=ti.task_id, key="execution_id", map_indexes=ti.map_index))
 
     def _take_answer(
         self,
@@ -271,6 +277,8 @@ class SmartFlowsHumanInputMixin:
         user = event.get("responded_by_user") or {}
         who = user.get("name") or ("nobody (timed out)" if event.get("timedout") else "an unknown user")
         progress = self.hook.get_progress(execution_id)
+        if prompt is None:  # delivered without its prompt: it answers the form shown now
+            prompt = prompt_key(progress.raw)
         if progress.status is not ExecutionStatus.USER_INPUT or prompt_key(progress.raw) != prompt:
             self.log.info(
                 "execution %s: the answer of %s came after the execution left the form (%s); not posted",

@@ -221,7 +221,8 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         end_time: float | None = None,
         answered: list[str] | None = None,
     ) -> dict[str, Any]:
-        self._execution_id = str(event["execution_id"])
+        if "execution_id" in event:  # a person's answer carries none
+            self._execution_id = str(event["execution_id"])
         return super().execute_complete(context, event, end_time, answered)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
     from airflow_provider_smartflows.waiting import ExecutionEvent, ExecutionWatch
 
 
+# ti.xcom_pull(...) without map_indexes asks for every map index, a request the triggerer of
+# Airflow 3.3.2 cannot answer (the rendering hangs); map_indexes=-1 asks for one.
+_XCOM_PULL_ALL_INDEXES = re.compile(r"xcom_pull\((?![^)]*map_indexes)")
+
+
+def _triggerer_cannot_render(execution_id: object) -> bool:
+    return isinstance(execution_id, str) and bool(_XCOM_PULL_ALL_INDEXES.search(execution_id))
+
+
 class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator):
     """
     Wait for a Smart Flows execution to finish, poking or deferred.
@@ -49,7 +59,10 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
     :param start_from_trigger: with ``deferrable`` on Airflow >= 3.3, start in the triggerer: no
         worker runs the sensor (``execution_id`` is rendered there) unless its outcome needs one
         (a form to answer, a failure, a ``Warning``, the timeout). Mapped sensors start on a
-        worker (Airflow 3.3.2 does not start mapped tasks from the triggerer).
+        worker (Airflow 3.3.2 does not start mapped tasks from the triggerer), and so does an
+        ``execution_id`` whose ``xcom_pull`` has no ``map_indexes`` (the triggerer of Airflow
+        3.3.2 cannot render it): write ``ti.xcom_pull(task_ids="start", key="execution_id",
+        map_indexes=-1)``.
     """
 
     template_fields: Sequence[str] = ("execution_id", "user_input")
@@ -88,7 +101,19 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         self.poll_interval = float(self.poke_interval)
         self._poke_watch: ExecutionWatch | None = None
         self._answered: list[str] = []
-        if deferrable and start_from_trigger and AIRFLOW_V_3_3_PLUS:
+        if (
+            deferrable
+            and start_from_trigger
+            and AIRFLOW_V_3_3_PLUS
+            and _triggerer_cannot_render(execution_id)
+        ):
+            self.log.warning(
+                "Task %s starts on a worker, not in the triggerer: its execution_id calls xcom_pull "
+                "without map_indexes, which the triggerer of Airflow 3.3 cannot render; add "
+                "map_indexes=-1 to start in the triggerer.",
+                self.task_id,
+            )
+        elif deferrable and start_from_trigger and AIRFLOW_V_3_3_PLUS:
             self.start_from_trigger = True
             # A new object: the class attribute is shared by every sensor.
             self.start_trigger_args = dataclasses.replace(
@@ -121,7 +146,8 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         answered: list[str] | None = None,
     ) -> dict[str, Any]:
         # Started in the triggerer, the sensor has not pushed its execution's link yet.
-        self._push_execution_xcoms(context, str(event["execution_id"]))
+        if "execution_id" in event:
+            self._push_execution_xcoms(context, str(event["execution_id"]))
         return super().execute_complete(context, event, end_time, answered)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

@@ -12,7 +12,7 @@ from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.sensors.smartflows import SmartFlowsExecutionSensor
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
 
-TEMPLATE = "{{ ti.xcom_pull(task_ids='start', key='execution_id') }}"
+TEMPLATE = "{{ ti.xcom_pull(task_ids='start', key='execution_id', map_indexes=-1) }}"
 
 
 @pytest.mark.airflow_version(min="3.3", reason="start_from_trigger renders templates from Airflow 3.3")
@@ -44,11 +44,17 @@ def test_deferrable_sensor_starts_from_the_trigger_with_its_template_to_render()
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"deferrable": False}, {"deferrable": True, "start_from_trigger": False}],
-    ids=["poking", "opted-out"],
+    [
+        {"deferrable": False},
+        {"deferrable": True, "start_from_trigger": False},
+        # Every map index: a request the triggerer of Airflow 3.3.2 cannot answer (it hangs).
+        {"deferrable": True, "execution_id": "{{ ti.xcom_pull(task_ids='start', key='execution_id') }}"},
+    ],
+    ids=["poking", "opted-out", "xcom-pull-without-map-indexes"],
 )
 def test_sensor_starts_on_a_worker_otherwise(kwargs: dict[str, Any]) -> None:
-    sensor = SmartFlowsExecutionSensor(task_id="wait", execution_id="e1", **kwargs)
+    kwargs.setdefault("execution_id", "e1")
+    sensor = SmartFlowsExecutionSensor(task_id="wait", **kwargs)
     assert sensor.start_from_trigger is False
 
 

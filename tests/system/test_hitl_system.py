@@ -34,14 +34,15 @@ pytestmark = [
 ]
 
 DAGS_FOLDER = Path(__file__).parent / "hitl_dags"
+SCENARIO = Path(__file__).parent / "hitl_scenario.json"
 TASK = "approve"
 EXECUTION_IN_SUBJECT = re.compile(r"\(execution ([^)]+)\)")
 
 
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
-    """The emulator in its own process at speed-up 1 (built-in flows only)."""
-    emu = EmulatorProcess(tmp_path_factory.mktemp("emulator"), speedup=1.0)
+    """The emulator in its own process at speed-up 1, with the flows of hitl_scenario.json."""
+    emu = EmulatorProcess(tmp_path_factory.mktemp("emulator"), scenario=SCENARIO, speedup=1.0)
     try:
         yield emu
     finally:
@@ -86,30 +87,30 @@ def answer(stack: AirflowStack, dag_id: str, run_id: str, params_input: dict[str
     stack.api("PATCH", hitl_path(dag_id, run_id), json=body)
 
 
-def deferrals(stack: AirflowStack, ti_id: str) -> int:
-    """How many times the scheduler has seen this task instance's worker end in ``deferred``."""
+def deferrals_settled(stack: AirflowStack, dag_id: str, run_id: str, ti_id: str) -> bool:
+    """Whether the scheduler has seen the worker end after each time the task deferred.
+
+    Airflow 3.3.2 fails a task resumed before that ("state changed externally",
+    apache/airflow#72716). A person takes longer than that; a test answering at once does not.
+    """
+    deferred = task_log(stack, dag_id, run_id).count("Pausing task as DEFERRED")
     log = (stack.home / "scheduler.log").read_text(errors="replace")
-    return sum(
+    seen = sum(
         1
         for line in log.splitlines()
         if "TaskInstance Finished" in line and f"ti_id={ti_id}" in line and "state=deferred" in line
     )
+    return deferred > 0 and seen >= deferred
 
 
-def open_request(stack: AirflowStack, dag_id: str, run_id: str, seen: int = 0) -> tuple[dict[str, Any], int]:
-    """Wait until the task waits for a person; (the request, deferrals seen so far).
+def open_request(stack: AirflowStack, dag_id: str, run_id: str) -> dict[str, Any]:
+    """Wait until the task waits for a person, deferred and settled; return the request."""
 
-    Also waits until the scheduler has processed the worker's end after deferring (more than
-    ``seen`` times): Airflow 3.3.2 fails a task resumed before that ("state changed externally").
-    A person takes longer than that; a test answering at once does not.
-    """
-
-    def ready() -> tuple[dict[str, Any], int] | None:
+    def ready() -> dict[str, Any] | None:
         detail = request_of(stack, dag_id, run_id)
         if not detail or detail["response_received"] or detail["task_instance"]["state"] != "deferred":
             return None
-        count = deferrals(stack, detail["task_instance"]["id"])
-        return (detail, count) if count > seen else None
+        return detail if deferrals_settled(stack, dag_id, run_id, detail["task_instance"]["id"]) else None
 
     return stack.wait_for(ready, timeout=180, what=f"an open request in {dag_id}")
 
@@ -163,10 +164,11 @@ def test_a_person_answers_and_the_execution_completes_with_those_values(
         },
     )
     run_id = start(stack, dag_id)
-    request, seen = open_request(stack, dag_id, run_id)
+    request = open_request(stack, dag_id, run_id)
     execution = execution_of(emulator, request)
     assert (
-        request["subject"] == f"Smart Flows flow approval waits for your input (execution {execution['id']})"
+        request["subject"]
+        == f"Smart Flows flow hitl-approval waits for your input (execution {execution['id']})"
     )
     assert f"[{execution['id']}](" in request["body"]
     assert "**Record:** account acc-42" in request["body"]
@@ -181,7 +183,7 @@ def test_a_person_answers_and_the_execution_completes_with_those_values(
 
     answer(stack, dag_id, run_id, {"approved": False, "comment": ""})
     # Refused: the same request opens again (Airflow keeps one per task instance), reason in the log.
-    open_request(stack, dag_id, run_id, seen)
+    open_request(stack, dag_id, run_id)
     assert "Smart Flows refused the answer of Anonymous: A rejection needs a comment" in task_log(
         stack, dag_id, run_id
     )
@@ -199,7 +201,7 @@ def test_a_person_answers_and_the_execution_completes_with_those_values(
 def test_nobody_answers_in_time(stack: AirflowStack, emulator: EmulatorProcess) -> None:
     dag_id = "smartflows_hitl_timeout"
     run_id = start(stack, dag_id)
-    request, _ = open_request(stack, dag_id, run_id)
+    request = open_request(stack, dag_id, run_id)
     assert finish(stack, dag_id, run_id) == "failed"
     assert execution_of(emulator, request)["status"] == "Canceled"
     closed = request_of(stack, dag_id, run_id)
@@ -215,7 +217,7 @@ def test_execution_cancelled_while_waiting_for_a_person(
 ) -> None:
     dag_id = "smartflows_hitl_cancel"
     run_id = start(stack, dag_id)
-    request, _ = open_request(stack, dag_id, run_id)
+    request = open_request(stack, dag_id, run_id)
     execution_id = execution_of(emulator, request)["id"]
     emulator.api("DELETE", f"/flows/executions/{execution_id}/progress")
     assert finish(stack, dag_id, run_id) == "failed"
