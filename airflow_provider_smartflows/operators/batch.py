@@ -18,8 +18,10 @@ from airflow_provider_smartflows.exceptions import (
 )
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.inputs import prepare_start_body
+from airflow_provider_smartflows.hooks.reconcile import DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.operators.batch_outcomes import BatchOutcomesMixin
+from airflow_provider_smartflows.operators.batch_reconcile import Ambiguous, BatchReconcileMixin
 from airflow_provider_smartflows.operators.batch_records import (
     Cursor,
     Record,
@@ -57,7 +59,7 @@ if TYPE_CHECKING:
 MAX_BACKOFF_SECONDS = 60.0
 
 
-class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
+class SmartFlowsRunFlowBatchOperator(BatchReconcileMixin, BatchOutcomesMixin, BaseOperator):
     """
     Run a Smart Flows flow once per record, at most ``max_active`` executions at a time.
 
@@ -69,8 +71,9 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
 
     The batch's progress lives in a checkpoint object next to ``manifest_uri``; a task retry, a
     worker killed mid-batch or a triggerer restart resumes from it: no finished record runs again,
-    no running execution is started twice, a record whose start may or may not have happened is
-    marked ``unknown``. When all records are done, ``manifest_uri`` holds one JSON line per record
+    no running execution is started twice. A record whose start may or may not have created an
+    execution is reconciled: the one execution the listing proves it created is adopted, a proven
+    absence starts it again (once), anything else marks it ``unknown``. When all records are done, ``manifest_uri`` holds one JSON line per record
     (key, execution id, status, the flow's messages, documents with uri, size and sha256), and the
     task returns a summary (counts, manifest URI).
 
@@ -100,6 +103,7 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         destination ending with ``/`` is a folder (documents keep their display names). None: no
         download, the manifest lists document ids.
     :param destination_conn_id: storage connection of ``destination``.
+    :param download_concurrency: documents downloaded at the same time when a wave's records finish.
     :param overwrite: replace existing files (default True: a resumed record writes its files again).
     :param max_active: executions running at once on the server.
     :param max_starts_per_second: start rate limit; None: as fast as slots free up.
@@ -116,6 +120,13 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         cancelled (``cancel_on_kill``) and the task fails; a retry continues with the rest.
     :param fail_on_warning: count a ``Warning`` outcome as a failure.
     :param cancel_on_kill: cancel the running executions when the task is killed or times out.
+    :param reconcile_ambiguous_start: resolve a start whose outcome is unknown by listing the flow's
+        executions (the key needs the right to list them); False marks such a record ``unknown``.
+    :param reconcile_clock_skew: seconds by which ``createdAt`` may be earlier than the send time as
+        measured through the server's ``Date`` header (an execution with the same input created this
+        little before the start leaves the outcome unknown).
+    :param reconcile_settle_time: seconds to wait before the listing that proves nothing was
+        created; counted once per wave, not per record.
     """
 
     template_fields: Sequence[str] = (
@@ -153,6 +164,7 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         destination: str | None = None,
         destination_conn_id: str | None = None,
         overwrite: bool = True,
+        download_concurrency: int = 4,
         max_active: int = 10,
         max_starts_per_second: float | None = None,
         record_retries: int = 1,
@@ -164,6 +176,9 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         timeout: float | None = None,
         fail_on_warning: bool = False,
         cancel_on_kill: bool = True,
+        reconcile_ambiguous_start: bool = True,
+        reconcile_clock_skew: float = DEFAULT_CLOCK_SKEW,
+        reconcile_settle_time: float = DEFAULT_SETTLE_TIME,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -183,6 +198,7 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         self.destination = destination
         self.destination_conn_id = destination_conn_id
         self.overwrite = overwrite
+        self.download_concurrency = download_concurrency
         self.max_active = max_active
         self.max_starts_per_second = max_starts_per_second
         self.record_retries = record_retries
@@ -194,11 +210,15 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         self.timeout = timeout
         self.fail_on_warning = fail_on_warning
         self.cancel_on_kill = cancel_on_kill
+        self.reconcile_ambiguous_start = reconcile_ambiguous_start
+        self.reconcile_clock_skew = reconcile_clock_skew
+        self.reconcile_settle_time = reconcile_settle_time
         self._check_arguments()
         self._state: BatchState | None = None
         self._clock: tuple[float, float] = (0.0, time.perf_counter())
         self._last_start = 0.0
         self._xml: Callable[[dict[str, Any]], str] | None = None
+        self._ambiguous_at = 0.0
 
     def _check_arguments(self) -> None:
         def positive_int(name: str, value: object, low: int) -> None:
@@ -207,6 +227,7 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
 
         positive_int("max_active", self.max_active, 1)
         positive_int("record_retries", self.record_retries, 0)
+        positive_int("download_concurrency", self.download_concurrency, 1)
         if (self.records is None) == (self.records_uri is None):
             raise SmartFlowsInputError("Give exactly one of records (a list or an XCom) and records_uri.")
         if self.data_template is not None and self.xml_template is not None:
@@ -223,6 +244,10 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
             raise SmartFlowsInputError(f"max_starts_per_second must be > 0 or None, not {rate!r}.")
         if not self.poll_interval > 0 or self.gather_seconds < 0:
             raise SmartFlowsInputError("poll_interval must be > 0 and gather_seconds >= 0.")
+        for name in ("reconcile_clock_skew", "reconcile_settle_time"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise SmartFlowsInputError(f"{name} must be a number of seconds >= 0, not {value!r}.")
         if self.timeout is not None and not self.timeout > 0:
             raise SmartFlowsInputError(f"timeout must be > 0 seconds or None, not {self.timeout!r}.")
 
@@ -307,7 +332,7 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         return state
 
     def _resume(self, context: Context, state: BatchState) -> None:
-        """Check the checkpoint is this task's; records found mid-start become unknown."""
+        """Check the checkpoint is this task's; records found mid-start are reconciled."""
         owner = self._owner(context)
         if state.owner != owner:
             raise SmartFlowsInputError(
@@ -318,8 +343,10 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
         self._clock = (state.worker_seconds, self._clock[1])
         state.resumes += 1
         self._deadline(context, state)
-        for entry in [e for e in state.entries if e.state == STARTING]:
-            self._ambiguous_start(state, entry, None)
+        found: list[Ambiguous] = [(e, None) for e in state.entries if e.state == STARTING]
+        if found:  # when the start was sent is unknown: the full settle time from now
+            self._reconcile(context, state, found, time.time())
+            self._save(state)
 
     def _deadline(self, context: Context, state: BatchState) -> None:
         """The try's deadline (``timeout`` from this try's first execute), kept in the checkpoint."""
@@ -449,23 +476,30 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
     # --- starting --------------------------------------------------------------------------------
 
     def _start_wave(self, context: Context, state: BatchState) -> None:
-        """Start records into the free slots: intent written first, execution ids right after."""
+        """Start records into the free slots; records a listing proved not started go again at once."""
+        while self._start_one_wave(context, state):
+            pass
+
+    def _start_one_wave(self, context: Context, state: BatchState) -> bool:
+        """One wave: intent written first, execution ids right after, then its ambiguous starts
+        reconciled together. True when some record waits to be started again."""
         if state.backoff_until is not None and time.time() < state.backoff_until:
-            return
+            return False
         free = self.max_active - len(state.running())
         wave = [entry for entry in state.entries if entry.state == PENDING][:free]
         wave += self._take_new(context, state, free - len(wave))
         if not wave:
-            return
+            return False
         now = time.time()
         for entry in wave:
             entry.state, entry.intent_at = STARTING, now
-        self._save(state)  # write-ahead: a crash from here on leaves these records `unknown`
+        self._save(state)  # write-ahead: a crash from here on leaves these records to reconcile
         sent = -1
+        ambiguous: list[Ambiguous] = []
         try:
             for index, entry in enumerate(wave):
                 sent = index
-                if not self._start(context, state, entry):
+                if not self._start(context, state, entry, ambiguous):
                     sent = index - 1  # refused as it stood: this record waits too
                     break
         finally:
@@ -474,9 +508,15 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
                 if later.state == STARTING:
                     later.state, later.intent_at = PENDING, None
             self._save(state)
+        if not ambiguous:
+            return False
+        again = self._reconcile(context, state, ambiguous, self._ambiguous_at)
+        self._save(state)
+        return again
 
-    def _start(self, context: Context, state: BatchState, entry: Entry) -> bool:
-        """Start one record; False when the server asks to slow down (the record waits)."""
+    def _start(self, context: Context, state: BatchState, entry: Entry, ambiguous: list[Ambiguous]) -> bool:
+        """Start one record; False when the server asks to slow down (the record waits). A start
+        whose outcome is unknown stays ``starting`` and joins ``ambiguous``."""
         try:
             data = self._checked_input(context, Record(entry.line, entry.record, entry.key))
         except SmartFlowsInputError:
@@ -489,7 +529,8 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
             )
         except SmartFlowsApiError as err:
             if getattr(err, "may_have_started", False):
-                self._ambiguous_start(state, entry, err)
+                ambiguous.append((entry, err))
+                self._ambiguous_at = time.time()
                 return True
             if err.retryable:  # 429/503 beyond the hook's own retries: nothing started, slow down
                 state.backoff = min(MAX_BACKOFF_SECONDS, max(1.0, state.backoff * 2))
@@ -523,33 +564,3 @@ class SmartFlowsRunFlowBatchOperator(BatchOutcomesMixin, BaseOperator):
             if wait > 0:
                 time.sleep(wait)
         self._last_start = time.monotonic()
-
-    def _ambiguous_start(self, state: BatchState, entry: Entry, error: SmartFlowsApiError | None) -> None:
-        """A start that may or may not have created an execution: adopt a proven one, else ``unknown``."""
-        execution_id = self.find_started_execution(entry.record, entry.intent_at, error)
-        if execution_id is not None:
-            entry.state, entry.execution_id = RUNNING, execution_id
-            state.counts["executions"] += 1
-            return
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.intent_at or time.time()))
-        reason = (
-            one_line(error, 200)
-            if error is not None
-            else "the task stopped between the start request and its answer"
-        )
-        message = (
-            f"the start may have created an execution ({reason}): look for an execution of flow "
-            f"{self.flow_id} created around {when} before running this record again"
-        )
-        self.log.error("record %s (line %d): %s", entry.key, entry.line, message)
-        self._drop(state, entry, UNKNOWN, messages=[message])
-
-    def find_started_execution(
-        self, record: Any, sent_at: float | None, error: SmartFlowsApiError | None
-    ) -> str | None:
-        """The execution an ambiguous start of ``record`` created, when the server can prove it.
-
-        The seam for reconciling ambiguous starts: this version proves nothing and returns None, so
-        the record is marked ``unknown`` and never started again blindly.
-        """
-        return None

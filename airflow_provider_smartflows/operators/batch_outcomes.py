@@ -8,9 +8,12 @@ whose deadline passed.
 
 from __future__ import annotations
 
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsTimeoutError
+from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.operators.batch_records import Record, format_template
 from airflow_provider_smartflows.operators.batch_state import FAILED, PENDING, SUCCEEDED, manifest_line
@@ -23,7 +26,6 @@ from airflow_provider_smartflows.waiting import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
     from airflow_provider_smartflows.operators.batch_state import BatchState, BatchStore, Entry
     from airflow_provider_smartflows.waiting import ExecutionEvent
 
@@ -37,6 +39,8 @@ class BatchOutcomesMixin:
     overwrite: bool
     cancel_on_kill: bool
     timeout: float | None
+    smartflows_conn_id: str
+    download_concurrency: int
     if TYPE_CHECKING:
         log: Any
 
@@ -55,13 +59,14 @@ class BatchOutcomesMixin:
         by_id = {entry.execution_id: entry for entry in state.running()}
         timed_out: list[Entry] = []
         errors: list[str] = []
+        succeeded: list[tuple[Entry, ExecutionEvent]] = []
         for event in events:
             entry = by_id.pop(event["execution_id"], None)
             if entry is None:
                 continue  # already recorded (a wait resumed twice)
             status = event["status"]
             if status == EVENT_SUCCESS:
-                self._finish_success(state, entry, event)
+                succeeded.append((entry, event))
             elif status == EVENT_FAILED:
                 self._finish_failure(state, entry, event)
             elif status == EVENT_INPUT_REQUIRED:
@@ -77,6 +82,7 @@ class BatchOutcomesMixin:
                 timed_out.append(entry)
             else:
                 errors.append(f"record {entry.key} (execution {entry.execution_id}): {event['message']}")
+        self._finish_successes(state, succeeded)
         if timed_out:
             self._time_out(state, timed_out + list(by_id.values()))
         if errors:
@@ -91,15 +97,50 @@ class BatchOutcomesMixin:
         state.entries.remove(entry)
         state.add_result(manifest_line(entry, status, **fields))
 
-    def _finish_success(self, state: BatchState, entry: Entry, event: ExecutionEvent) -> None:
+    def _finish_successes(self, state: BatchState, done: list[tuple[Entry, ExecutionEvent]]) -> None:
+        """Download the documents of the succeeded records, ``download_concurrency`` at a time (a
+        hook and HTTP session per thread), then write their manifest lines in the events' order."""
+        workers = min(self.download_concurrency, len(done)) if self.destination else 1
+        if workers <= 1:
+            results = [self._saved_documents(self.hook, entry, event) for entry, event in done]
+        else:
+            hooks: queue.SimpleQueue[SmartFlowsHook] = queue.SimpleQueue()
+            for hook in [self.hook, *self._extra_hooks(workers - 1)]:
+                hooks.put(hook)
+
+            def run(item: tuple[Entry, ExecutionEvent]) -> tuple[list[dict[str, Any]], str | None]:
+                hook = hooks.get()
+                try:
+                    return self._saved_documents(hook, *item)
+                finally:
+                    hooks.put(hook)
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="smartflows-batch-download") as pool:
+                results = list(pool.map(run, done))
+        for (entry, event), (documents, error) in zip(done, results, strict=True):
+            status = event["execution_status"]
+            if error is None:
+                self._drop(state, entry, SUCCEEDED, execution_status=status, documents=documents)
+                continue
+            self.log.error("record %s (line %d): %s", entry.key, entry.line, error)
+            self._drop(state, entry, FAILED, execution_status=status, messages=[error])
+
+    def _extra_hooks(self, count: int) -> list[SmartFlowsHook]:
+        hooks: list[SmartFlowsHook] = self.__dict__.setdefault("_download_hooks", [])
+        while len(hooks) < count:
+            hook = SmartFlowsHook(self.smartflows_conn_id)
+            hook.settings  # noqa: B018 - the connection is read here, in the task's own thread
+            hooks.append(hook)
+        return hooks[:count]
+
+    def _saved_documents(
+        self, hook: SmartFlowsHook, entry: Entry, event: ExecutionEvent
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """The record's saved documents, or the reason they could not be saved."""
         try:
-            documents = self._download(entry, event["document_ids"])
+            return self._download(hook, entry, event["document_ids"]), None
         except SmartFlowsError as err:
-            message = f"the execution succeeded but its documents could not be saved: {one_line(err, 300)}"
-            self.log.error("record %s (line %d): %s", entry.key, entry.line, message)
-            self._drop(state, entry, FAILED, execution_status=event["execution_status"], messages=[message])
-            return
-        self._drop(state, entry, SUCCEEDED, execution_status=event["execution_status"], documents=documents)
+            return [], f"the execution succeeded but its documents could not be saved: {one_line(err, 300)}"
 
     def _finish_failure(self, state: BatchState, entry: Entry, event: ExecutionEvent) -> None:
         messages = self._flow_messages(str(entry.execution_id), event)
@@ -132,7 +173,7 @@ class BatchOutcomesMixin:
             items = list(execution.warnings) + items
         return [str(item) for item in items] or [event["message"]]
 
-    def _download(self, entry: Entry, document_ids: list[str]) -> list[dict[str, Any]]:
+    def _download(self, hook: SmartFlowsHook, entry: Entry, document_ids: list[str]) -> list[dict[str, Any]]:
         """Save the record's documents where ``destination`` says; their manifest entries."""
         if not self.destination:
             return [{"document_id": document_id} for document_id in document_ids]
@@ -141,7 +182,7 @@ class BatchOutcomesMixin:
         saved = []
         for number, document_id in enumerate(document_ids, start=1):
             path = target if target.endswith("/") or number == 1 else _numbered(target, number)
-            done = self.hook.download_document(
+            done = hook.download_document(
                 document_id, path, conn_id=self.destination_conn_id or None, overwrite=self.overwrite
             )
             saved.append(

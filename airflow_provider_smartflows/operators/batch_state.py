@@ -11,7 +11,7 @@ For a manifest ``<m>`` (e.g. ``s3://bucket/invoices/2025-01-31/manifest.jsonl``)
 
 Starting is write-ahead: the checkpoint records the intent (state ``starting``) before the start
 requests of a wave, and their execution ids right after. A record found ``starting`` on resume may
-or may not have an execution: it becomes ``unknown``, never started again blindly.
+or may not have an execution: it is reconciled (:mod:`.batch_reconcile`), never started again blindly.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class Entry:
     attempt: int = 1
     execution_id: str | None = None
     intent_at: float | None = None
+    #: A listing proved that an ambiguous start created nothing, and the record was queued again:
+    #: a further ambiguous start makes it ``unknown`` (at most one start again per record).
+    restarted: bool = False
     #: Earlier attempts: ``{"execution_id", "execution_status", "messages"}`` each.
     previous: list[dict[str, Any]] = field(default_factory=list)
 
