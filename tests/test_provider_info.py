@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ from pathlib import Path
 import airflow
 import jsonschema
 import pytest
+from packaging.version import Version
 
 from airflow_provider_smartflows import __version__
 from airflow_provider_smartflows.get_provider_info import get_provider_info
@@ -60,8 +62,19 @@ def test_providers_manager_registers_the_hook():
     assert hook_info.connection_testable
 
 
+def _skip_without_form_libraries() -> None:
+    missing = [name for name in ("wtforms", "flask_babel") if importlib.util.find_spec(name) is None]
+    if Version(airflow.__version__) < Version("3.2") and missing:
+        pytest.skip(
+            f"Airflow < 3.2 builds connection forms with {', '.join(missing)}, which the FAB provider "
+            "brings: without it Airflow registers no provider's form fields or labels"
+        )
+
+
 def test_providers_manager_loads_connection_form_fields():
     from airflow.providers_manager import ProvidersManager
+
+    _skip_without_form_libraries()
 
     manager = ProvidersManager()
     assert manager.field_behaviours["smartflows"]["relabeling"]["host"] == "Base URL"
@@ -73,6 +86,7 @@ def test_providers_manager_loads_connection_form_fields():
 def test_connection_form_before_conn_fields_says_its_extras_are_unchecked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    _skip_without_form_libraries()
     with caplog.at_level(logging.INFO, logger="airflow_provider_smartflows.hooks.smartflows"):
         widgets = SmartFlowsHook.get_connection_form_widgets()
     assert set(widgets) == set(ALLOWED_EXTRAS)
@@ -97,7 +111,8 @@ def test_airflow_providers_list_shows_the_provider(tmp_path):
         timeout=120,
         check=True,
     )
-    start = result.stdout.index("[")
+    # Log lines (which start with "[" too) may come before the JSON list.
+    start = ("\n" + result.stdout).index("\n[{")
     providers = {p["package_name"]: p for p in json.loads(result.stdout[start:])}
     assert providers["airflow-provider-smartflows"]["version"] == __version__
 

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
-
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 DAG_BLOCKS = [block for block in BLOCKS if "with DAG(" in block]
@@ -23,9 +21,9 @@ def test_readme_has_the_two_commands_first() -> None:
 
 @pytest.mark.parametrize("block", DAG_BLOCKS, ids=[re.search(r'DAG\("(\w+)"', b)[1] for b in DAG_BLOCKS])
 def test_readme_dag_example_parses(block: str, tmp_path: Path) -> None:
-    if AIRFLOW_V_3_0_PLUS:
-        from airflow.dag_processing.dagbag import DagBag
-    else:
+    try:
+        from airflow.dag_processing.dagbag import DagBag  # Airflow >= 3.1
+    except ImportError:
         from airflow.models.dagbag import DagBag
 
     (tmp_path / "example.py").write_text(block)

@@ -11,17 +11,21 @@ The fixtures are imported by ``tests/operators/conftest.py`` and ``tests/sensors
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import inspect
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from airflow.listeners import hookimpl
 
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 
 @dataclass
@@ -91,39 +95,87 @@ def _register(dag: Any) -> None:
         return
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.collection import update_dag_parsing_results_in_db
-    from airflow.serialization.serialized_objects import LazyDeserializedDAG
     from airflow.utils.session import create_session
 
     DagBundlesManager().sync_bundles_to_db()
+    kwargs: dict[str, Any] = {"import_errors": {}, "warnings": set()}
+    # Airflow >= 3.1 takes the parse duration (positional before `warnings`); 3.0 has none.
+    if "parse_duration" in inspect.signature(update_dag_parsing_results_in_db).parameters:
+        kwargs["parse_duration"] = None
     with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
+        update_dag_parsing_results_in_db("dags-folder", None, [_serialized(dag)], session=session, **kwargs)
+
+
+def _serialized(dag: Any) -> Any:
+    """The DAG as the DAG processor hands it to the DB (``LazyDeserializedDAG``)."""
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+
+    if hasattr(LazyDeserializedDAG, "from_dag"):
+        return LazyDeserializedDAG.from_dag(dag)
+    # Airflow 3.0: no from_dag; serializing needs the file's path relative to the bundle.
+    from airflow.serialization.serialized_objects import SerializedDAG
+
+    dag.relative_fileloc = os.path.basename(dag.fileloc)
+    return LazyDeserializedDAG(data=SerializedDAG.to_dict(dag))
+
+
+class ErrorRecorder:
+    """Each task try's exception, from the failure/retry callbacks' context and, where the
+    in-process run does not put ``exception`` in that context (Airflow 3.0's ``dag.test()``),
+    from Airflow's task-instance listener. One entry per (task, map index, try)."""
+
+    def __init__(self) -> None:
+        self.by_try: dict[str, dict[tuple[int, int], BaseException]] = {}
+
+    def add(self, ti: Any, error: Any) -> None:
+        if isinstance(error, BaseException):
+            key = (getattr(ti, "map_index", -1), ti.try_number)
+            self.by_try.setdefault(ti.task_id, {}).setdefault(key, error)
+
+    def callback(self, context: Any) -> None:
+        self.add(context["ti"], context.get("exception"))
+
+    @hookimpl
+    def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
+        self.add(task_instance, error)
+
+    def errors(self) -> dict[str, list[BaseException]]:
+        return {task: [tries[k] for k in sorted(tries)] for task, tries in self.by_try.items()}
+
+
+@contextlib.contextmanager
+def listening(recorder: ErrorRecorder) -> Iterator[None]:
+    if not AIRFLOW_V_3_0_PLUS:
+        yield
+        return
+    from airflow.listeners.listener import get_listener_manager
+
+    manager = get_listener_manager()
+    manager.add_listener(recorder)
+    try:
+        yield
+    finally:
+        manager.pm.unregister(recorder)
 
 
 @pytest.fixture
 def run_dag(airflow_db: None) -> Callable[..., DagResult]:
-    """Run one DAG with ``dag.test()``; record each task's exceptions through its callbacks."""
+    """Run one DAG with ``dag.test()``; record each task's exceptions (``ErrorRecorder``)."""
 
     def run(dag: Any, **test_kwargs: Any) -> DagResult:
-        errors: dict[str, list[BaseException]] = {}
-
-        def record(context: Any) -> None:
-            exc = context.get("exception")
-            if isinstance(exc, BaseException):
-                errors.setdefault(context["ti"].task_id, []).append(exc)
-
+        recorder = ErrorRecorder()
         for task in dag.tasks:
-            task.on_failure_callback = [record]
-            task.on_retry_callback = [record]
+            task.on_failure_callback = [recorder.callback]
+            task.on_retry_callback = [recorder.callback]
         _register(dag)
-        dag_run = dag.test(**test_kwargs)
+        with listening(recorder):
+            dag_run = dag.test(**test_kwargs)
         tis = dag_run.get_task_instances()
         return DagResult(
             dag_run=dag_run,
             states={ti.task_id: str(ti.state) for ti in tis},
             tries={ti.task_id: ti.try_number for ti in tis},
-            errors=errors,
+            errors=recorder.errors(),
         )
 
     return run

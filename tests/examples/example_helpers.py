@@ -97,25 +97,20 @@ def run_example(dag: Any, emulator: Any, **test_kwargs: Any) -> ExampleRun:
     of exceptions is appended), so the examples' alerting callbacks run for real. A mapped task's
     instances are keyed ``task_id[map_index]``.
     """
-    from airflow_harness import _register
+    from airflow_harness import ErrorRecorder, _register, listening
 
     from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
 
-    errors: dict[str, list[BaseException]] = {}
-
-    def record(context: Any) -> None:
-        exc = context.get("exception")
-        if isinstance(exc, BaseException):
-            errors.setdefault(context["ti"].task_id, []).append(exc)
-
+    recorder = ErrorRecorder()
     for task in dag.tasks:
-        task.on_failure_callback = _with(task.on_failure_callback, record)
-        task.on_retry_callback = _with(task.on_retry_callback, record)
+        task.on_failure_callback = _with(task.on_failure_callback, recorder.callback)
+        task.on_retry_callback = _with(task.on_retry_callback, recorder.callback)
     emulator.reset()
     _register(dag)
     if not AIRFLOW_V_3_0_PLUS and "logical_date" in test_kwargs:
         test_kwargs["execution_date"] = test_kwargs.pop("logical_date")  # Airflow 2's name
-    dag_run = dag.test(**test_kwargs)
+    with listening(recorder):
+        dag_run = dag.test(**test_kwargs)
     tis = dag_run.get_task_instances()
     return ExampleRun(
         dag_run=dag_run,
@@ -123,5 +118,5 @@ def run_example(dag: Any, emulator: Any, **test_kwargs: Any) -> ExampleRun:
         tries={_ti_key(ti): ti.try_number for ti in tis},
         executions=list(emulator.executions),
         requests=list(emulator.requests),
-        errors=errors,
+        errors=recorder.errors(),
     )

@@ -12,6 +12,8 @@ EXPECTED = {
     "smartflows_dynamics_records",
     "smartflows_xml_dataset",
     "smartflows_retries_and_alerts",
+    "smartflows_batch_invoices",
+    "smartflows_approval_form",
 }
 
 
