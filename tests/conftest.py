@@ -30,7 +30,8 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 
 # What `make unit` (`-m "not slow"`) leaves out, by node id prefix, with why: the quick loop has
-# no real Airflow services, soak, benchmark, `airflow` CLI subprocess or 1 GiB transfer.
+# no real Airflow services, soak, benchmark, `airflow` CLI subprocess, transfer of hundreds of MiB,
+# killed process or example DAG run (test_dagbag still parses every example; `make test` runs all).
 SLOW = {
     "tests/system/": "real Airflow services",
     "tests/reliability/test_soak.py": "soak",
@@ -42,14 +43,20 @@ SLOW = {
     "tests/test_provider_info.py::test_airflow_providers_list_shows_the_provider": "`airflow` CLI",
     "tests/hooks/test_download.py::test_one_gib_download": "1 GiB download",
     "tests/emulator/test_cli.py::test_one_gib_document": "1 GiB download",
+    "tests/examples/test_batch_invoices.py": "a DAG run of many mapped tasks",
+    "tests/examples/test_xml_dataset.py": "an example DAG run (S3, data set)",
+    "tests/storage/test_atomic_writes.py::test_memory_of_a_256_mib_write_is_bounded": "256 MiB write",
+    "tests/storage/test_downloads.py::test_memory_of_a_256_mib_download_is_bounded": "256 MiB download",
+    "tests/storage/test_atomic_writes.py::test_sigkill_mid_stream_leaves_nothing": "killed writer process",
 }
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "airflow_version(min=None, below=None, reason=''): run only on Airflow >= min and < below "
-        "(e.g. min='3.3' for the task state store); skipped with the reason on other versions.",
+        "airflow_version(min=None, below=None, not_line=None, reason=''): run only on Airflow >= min "
+        "and < below and not on the line not_line (e.g. min='3.3' for the task state store, "
+        "not_line='3.0'); skipped with the reason on other versions.",
     )
     config.addinivalue_line(
         "markers", "slow: left out of `make unit`; applied by tests/conftest.py (SLOW, system tests)"
@@ -67,10 +74,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         for mark in item.iter_markers("airflow_version"):
             low, below = mark.kwargs.get("min"), mark.kwargs.get("below")
+            line = mark.kwargs.get("not_line")
             if low and installed < Version(low).release:
                 need = f">= {low}"
             elif below and installed >= Version(below).release:
                 need = f"< {below}"
+            elif line and installed[:2] == Version(line).release[:2]:
+                need = f"other than {line}.x"
             else:
                 continue
             why = mark.kwargs.get("reason", "")
