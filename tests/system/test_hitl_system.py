@@ -192,7 +192,7 @@ def test_a_person_answers_and_the_execution_completes_with_those_values(
     assert finish(stack, dag_id, run_id) == "success"
     execution = execution_of(emulator, request)
     assert execution["status"] == "Success"
-    assert execution["answers"] == [{"approved": True, "comment": "Approved by legal"}]
+    assert execution["answers"] == {"approved": True, "comment": "Approved by legal"}
     # The answer replaced the trigger, which Airflow cancels like a kill: it must not cancel the run.
     assert not emulator.requests_to("DELETE", execution["id"])
     assert required_actions(stack) == []
