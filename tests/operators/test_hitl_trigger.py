@@ -73,6 +73,8 @@ async def test_answered_in_smart_flows_directly_ends_the_wait_with_no_outcome(
     smartflows_emulator: Any,
 ) -> None:
     execution_id, prompt = at_form()
+    # Real-time steps after the answer: the trigger sees it Running, not already finished.
+    smartflows_emulator.set_speedup(1.0)
     task = asyncio.ensure_future(first_event(make_trigger(execution_id, prompt)))
     await polls_parked(smartflows_emulator, execution_id, 2)
     assert not task.done()  # the form still waits: the trigger keeps watching
