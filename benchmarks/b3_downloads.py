@@ -155,13 +155,18 @@ def _sdk_uploader(how: str, key: str) -> Any:
     if how == "boto3-stream":
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=os.environ["B3_S3_ENDPOINT"], region_name="us-east-1")
+        from botocore.config import Config
+
+        config = Config(read_timeout=600)  # as for ours: moto's completion of 1 GiB is slow
+        s3 = boto3.client(
+            "s3", endpoint_url=os.environ["B3_S3_ENDPOINT"], region_name="us-east-1", config=config
+        )
         s3.head_bucket(Bucket=BUCKET)
         return lambda stream, size: s3.upload_fileobj(stream, BUCKET, key)
     if how == "s3fs-put":
         import s3fs
 
-        fs = s3fs.S3FileSystem(endpoint_url=os.environ["B3_S3_ENDPOINT"])
+        fs = s3fs.S3FileSystem(endpoint_url=os.environ["B3_S3_ENDPOINT"], config_kwargs={"read_timeout": 600})
         fs.ls(BUCKET)
         return lambda local, size: fs.put_file(local, f"{BUCKET}/{key}")
     if how == "azure-sdk-stream":
@@ -228,7 +233,13 @@ def _start_store(kind: str, work: Path, env: dict[str, str]) -> Server | None:
         import boto3
 
         server = Server("moto", [f"{bin_dir}/moto_server", "-H", "127.0.0.1", "-p", str(port)], port)
-        extra = {"endpoint_url": server.url, "region_name": "us-east-1"}
+        # moto joins the parts in memory when a multipart upload completes: for 1 GiB on a loaded
+        # machine that outlasts s3fs's 15 s read timeout, and the retried completion finds no upload.
+        extra = {
+            "endpoint_url": server.url,
+            "region_name": "us-east-1",
+            "config_kwargs": {"read_timeout": 600},
+        }
         conn = {"conn_type": "aws", "login": "testing", "password": "testing", "extra": extra}
         env.update(AIRFLOW_CONN_AWS_BENCH=json.dumps(conn), B3_S3_ENDPOINT=server.url)
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")

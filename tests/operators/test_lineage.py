@@ -6,6 +6,7 @@ The OpenLineage provider's listener is registered for the test with a file trans
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -52,9 +53,15 @@ def lineage_events(
     monkeypatch.setenv("AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD", "true")
     _forget_options(conf)  # read once per process (functools.cache); other tests run without
     listener = get_openlineage_listener()
-    manager = get_listener_manager()
-    added = not manager.pm.is_registered(listener)
-    if added:
+    # Task events go through the task SDK's listener manager, DAG-run events through the core one;
+    # each is built once per process (with the plugins enabled then), so register on both.
+    managers = [get_listener_manager()]
+    with contextlib.suppress(ImportError):
+        from airflow.sdk.listener import get_listener_manager as get_sdk_listener_manager
+
+        managers.append(get_sdk_listener_manager())
+    added = [m for m in managers if not m.pm.is_registered(listener)]
+    for manager in added:
         manager.add_listener(listener)
 
     def read(dag_id: str) -> list[dict]:
@@ -65,7 +72,7 @@ def lineage_events(
     try:
         yield read
     finally:
-        if added:
+        for manager in added:
             manager.pm.unregister(listener)
         monkeypatch.undo()
         _forget_options(conf)
