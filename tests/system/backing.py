@@ -138,6 +138,21 @@ class PostgresServer:
         )
         log.close()
         wait_for_port(self.port, self.proc, self.log_path, "PostgreSQL")
+        self._wait_until_accepting()
+
+    def _wait_until_accepting(self, timeout: float = 60) -> None:
+        """The port listens before recovery ends ("the database system is starting up")."""
+        import psycopg2
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg2.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres").close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT: clients disconnected, no wait for them), SIGKILL after 20 s."""
