@@ -49,9 +49,12 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The quick loop: no system test, soak or benchmark smoke (tests/conftest.py marks them `slow`).
+# The quick loop: no system test, soak, benchmark smoke, big transfer or example DAG run
+# (tests/conftest.py marks them `slow`), on two pytest-xdist workers that each take whole test
+# files (module fixtures stay in one process; each worker has its own AIRFLOW_HOME, SQLite DB,
+# emulator and moto server).
 unit: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider -q -m "not slow"
+	$(BIN)/pytest -p no:cacheprovider -q -m "not slow" -n 2 --dist loadfile
 
 test: lint
 	$(BIN)/pytest -p no:cacheprovider

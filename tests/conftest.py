@@ -48,6 +48,9 @@ SLOW = {
     "tests/storage/test_atomic_writes.py::test_memory_of_a_256_mib_write_is_bounded": "256 MiB write",
     "tests/storage/test_downloads.py::test_memory_of_a_256_mib_download_is_bounded": "256 MiB download",
     "tests/storage/test_atomic_writes.py::test_sigkill_mid_stream_leaves_nothing": "killed writer process",
+    "tests/reliability/test_hostile_input.py::test_operators_refuse_hostile_input_before_any_request": (
+        "a DAG run of five failing tasks"
+    ),
 }
 
 
