@@ -75,19 +75,20 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
         self.end_from_trigger = end_from_trigger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "execution_id": self.execution_id,
-                "smartflows_conn_id": self.smartflows_conn_id,
-                "poll_interval": self.poll_interval,
-                "end_time": self.end_time,
-                "fail_on_warning": self.fail_on_warning,
-                "max_consecutive_failures": self.max_consecutive_failures,
-                "cancel_on_kill": self.cancel_on_kill,
-                "end_from_trigger": self.end_from_trigger,
-            },
-        )
+        kwargs: dict[str, Any] = {
+            "execution_id": self.execution_id,
+            "smartflows_conn_id": self.smartflows_conn_id,
+            "poll_interval": self.poll_interval,
+            "end_time": self.end_time,
+            "fail_on_warning": self.fail_on_warning,
+            "max_consecutive_failures": self.max_consecutive_failures,
+            "cancel_on_kill": self.cancel_on_kill,
+        }
+        # Only when set: a triggerer still on an older provider version (a rolling upgrade) can
+        # then rebuild every trigger a newer worker wrote without this option.
+        if self.end_from_trigger:
+            kwargs["end_from_trigger"] = True
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
 
     def _make_hook(self) -> SmartFlowsAsyncHook:
         # The trigger counts transient failures itself (max_consecutive_failures), so the hook

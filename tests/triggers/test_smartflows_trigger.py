@@ -64,6 +64,13 @@ def test_serialize_returns_the_init_kwargs_and_rebuilds_an_equal_trigger() -> No
     assert rebuilt.serialize() == (classpath, kwargs)
 
 
+def test_serialize_leaves_out_end_from_trigger_unless_set() -> None:
+    """A triggerer still on the previous provider version rebuilds the trigger (rolling upgrade)."""
+    _, serialized = SmartFlowsExecutionTrigger("6de9a0c1").serialize()
+    assert "end_from_trigger" not in serialized
+    assert SmartFlowsExecutionTrigger(**serialized).end_from_trigger is False
+
+
 @pytest.mark.parametrize(
     ("poll_interval", "remaining", "expected"),
     [(30, None, 30), (30, 4.2, 5), (0.5, None, 1), (30, 0.01, 1), (10_000, None, 3600)],
