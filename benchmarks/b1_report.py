@@ -48,7 +48,7 @@ def b1_section(b1: dict[str, Any]) -> list[str]:
         f"(seeded; emulator speed-up {b1['speedup']:g}, in its own process). Latency = the event's time "
         "minus the execution's completion. Pollers poll every *interval* real seconds; ours long-polls "
         f"with its default window of {window:g} s (the server answers at once when the execution "
-        "changes). One run per row; the 1-min load average when each run started is in its row.",
+        "changes). One run per row; the load averages (1/5/15 min) at the end of each run are in its row.",
         "",
         "Contenders: " + "; ".join(f"({k}) {v}" for k, v in b1["contenders"].items()) + ". (b) and (c) are "
         "in `benchmarks/baselines.py` (what they mirror is in its docstring).",
@@ -177,7 +177,8 @@ def b1_chart(b1: dict[str, Any], out: Path, colors: dict[str, str]) -> None:
                     (_med(t, "latency_p99"), _med(t, metric), item["poll"])
                     for item, t in sweep
                     if item["contender"] == c
-                )
+                ),
+                key=lambda pt: pt[2],
             )
             if not pts:
                 continue
@@ -193,6 +194,7 @@ def b1_chart(b1: dict[str, Any], out: Path, colors: dict[str, str]) -> None:
                 ax.annotate(f"{poll:g} s", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.axvline(1.0, color="red", lw=1, ls="--", label="p99 = 1 s")
         ax.set_xscale("symlog", linthresh=0.1)
+        ax.set_xlim(left=0)
         ax.set_yscale("log")
         ax.set_xlabel("completion → event latency p99 (s)")
         ax.set_title(f"{title} vs p99, N = {sweep[0][0]['n']:,}" if sweep else title, fontsize=10)

@@ -186,33 +186,32 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     plt.close(fig)
     written.append("b2_worker_slots.png")
 
-    if "b3" in failed:
-        return written
-    # B3
-    b3 = results["b3"]
-    labels = list(b3["sizes"])
-    hows = ["ours-file", "curl", "ours-s3"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    hcolors = {"ours-file": "#2a7ab0", "curl": "#8a8a8a", "ours-s3": "#5aa05a"}
-    for i, how in enumerate(hows):
-        xs = [j + (i - 1) * width for j in range(len(labels))]
-        for metric, ax in (("mb_per_s", ax1), ("peak_rss_mib", ax2)):
-            stats = [b3["table"].get(f"{label}/{how}", {}).get(metric) for label in labels]
-            meds = [s["median"] if s else 0 for s in stats]
-            lo = [s["median"] - s["min"] if s else 0 for s in stats]
-            hi = [s["max"] - s["median"] if s else 0 for s in stats]
-            ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, color=hcolors[how], label=how)
-    ax1.set_title("throughput (MB/s)", fontsize=10)
-    ax2.set_title("peak RSS of the downloading process (MiB)", fontsize=10)
-    ax2.axhline(100e6 / 2**20, color="red", ls="--", lw=1, label="target ≤ 100 MB")
-    for ax in (ax1, ax2):
-        ax.set_xticks(range(len(labels)), labels)
-        ax.legend(fontsize=8)
-    fig.suptitle("B3: one document from the emulator over loopback", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(out / "b3_downloads.png", dpi=110)
-    plt.close(fig)
-    written.append("b3_downloads.png")
+    if "b3" not in failed:
+        # B3
+        b3 = results["b3"]
+        labels = list(b3["sizes"])
+        hows = ["ours-file", "curl", "ours-s3"]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+        hcolors = {"ours-file": "#2a7ab0", "curl": "#8a8a8a", "ours-s3": "#5aa05a"}
+        for i, how in enumerate(hows):
+            xs = [j + (i - 1) * width for j in range(len(labels))]
+            for metric, ax in (("mb_per_s", ax1), ("peak_rss_mib", ax2)):
+                stats = [b3["table"].get(f"{label}/{how}", {}).get(metric) for label in labels]
+                meds = [s["median"] if s else 0 for s in stats]
+                lo = [s["median"] - s["min"] if s else 0 for s in stats]
+                hi = [s["max"] - s["median"] if s else 0 for s in stats]
+                ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, color=hcolors[how], label=how)
+        ax1.set_title("throughput (MB/s)", fontsize=10)
+        ax2.set_title("peak RSS of the downloading process (MiB)", fontsize=10)
+        ax2.axhline(100e6 / 2**20, color="red", ls="--", lw=1, label="target ≤ 100 MB")
+        for ax in (ax1, ax2):
+            ax.set_xticks(range(len(labels)), labels)
+            ax.legend(fontsize=8)
+        fig.suptitle("B3: one document from the emulator over loopback", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out / "b3_downloads.png", dpi=110)
+        plt.close(fig)
+        written.append("b3_downloads.png")
 
     if "profile" in failed:
         return written
@@ -440,6 +439,7 @@ def reproduce_section() -> list[str]:
         "```",
         "make bench         # installs .[dev,bench] once, waits up to 20 min for a 1-min load below 1.0,",
         "                   # runs B1, B2, B3 and the profile (about 25-35 min), writes benchmarks/RESULTS.md + PNGs",
+        "python -m benchmarks.run --out benchmarks --only b3 --merge   # re-run some parts into results.json",
         "make bench-smoke   # tiny sizes (B2: 2 executions of 2 s), about 2 min; writes to BENCH_SMOKE_OUT",
         "                   # (default /tmp/smartflows-bench-smoke); BENCH_SMOKE_B2=0 skips B2's services",
         "```",
