@@ -121,7 +121,8 @@ def check_destination(target: ObjectStoragePath, conn_id: str | None = None) -> 
         return
     bucket, key = _split(target)
     word = _CONTAINER_WORD.get(kind, "bucket")
-    connection = conn_id or target.conn_id
+    # Airflow >= 3.1 keeps the connection as an attribute; 3.0 only in storage_options.
+    connection = conn_id or getattr(target, "conn_id", None) or target.storage_options.get("conn_id")
     if not bucket or not key:
         raise SmartFlowsInputError(f"{target} names no object inside a {word}: give {word}/key.")
     if not target.fs.exists(bucket):
