@@ -25,8 +25,8 @@ else
   echo "storage: npm not found; the Azure Blob tests will be skipped"
 fi
 
-if "$VENV/bin/python" -c "import adlfs, gcsfs, gcp_storage_emulator" >/dev/null 2>&1; then
-  echo "storage: adlfs, gcsfs and gcp-storage-emulator already in $VENV"
+if "$VENV/bin/python" -c "import adlfs, gcsfs, gcp_storage_emulator, airflow.providers.openlineage" >/dev/null 2>&1; then
+  echo "storage: adlfs, gcsfs, gcp-storage-emulator and the OpenLineage provider already in $VENV"
 else
   echo "storage: installing the storage extra into $VENV"
   "$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" -e ".[storage]"
