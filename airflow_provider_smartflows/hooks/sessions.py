@@ -195,11 +195,13 @@ async def cached_settings(
         return settings
 
 
-def forget_settings(conn_id: str | None = None) -> None:
-    """Drop this loop's cached lookups (of ``conn_id``, or all): the next use looks up again."""
+def forget_settings(conn_id: str | None = None, *, stale: ConnectionSettings | None = None) -> None:
+    """Drop this loop's cached lookups (of ``conn_id``, or all; with ``stale``, only the entries
+    holding that very object, so that many hooks dropping one stale entry drop no fresh one)."""
     registry = _registry()
-    for key in [k for k in registry.settings if conn_id is None or k[0] == conn_id]:
-        del registry.settings[key]
+    for key, (_expiry, settings) in list(registry.settings.items()):
+        if (conn_id is None or key[0] == conn_id) and (stale is None or settings is stale):
+            del registry.settings[key]
 
 
 class SessionLease:

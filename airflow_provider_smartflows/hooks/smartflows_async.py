@@ -16,7 +16,7 @@ import tenacity
 from airflow.providers.common.compat.sdk import BaseHook
 from yarl import URL
 
-from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsInputError
+from airflow_provider_smartflows.exceptions import SmartFlowsAuthError, SmartFlowsError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.api import (
     Answer,
     ApiRequest,
@@ -30,9 +30,11 @@ from airflow_provider_smartflows.hooks.errors import TLS_UNTRUSTED, connection_e
 from airflow_provider_smartflows.hooks.inputs import validate_id
 from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
 from airflow_provider_smartflows.hooks.sessions import (
+    SessionKey,
     SessionLease,
     acquire_session,
     cached_settings,
+    forget_settings,
     max_long_poll_seconds,
 )
 
@@ -213,7 +215,36 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
             ) from exc
 
     async def _call(self, request: ApiRequest[T], target: _Target | None = None) -> T:
-        """One API call under the retry policy; raises the matching SmartFlowsApiError subclass."""
+        """One API call under the retry policy; raises the matching SmartFlowsApiError subclass.
+
+        A refused key may be a cached lookup of a key rotated since (:mod:`.sessions` caches
+        lookups): the connection is looked up again and, if its key or URL changed, the call is
+        made once more with it.
+        """
+        try:
+            return await self._call_once(request, target)
+        except SmartFlowsAuthError:
+            if not await self._reload_settings():
+                raise
+            return await self._call_once(request)
+
+    async def _reload_settings(self) -> bool:
+        """Look the connection up afresh; True if it changed (the hook then uses its session)."""
+        old = self._settings
+        if old is None or self._lease is None:
+            return False
+        forget_settings(self.smartflows_conn_id, stale=old)
+        self._settings = None
+        new = await self.get_settings()
+        if SessionKey.of(new) == SessionKey.of(old):
+            return False
+        lease, self._progress = self._lease, None
+        self._lease = await acquire_session(new, lambda: _ssl_option(new))
+        self._session = self._lease.session
+        await lease.release()
+        return True
+
+    async def _call_once(self, request: ApiRequest[T], target: _Target | None = None) -> T:
         settings = await self.get_settings()
         if target is None:
             target = _Target.of(request, settings)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_smartflows.exceptions import SmartFlowsInputError
+from airflow_provider_smartflows.exceptions import SmartFlowsAuthError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import ConnectionSettings
 from airflow_provider_smartflows.hooks.sessions import (
     SessionKey,
@@ -278,3 +278,27 @@ async def test_long_polls_are_capped_by_the_setting(
         assert (await hook.get_progress(execution_id, wait_seconds=120)).status is ExecutionStatus.RUNNING
     (request,) = smartflows_emulator.requests_to("GET", "/progress$")
     assert request["query"]["timeout"] == "1"
+
+
+@pytest.mark.asyncio
+async def test_a_rotated_key_is_looked_up_again_after_a_refusal(smartflows_emulator, set_conn, running):
+    """The cached lookup still holds the revoked key: the 401 makes the hook look the connection
+    up again and repeat the call once with the new key."""
+    (execution_id,) = running()
+    conn_id = set_conn("sf_rotated", key=smartflows_emulator.revoked_key)
+    async with SmartFlowsAsyncHook(conn_id, retry_limit=0):  # caches the revoked key
+        set_conn("sf_rotated")  # the key is rotated in the connection
+        async with SmartFlowsAsyncHook(conn_id, retry_limit=0) as hook:
+            assert (await hook.get_progress(execution_id)).status is ExecutionStatus.RUNNING
+            assert (await hook.get_progress(execution_id)).status is ExecutionStatus.RUNNING
+    assert [r["status"] for r in smartflows_emulator.requests_to("GET", "/progress$")] == [401, 200, 200]
+
+
+@pytest.mark.asyncio
+async def test_a_refused_key_that_did_not_change_is_not_tried_again(smartflows_emulator, set_conn, running):
+    (execution_id,) = running()
+    conn_id = set_conn("sf_revoked", key=smartflows_emulator.revoked_key)
+    async with SmartFlowsAsyncHook(conn_id, retry_limit=0) as hook:
+        with pytest.raises(SmartFlowsAuthError):
+            await hook.get_progress(execution_id)
+    assert [r["status"] for r in smartflows_emulator.requests_to("GET", "/progress$")] == [401]
