@@ -165,7 +165,7 @@ with DAG(
         timeout=600,
     )
 
-    @task(trigger_rule="all_done", retries=0)
+    @task(trigger_rule="all_done", retries=0, multiple_outputs=False)
     def report(ti: Any = None) -> dict[str, Any]:
         """Each execution's outcome (None: the task failed before returning one)."""
         outcomes: dict[str, Any] = {}
