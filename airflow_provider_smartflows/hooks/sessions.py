@@ -20,7 +20,7 @@ hooks of one connection share one session (and so one keep-alive pool) and one c
   own limit): see :func:`max_long_poll_seconds`. The options are read once per event loop.
 - **Connection lookups cached** for ``[smartflows] connection_cache_seconds`` (default 30):
   a thousand triggers starting at once make one lookup, and a changed connection is seen
-  within that time.
+  within that time (at once after a refused key: the hook then looks the connection up again).
 
 A task cancelled in the middle of a request leaves the session usable: aiohttp closes that one
 connection, the pool and the other requests carry on.
