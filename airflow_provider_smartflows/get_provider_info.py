@@ -117,8 +117,44 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Smart Flows",
-                "python-modules": [f"{PACKAGE}.triggers.smartflows", f"{PACKAGE}.triggers.batch"],
+                "python-modules": [
+                    f"{PACKAGE}.triggers.smartflows",
+                    f"{PACKAGE}.triggers.batch",
+                    f"{PACKAGE}.triggers.hitl",
+                ],
             }
         ],
         "extra-links": [f"{PACKAGE}.links.SmartFlowsExecutionLink"],
+        # Read by the async hook's shared sessions (hooks/sessions.py), once per event loop.
+        "config": {
+            "smartflows": {
+                "description": "The async hook's shared HTTP sessions (triggerer side).",
+                "options": {
+                    "connection_cache_seconds": {
+                        "description": "Seconds a connection lookup is reused by the triggers of one "
+                        "triggerer process (0: look it up each time).",
+                        "version_added": None,
+                        "type": "float",
+                        "example": None,
+                        "default": "30",
+                    },
+                    "max_long_poll_seconds": {
+                        "description": "Longest long-poll sent to Smart Flows; set it below the idle "
+                        "timeout of a proxy or load balancer that cuts quiet connections.",
+                        "version_added": None,
+                        "type": "float",
+                        "example": None,
+                        "default": "3600",
+                    },
+                    "max_connections_per_session": {
+                        "description": "Connections one shared session may hold (0: the open-files "
+                        "limit minus 256).",
+                        "version_added": None,
+                        "type": "integer",
+                        "example": None,
+                        "default": "0",
+                    },
+                },
+            }
+        },
     }

@@ -33,6 +33,9 @@ def test_bench_smoke_produces_figures_for_every_benchmark(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
 
     results = json.loads((tmp_path / "results.json").read_text())["results"]
+    # A benchmark that failed is recorded with its message and the others still ran: show it.
+    failed = {part: value["failed"] for part, value in results.items() if "failed" in value}
+    assert not failed, failed
     b1 = results["b1"]["table"]
     assert b1, "B1 produced no rows"
     for row in b1.values():
