@@ -32,7 +32,7 @@ from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsRunFlowOperator,
 )
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
-from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_VERSION
 
 from .helpers import quick_flow, record_figures
 
@@ -96,6 +96,19 @@ def _store_trigger_row(trigger: SmartFlowsExecutionTrigger) -> list[str]:
         stored = session.scalars(select(Trigger).where(Trigger.id == trigger_id)).one()
         raw = session.execute(text("SELECT * FROM trigger WHERE id = :id"), {"id": trigger_id}).all()
         return [repr(stored.kwargs), repr(raw), stored.classpath]
+
+
+def _without_dag_test_mask_requests(text: str) -> str:
+    """On Airflow 3.0 only, the captured output less its `Sending request msg=MaskSecret(...)` lines.
+
+    3.0's in-process dag.test() logs, at DEBUG, the supervisor request that registers the mask, with
+    the secret in it, before the mask exists: that is Airflow's own comms in dag.test(), not the
+    provider (a real 3.0 worker logs the request without its body). Every other line still counts.
+    """
+    if AIRFLOW_VERSION.split(".")[:2] != ["3", "0"]:
+        return text
+    lines = text.splitlines(keepends=True)
+    return "".join(line for line in lines if not ("Sending request" in line and "msg=MaskSecret(" in line))
 
 
 def test_canary_key_leaks_nowhere_in_a_dag_run(
@@ -176,7 +189,9 @@ def test_canary_key_leaks_nowhere_in_a_dag_run(
             repr(trigger),
             json.dumps(trigger.serialize()),
         ],
-        "captured_output": [caplog.text, *capfd.readouterr()],
+        "captured_output": [
+            _without_dag_test_mask_requests(text) for text in (caplog.text, *capfd.readouterr())
+        ],
     }
     files = [path for path in Path(os.environ["AIRFLOW_HOME"]).rglob("*") if path.is_file()]
     files += list(destination.iterdir())
