@@ -156,12 +156,14 @@ def test_progress_of_user_input_lists_form_keys(smartflows_emulator, hook):
 
 def test_progress_long_poll_sends_timeout_and_extends_the_request_timeout(smartflows_emulator, set_conn):
     """The server holds a long-poll for wait_seconds: the request timeout must grow by that much."""
-    hook = SmartFlowsHook(set_conn(), timeout=0.5, retry_limit=0)
+    # The hold (3 s) outlasts the plain timeout (2 s), so an unextended request times out; the
+    # extended one (5 s) leaves 2 s for a loaded machine to answer after the hold.
+    hook = SmartFlowsHook(set_conn(), timeout=2, retry_limit=0)
     progress = _start_and_reach(hook, smartflows_emulator, "signature", "Waiting")
     started = time.monotonic()
-    assert hook.get_progress(progress.id, wait_seconds=1).status is ExecutionStatus.WAITING
-    assert time.monotonic() - started >= 0.9  # the emulator held it, and we did not time out
-    assert smartflows_emulator.requests_to("GET", "/progress$")[-1]["query"] == {"timeout": "1"}
+    assert hook.get_progress(progress.id, wait_seconds=3).status is ExecutionStatus.WAITING
+    assert time.monotonic() - started >= 2.9  # the emulator held it, and we did not time out
+    assert smartflows_emulator.requests_to("GET", "/progress$")[-1]["query"] == {"timeout": "3"}
 
 
 @pytest.mark.parametrize(
