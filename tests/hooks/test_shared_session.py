@@ -178,6 +178,9 @@ def test_nothing_outlives_the_loop(smartflows_emulator):
     """Neither the session nor the registry keeps a finished loop (Airflow's connection lookup
     remembers its loop by itself, so the sessions are joined here without a lookup)."""
     settings = ConnectionSettings("sf_loop", smartflows_emulator.base_url, smartflows_emulator.api_key)
+    # An earlier test's loop may be cyclic garbage still in the registry (a raised exception's
+    # traceback holds it) until a collection: collect first, or the gc.collect() below drops it too.
+    gc.collect()
     before = loops_with_sessions()
     seen: dict[str, Any] = {}
 
