@@ -41,8 +41,7 @@ def run(airflow_db: None, emulator_conn: EmulatorServer, module: Any, alert_file
 
 # Airflow 3.0's dag.test() keeps a deferred try's next_method/next_kwargs on the task instance: the
 # retry resumes in execute_complete with the failed try's event instead of starting again, so the
-# flaky task took 4 tries instead of 2 (seen on 3.0.6, not on 3.3). The report task's
-# dict return is pushed key by key there and its None value is refused (422).
+# flaky task took 4 tries instead of 2 (seen on 3.0.6, not on 3.3).
 pytestmark = pytest.mark.airflow_version(
     not_line="3.0",
     reason="Airflow 3.0's dag.test() resumes a retried task from the previous try's deferral event",
