@@ -83,7 +83,10 @@ except ImportError:
 
 
 def test_the_params_are_what_airflow_s_form_and_validation_accept() -> None:
-    from airflow.sdk.definitions.param import Param, ParamsDict
+    try:
+        from airflow.sdk.definitions.param import Param, ParamsDict
+    except ImportError:  # Airflow 2
+        from airflow.models.param import Param, ParamsDict
 
     params = ParamsDict(
         {

@@ -33,7 +33,10 @@ def attach_gcs(endpoint: str, conn_id: str = GCS_CONN_ID) -> None:
     plain class: the one ``gcsfs`` exports by default probes every bucket's type over gRPC, which
     an emulator never answers (set GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false to turn that off).
     """
-    from airflow.sdk.io import attach
+    try:
+        from airflow.sdk.io import attach
+    except ImportError:  # Airflow 2
+        from airflow.io.store import attach
 
     fs = emulator_gcs_filesystem()(
         endpoint_url=endpoint, token="anon", project="test", skip_instance_cache=True
