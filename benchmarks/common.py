@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 # One emulator process class and one stop-by-PID for the system tests and the benchmarks;
 # free_port and stop_group are re-exported for the benchmark modules.
-from tests.system.stack import EmulatorProcess, free_port, stop_group  # noqa: E402
+from tests.system.stack import EmulatorProcess, stop_group  # noqa: E402
 
 
 def raise_nofile() -> None:
@@ -42,55 +42,19 @@ class TlsEmulator(EmulatorProcess):
     """The emulator serving HTTPS (``--tls-cert``) with a throw-away CA; ``ca_file`` verifies it."""
 
     def __init__(self, log_dir: Path, *, scenario: Path | None = None, speedup: float = 1.0) -> None:
-        import re
-
-        import requests
-
         log_dir.mkdir(parents=True, exist_ok=True)
         self.ca_file, cert, key = make_certificates(log_dir)
-        self.log_path = log_dir / "emulator-tls.log"
-        self.port = free_port()
-        args = [
-            sys.executable,
-            "-m",
-            "airflow_provider_smartflows.emulator",
-            "--quiet",
-            "--host",
-            "127.0.0.1",
-        ]
-        args += [
-            "--port",
-            str(self.port),
-            "--speedup",
-            str(speedup),
-            "--tls-cert",
-            str(cert),
-            "--tls-key",
-            str(key),
-        ]
-        if scenario is not None:
-            args += ["--scenario", str(scenario)]
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=raise_nofile
+        super().__init__(
+            log_dir,
+            scenario=scenario,
+            speedup=speedup,
+            quiet=True,
+            preexec_fn=raise_nofile,
+            extra_args=["--tls-cert", str(cert), "--tls-key", str(key)],
         )
         self.base_url = f"https://127.0.0.1:{self.port}"
-        self.api_key = ""
-        self.session = requests.Session()
         self.session.verify = str(self.ca_file)
         self.session.trust_env = False  # REQUESTS_CA_BUNDLE would override verify
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not self.api_key:
-            if m := re.search(r"API key \(admin\): (\S+)", self.log_path.read_text()):
-                self.api_key = m.group(1)
-            elif self.proc.poll() is not None:
-                break
-            else:
-                time.sleep(0.05)
-        if not self.api_key:
-            self.stop()
-            raise RuntimeError(f"TLS emulator did not start: {self.log_path.read_text()[-2000:]}")
-        self.session.headers["X-API-Key"] = self.api_key
 
     def connection(self) -> dict[str, Any]:
         return {**super().connection(), "extra": {"ca_bundle": str(self.ca_file)}}

@@ -29,7 +29,7 @@ import requests
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
 BIN = Path(sys.executable).parent
 # Airflow 2: the webserver serves REST API v1 (basic auth) and the scheduler parses the DAGs itself.
@@ -102,6 +102,7 @@ class EmulatorProcess:
 
     :param quiet: ``--quiet`` (no per-request lines; benchmarks send many thousands).
     :param preexec_fn: run in the child before the emulator starts (e.g. to raise its fd limit).
+    :param extra_args: more command-line arguments (e.g. ``--tls-cert``/``--tls-key``).
     """
 
     def __init__(
@@ -112,6 +113,7 @@ class EmulatorProcess:
         speedup: float = 1.0,
         quiet: bool = False,
         preexec_fn: Callable[[], None] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / "emulator.log"
@@ -120,6 +122,7 @@ class EmulatorProcess:
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--speedup", str(speedup)]
         if scenario is not None:
             args += ["--scenario", str(scenario)]
+        args += extra_args
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=preexec_fn
