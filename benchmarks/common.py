@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 # One emulator process class and one stop-by-PID for the system tests and the benchmarks;
 # free_port and stop_group are re-exported for the benchmark modules.
-from tests.system.stack import EmulatorProcess, stop_group  # noqa: E402
+from tests.system.stack import EmulatorProcess, free_port, stop_group  # noqa: E402, F401 (free_port: re-exported for the benchmarks)
 
 
 def raise_nofile() -> None:
