@@ -38,6 +38,16 @@ class Step:
     message: str
     percentage: int
     seconds: float
+    #: ``"seconds": [low, high]``: each execution's step lasts between the two (spread evenly over
+    #: the executions in creation order, reproducibly), ``seconds`` being ``low``.
+    seconds_max: float | None = None
+
+    def duration(self, seq: int) -> float:
+        """This step's length in the ``seq``-th execution (virtual seconds)."""
+        if self.seconds_max is None:
+            return self.seconds
+        spread = (seq * 0.6180339887498949) % 1.0  # golden-ratio sequence: evenly spread, no RNG
+        return self.seconds + (self.seconds_max - self.seconds) * spread
 
 
 @dataclass(frozen=True)
@@ -199,8 +209,21 @@ def _steps(d: dict[str, Any], where: str) -> list[Step]:
         assert pct is not None
         if pct > 100:
             raise _fail(f"{w}.percentage", "expected 0..100", pct)
-        steps.append(Step(_str(s, "message", w), pct, _num(s, "seconds", w, 1.0)))
+        seconds = s.get("seconds")
+        if isinstance(seconds, list):
+            low, high = _seconds_range(seconds, f"{w}.seconds")
+            steps.append(Step(_str(s, "message", w), pct, low, high))
+        else:
+            steps.append(Step(_str(s, "message", w), pct, _num(s, "seconds", w, 1.0)))
     return steps
+
+
+def _seconds_range(value: list[Any], where: str) -> tuple[float, float]:
+    """``[low, high]``: two numbers, 0 <= low <= high."""
+    numbers = [v for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(value) != 2 or len(numbers) != 2 or not 0 <= numbers[0] <= numbers[1]:
+        raise _fail(where, "expected a number >= 0 or a range [low, high] with 0 <= low <= high", value)
+    return float(numbers[0]), float(numbers[1])
 
 
 def _pause(d: dict[str, Any], key: str, steps: int, where: str) -> tuple[int | None, dict[str, Any]]:

@@ -269,7 +269,7 @@ class EmulatorState:
         if flow.queued_seconds > 0:
             phases.append(Phase("Queued", "Queued", 0, flow.queued_seconds))
         for i, step in enumerate(flow.steps):
-            phases.append(Phase("Running", step.message, step.percentage, step.seconds))
+            phases.append(Phase("Running", step.message, step.percentage, step.duration(ex.seq)))
             pct = step.percentage
             for pause in pauses.get(i, []):
                 stages.append(Stage(tuple(phases), pause, pct))

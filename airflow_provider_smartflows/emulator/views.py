@@ -184,4 +184,6 @@ def execution_summary(state: EmulatorState, ex: Execution) -> dict[str, Any]:
         "answers": dict(ex.answers),
         "documents": [d.id for d in ex.documents or []],
         "long_polls": ex.long_polls,
+        # Virtual seconds of its steps (pauses for input or callbacks not counted).
+        "duration": sum(phase.duration for stage in ex.stages for phase in stage.phases),
     }

@@ -172,6 +172,18 @@ def test_scenario_keys_and_flows(tmp_path: Any) -> None:
         assert Api(server, DEFAULT_ADMIN_KEY).get("/users/me").status_code == 401
 
 
+def test_a_step_with_a_range_of_seconds_spreads_the_executions(admin: Admin, api: Api) -> None:
+    flow = {"id": "varied", "steps": [{"message": "Only", "percentage": 50, "seconds": [5, 15]}]}
+    assert admin("POST", "/flows", flow).json() == {"id": "varied"}
+    ids = [api.start("varied")["id"] for _ in range(20)]
+    executions = {e["id"]: e for e in admin("GET", "/executions").json()}
+    durations = [executions[i]["duration"] for i in ids]
+    assert all(5 <= d <= 15 for d in durations), durations
+    # Evenly spread: every third of the range is used, and the mean is near the middle.
+    assert {int((d - 5) // (10 / 3)) for d in durations} == {0, 1, 2}, durations
+    assert abs(sum(durations) / len(durations) - 10) < 1.5, durations
+
+
 @pytest.mark.parametrize(
     ("scenario", "field"),
     [
@@ -193,8 +205,9 @@ def test_scenario_keys_and_flows(tmp_path: Any) -> None:
         ({"api_keys": [{"key": "k", "user": "u", "role": "user"}]}, "admin key"),
         ({"speedup": -1}, "speedup"),
         ({"colour": "red"}, "colour"),
+        ({"flows": [{"id": "x", "steps": [{"message": "a", "seconds": [3, 1]}]}]}, "steps[0].seconds"),
     ],
-    ids=["input", "after-step", "form-type", "flow-id", "no-admin", "speedup", "unknown-field"],
+    ids=["input", "after-step", "form-type", "flow-id", "no-admin", "speedup", "unknown-field", "range"],
 )
 def test_malformed_scenario_names_the_field(scenario: dict[str, Any], field: str) -> None:
     with pytest.raises(ScenarioError, match=re.escape(field)):
