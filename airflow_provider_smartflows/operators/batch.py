@@ -424,6 +424,9 @@ class SmartFlowsRunFlowBatchOperator(BatchReconcileMixin, BatchOutcomesMixin, Ba
                 self._save(state)
                 self.store.finish(state)
                 break
+            # What was recorded since the last save (a wave saves its own) is durable before the wait:
+            # a resume must never reload records as running that already have a manifest line.
+            self._save(state)
             trigger = self._trigger(state)
             if self.deferrable:
                 self.defer(

@@ -220,6 +220,39 @@ def test_concurrency_never_above_max_active(run_dag: Any, smartflows_emulator: A
     assert max(overlapping) == 4
 
 
+def test_records_finishing_one_by_one_at_the_end_are_each_recorded_once(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    """The last executions finish at different times, with nothing left to start: every resume
+    must keep what it recorded (the checkpoint is saved before each wait, not only by a wave)."""
+    # 10-60 virtual s at the fixtures' speed-up of 50: 0.2-1.2 s each, spread over the records.
+    smartflows_emulator.add_flow(
+        {
+            "id": "varied",
+            "input": "any",
+            "steps": [{"message": "Working", "percentage": 50, "seconds": [10, 60]}],
+        }
+    )
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        flow_id="varied",
+        records=customers(9),
+        data_template=DYNAMICS,
+        max_active=4,
+        deferrable=True,
+        timeout=120,  # a batch that kept reloading finished records would run until this ends it
+    )
+    assert result.states["batch"] == "success"
+    assert starts_by_account(smartflows_emulator) == {f"acc-{n}": 1 for n in range(1, 10)}
+    lines = manifest(tmp_path)
+    assert sorted(line["line"] for line in lines) == list(range(1, 10))
+    summary = result.xcom("batch")
+    assert (summary["succeeded"], summary["executions"]) == (9, 9)
+    # One resume per finishing wave at most: 9 executions cannot need more than 9 resumes.
+    assert 1 <= summary["resumes"] <= 9, summary
+
+
 @MODES
 def test_failed_records_are_retried_then_reported(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path, deferrable: bool
