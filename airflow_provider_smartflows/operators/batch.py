@@ -24,6 +24,7 @@ from airflow_provider_smartflows.operators.batch_outcomes import BatchOutcomesMi
 from airflow_provider_smartflows.operators.batch_reconcile import Ambiguous, BatchReconcileMixin
 from airflow_provider_smartflows.operators.batch_records import (
     Cursor,
+    KeySet,
     Record,
     RecordList,
     RecordSource,
@@ -88,7 +89,8 @@ class SmartFlowsRunFlowBatchOperator(BatchReconcileMixin, BatchOutcomesMixin, Ba
     :param records_conn_id: storage connection of ``records_uri``.
     :param records_format: ``jsonl`` or ``csv`` when the URI's suffix does not say.
     :param record_key: the field naming each record in logs, manifest and file names; None: the
-        line number. Keys should be unique: two records with one key write the same files.
+        line number. Keys must be unique (two records with one key would write the same files): a
+        key seen twice fails the task before anything starts, naming both lines.
     :param data_template: a mapping (Dynamics/Sugar JSON) whose strings are filled in per record:
         ``{"entity": "account", "id": ["{record[account_id]}"]}``; a string that is exactly one
         ``{record[field]}`` takes the field's value as it is. Also ``{key}`` and ``{line}``.
@@ -313,8 +315,12 @@ class SmartFlowsRunFlowBatchOperator(BatchReconcileMixin, BatchOutcomesMixin, Ba
     def _new_batch(self, context: Context) -> BatchState:
         """Check every record's input (nothing is started on bad input), then the first checkpoint."""
         total = 0
+        keys = KeySet()
         for record, _cursor in self.source.read(Cursor()):
-            self._checked_input(context, self._keyed(record))
+            keyed = self._keyed(record)
+            self._checked_input(context, keyed)
+            if self.record_key:  # line numbers are unique
+                keys.add(keyed, self.source, self.record_key)
             total += 1
         if total == 0:
             self.log.warning("The %s has no records: nothing to run.", self.source.describe())

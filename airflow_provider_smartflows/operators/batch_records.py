@@ -14,6 +14,7 @@ for that record.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -244,6 +245,29 @@ def _csv_records(lines: _LineReader, header: list[str] | None) -> Iterator[tuple
 
 
 # --- a record's key, input and file names ----------------------------------------------------
+
+
+class KeySet:
+    """The record keys seen so far, as 8-byte digests (100,000 keys: a few MiB): a key seen twice is
+    refused, since two records with one key would write the same files and manifest key."""
+
+    def __init__(self) -> None:
+        self._seen: set[bytes] = set()
+
+    def add(self, record: Record, source: RecordSource, key_field: str | None) -> None:
+        digest = hashlib.blake2b(record.key.encode("utf-8"), digest_size=8).digest()
+        if digest not in self._seen:
+            self._seen.add(digest)
+            return
+        earlier = (r for r, _ in source.read(Cursor()) if r.line < record.line)
+        first = next((r.line for r in earlier if record_key(r, key_field) == record.key), None)
+        if first is None:  # two keys with one digest: as rare as it gets, and not a duplicate
+            return
+        raise SmartFlowsInputError(
+            f"Line {record.line}: the record key {record.key!r} is also the key of line {first}. Keys name "
+            "each record's manifest line and files: choose a unique record_key field, or record_key=None "
+            "for line numbers."
+        )
 
 
 def record_key(record: Record, key_field: str | None) -> str:

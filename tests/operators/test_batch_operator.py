@@ -533,6 +533,27 @@ def test_bad_input_fails_with_the_line_before_starting_anything(
     assert smartflows_emulator.executions == []
 
 
+def test_two_records_with_one_key_fail_before_anything_starts(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    """Two records with one key would write one file (a document lost): refused, naming both lines."""
+    records = [*customers(3), {"customer_id": "c002", "account": "acc-9"}]
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        records=records,
+        record_key="customer_id",
+        data_template=DYNAMICS,
+        destination=f"file://{tmp_path}/docs/{{record[customer_id]}}.pdf",
+    )
+    assert result.states["batch"] == "failed"
+    error = str(result.error("batch"))
+    assert "Line 4" in error
+    assert "'c002'" in error
+    assert "line 2" in error
+    assert smartflows_emulator.executions == []
+
+
 def test_xml_input_rendered_per_record_and_escaped(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:
