@@ -117,8 +117,7 @@ class SmartFlowsRunFlowBatchOperator(BatchReconcileMixin, BatchOutcomesMixin, Ba
     :param deferrable: wait on the triggerer between waves instead of on the worker.
     :param poll_interval: longest long-poll per execution in seconds.
     :param gather_seconds: after the first execution of a wait finishes, how long to collect
-        further finishes before the worker resumes (cut short once a tenth of the running
-        executions, at least 5, have finished).
+        further finishes before the worker resumes.
     :param timeout: seconds a try of the batch may take; then its running executions are
         cancelled (``cancel_on_kill``) and the task fails; a retry continues with the rest.
     :param fail_on_warning: count a ``Warning`` outcome as a failure.

@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["BatchEvent", "SmartFlowsBatchTrigger"]
 
-#: Finished executions that end the gathering window at once (or a tenth of the wait, if more).
-ENOUGH_AT_LEAST = 5
-
 
 class BatchEvent(TypedDict):
     """The payload of the batch trigger's event, JSON-safe and bounded by the executions waited on."""
@@ -72,9 +69,7 @@ class SmartFlowsBatchTrigger(BaseTrigger):
         ``timeout`` event for every execution still running.
     :param wake_at: epoch seconds at which to fire even if nothing finished (None: never).
     :param gather_seconds: after the first execution finishes, keep collecting finishes for this
-        long before firing, so that the operator resumes once for several; it fires at once when a
-        tenth of the executions (at least 5, at most all) have finished: with that many slots free,
-        a wait for more only leaves them idle.
+        long before firing, so that the operator resumes once for several.
     :param fail_on_warning: report a ``Warning`` outcome as ``failed``.
     :param max_consecutive_failures: transient API failures tolerated in a row per execution.
     :param cancel_on_kill: cancel every execution in :meth:`on_kill` (a user killed the task).
@@ -172,13 +167,12 @@ class SmartFlowsBatchTrigger(BaseTrigger):
         loop = asyncio.get_running_loop()
         pending = {asyncio.ensure_future(self._watch(hook, eid)) for eid in dict.fromkeys(self.execution_ids)}
         total = len(pending)
-        enough = min(total, max(ENOUGH_AT_LEAST, -(-total // 10)))
         events: list[ExecutionEvent] = []
         gather_until: float | None = None
         try:
             while pending:
                 left = self._time_left(loop, gather_until)
-                if left == 0.0 or len(events) >= enough:
+                if left == 0.0:
                     break
                 done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
                 events.extend(task.result() for task in done)
