@@ -478,7 +478,6 @@ def run(sizes: dict[str, int], repeats: int, work: Path, stores: tuple[str, ...]
         }
         for name, rows in table.items()
     }
-    cells.update(_legacy_cells(table, sizes))
     return {
         "sizes": sizes,
         "repeats": repeats,
@@ -488,29 +487,6 @@ def run(sizes: dict[str, int], repeats: int, work: Path, stores: tuple[str, ...]
         "notes": notes,
         "load": loads,
     }
-
-
-def _legacy_cells(table: dict[str, list[dict[str, Any]]], sizes: dict[str, int]) -> dict[str, Any]:
-    """The cells under the names of the B3 before the stores (``<size>/ours-file``, ``/curl``,
-    ``/ours-s3``) that ``benchmarks/run.py``'s own B3 section and chart still read."""
-    cells: dict[str, Any] = {}
-    for label in sizes:
-        for store, how, old in (
-            ("file", "ours", "ours-file"),
-            ("file", "curl", "curl"),
-            ("s3", "ours", "ours-s3"),
-        ):
-            rows = table.get(f"{label}/{store}/{how}")
-            if rows:
-                cells[f"{label}/{old}"] = {
-                    "mb_per_s": summary([r["mb_per_s"] for r in rows]),
-                    "seconds": summary([r["seconds"] for r in rows]),
-                    "peak_rss_mib": summary([r["peak_rss_mib"] for r in rows]),
-                    "download_rss_mib": summary([r["own_rss_mib"] for r in rows]),
-                    "verified": all(r["verified"] for r in rows),
-                    "runs": len(rows),
-                }
-    return cells
 
 
 def _median(cell: dict[str, Any] | None, metric: str) -> float:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import b1_triggerer_fleet, b3_downloads, profile_trigger
+from benchmarks import b1_triggerer_fleet, b3_downloads, b4_batch, profile_trigger
 from benchmarks.b1_report import b1_chart, b1_section
 from benchmarks.common import fmt, loadavg, log, machine_info, write_json
 
@@ -32,6 +32,7 @@ FULL = {
     "profile_speedup": 5.0,
     "b2": {"count": 20, "seconds": 30.0, "repeats": {"deferrable": 3, "poking": 1}},
     "b3": {"sizes": b3_downloads.SIZES, "repeats": 3},
+    "b4": {"records": 10_000, "mapped": 400, "max_active": 200, "speedup": 1.0},
     "profile_n": 1000,
 }
 SMOKE = {
@@ -40,6 +41,7 @@ SMOKE = {
     "profile_speedup": 10.0,
     "b2": {"count": 2, "seconds": 2.0, "repeats": {"deferrable": 1, "poking": 1}},
     "b3": {"sizes": {"4 MiB": 4 * 2**20, "1 MiB": 2**20}, "repeats": 1},
+    "b4": {"records": 40, "mapped": 4, "max_active": 10, "speedup": 5.0},
     "profile_n": 20,
 }
 
@@ -57,7 +59,7 @@ def wait_quiet(limit_s: float, threshold: float = 1.0) -> str:
         time.sleep(30)
 
 
-PARTS = ("b1", "b2", "b3", "profile")
+PARTS = ("b1", "b2", "b3", "b4", "profile")
 
 
 def run_all(
@@ -96,6 +98,16 @@ def run_all(
         "b3": (
             "B3 downloads",
             lambda: b3_downloads.run(cfg["b3"]["sizes"], cfg["b3"]["repeats"], work / "b3"),
+        ),
+        "b4": (
+            "B4 batch",
+            lambda: b4_batch.run(
+                cfg["b4"]["records"],
+                cfg["b4"]["mapped"],
+                cfg["b4"]["max_active"],
+                cfg["b4"]["speedup"],
+                work / "b4",
+            ),
         ),
         "profile": (
             "profile of the trigger's poll path",
@@ -146,7 +158,8 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     for name, png in (
         ("b1", "b1_triggerer_fleet.png"),
         ("b2", "b2_worker_slots.png"),
-        ("b3", "b3_downloads.png"),
+        ("b3", "b3_file.png"),
+        ("b4", "b4_batch.png"),
         ("profile", "profile_trigger.png"),
     ):
         if name in failed:
@@ -159,7 +172,6 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     if "b1" not in failed:
         b1_chart(results["b1"], out, colors)
         written.append("b1_triggerer_fleet.png")
-    width = 0.27
 
     # B2
     b2 = results["b2"] if "b2" not in failed else {"skipped": "failed"}
@@ -187,31 +199,9 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     written.append("b2_worker_slots.png")
 
     if "b3" not in failed:
-        # B3
-        b3 = results["b3"]
-        labels = list(b3["sizes"])
-        hows = ["ours-file", "curl", "ours-s3"]
-        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-        hcolors = {"ours-file": "#2a7ab0", "curl": "#8a8a8a", "ours-s3": "#5aa05a"}
-        for i, how in enumerate(hows):
-            xs = [j + (i - 1) * width for j in range(len(labels))]
-            for metric, ax in (("mb_per_s", ax1), ("peak_rss_mib", ax2)):
-                stats = [b3["table"].get(f"{label}/{how}", {}).get(metric) for label in labels]
-                meds = [s["median"] if s else 0 for s in stats]
-                lo = [s["median"] - s["min"] if s else 0 for s in stats]
-                hi = [s["max"] - s["median"] if s else 0 for s in stats]
-                ax.bar(xs, meds, width, yerr=[lo, hi], capsize=3, color=hcolors[how], label=how)
-        ax1.set_title("throughput (MB/s)", fontsize=10)
-        ax2.set_title("peak RSS of the downloading process (MiB)", fontsize=10)
-        ax2.axhline(100e6 / 2**20, color="red", ls="--", lw=1, label="target ≤ 100 MB")
-        for ax in (ax1, ax2):
-            ax.set_xticks(range(len(labels)), labels)
-            ax.legend(fontsize=8)
-        fig.suptitle("B3: one document from the emulator over loopback", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out / "b3_downloads.png", dpi=110)
-        plt.close(fig)
-        written.append("b3_downloads.png")
+        written += b3_downloads.charts(results["b3"], out)
+    if "b4" not in failed:
+        written += b4_batch.charts(results["b4"], out)
 
     if "profile" in failed:
         return written
@@ -268,7 +258,8 @@ def report(results: dict[str, Any], meta: dict[str, Any], charts_written: list[s
     sections = (
         ("b1", "## B1: a triggerer's fleet of waits", b1_section),
         ("b2", "## B2: worker slots (real Airflow services)", b2_section),
-        ("b3", "## B3: downloads", b3_section),
+        ("b3", "## B3: downloads to each store", b3_downloads.section),
+        ("b4", "## B4: a batch from one task against mapped task instances", b4_batch.section),
         ("profile", "## Profile of the trigger's poll path", profile_section),
     )
     for name, heading, section in sections:
@@ -314,63 +305,6 @@ def b2_section(b2: dict[str, Any]) -> list[str]:
     ]
     for fail in b2.get("failed_runs", []):
         out += [f"- A {fail['mode']} DAG run failed and was replaced by another run: {fail['failed']}.", ""]
-    return out
-
-
-def b3_section(b3: dict[str, Any]) -> list[str]:
-    out = [
-        "## B3: downloads",
-        "",
-        "![B3](b3_downloads.png)",
-        "",
-        "One document of each size streamed by the emulator (its own process) over loopback. "
-        "`ours-file`: `SmartFlowsHook.download_document` to `file://`; `curl`: `curl -sS -o FILE` of the same "
-        "URL; `ours-s3`: `download_document` to `s3://` on a moto server (own process group). Each download "
-        "runs in its own process; *peak RSS* is that process's VmHWM, *download's own RSS* is the peak "
-        "minus the RSS after imports and set-up (the hook's processes import Airflow first). MB = 10^6 bytes. "
-        f"Runs per cell: {b3['repeats']}. Every download's size (and for ours the sha256) was checked.",
-        "",
-        "| size | how | MB/s | ratio to curl | peak RSS MiB | download's own RSS MiB | verified |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for label in b3["sizes"]:
-        curl = b3["table"].get(f"{label}/curl")
-        for how in ("ours-file", "curl", "ours-s3"):
-            t = b3["table"].get(f"{label}/{how}")
-            if not t:
-                continue
-            r = ratio(t["mb_per_s"]["median"], curl["mb_per_s"]["median"]) if curl else float("nan")
-            out.append(
-                f"| {label} | {how} | {fmt(t['mb_per_s'], 0)} | {r:.2f} | {fmt(t['peak_rss_mib'], 1)} | "
-                f"{fmt(t['download_rss_mib'], 1)} | {t['verified']} |"
-            )
-    labels = list(b3["sizes"])
-    big, small = labels[0], labels[-1]
-    out += ["", "Targets:", ""]
-    for how in ("ours-file", "ours-s3"):
-        t = b3["table"].get(f"{big}/{how}")
-        curl = b3["table"].get(f"{big}/curl")
-        ts = b3["table"].get(f"{small}/{how}")
-        if not t:
-            continue
-        if curl:
-            r = ratio(t["mb_per_s"]["median"], curl["mb_per_s"]["median"])
-            out.append(f"- {how}, {big}: {r:.0%} of curl (target ≥ 70 %) {verdict(r >= 0.7)}")
-        peak_mb = t["peak_rss_mib"]["median"] * 2**20 / 1e6
-        own_mb = t["download_rss_mib"]["median"] * 2**20 / 1e6
-        out.append(
-            f"- {how}, {big}: peak RSS {peak_mb:.0f} MB (target ≤ 100 MB) {verdict(peak_mb <= 100)}; "
-            f"of which the download itself {own_mb:.0f} MB"
-        )
-        if ts:
-            diff = t["peak_rss_mib"]["median"] - ts["peak_rss_mib"]["median"]
-            out.append(
-                f"- {how}: peak RSS {big} - {small} = {diff:+.1f} MiB (target: unchanged, within 5 MiB) "
-                f"{verdict(abs(diff) <= 5)}"
-            )
-    for note in b3.get("notes", []):
-        out.append(f"- Note: {note}")
-    out.append("")
     return out
 
 
@@ -438,7 +372,7 @@ def reproduce_section() -> list[str]:
         "",
         "```",
         "make bench         # installs .[dev,bench] once, waits up to 20 min for a 1-min load below 1.0,",
-        "                   # runs B1, B2, B3 and the profile (about 25-35 min), writes benchmarks/RESULTS.md + PNGs",
+        "                   # runs B1, B2, B3, B4 and the profile (about 60 min), writes benchmarks/RESULTS.md + PNGs",
         "python -m benchmarks.run --out benchmarks --only b3 --merge   # re-run some parts into results.json",
         "make bench-smoke   # tiny sizes (B2: 2 executions of 2 s), about 2 min; writes to BENCH_SMOKE_OUT",
         "                   # (default /tmp/smartflows-bench-smoke); BENCH_SMOKE_B2=0 skips B2's services",
@@ -448,10 +382,11 @@ def reproduce_section() -> list[str]:
         "nice -n 0 .venv/bin/python -m benchmarks.b1_triggerer_fleet   # sweep, scale and TLS; --parts sweep,scale,tls",
         ".venv/bin/python -m benchmarks.b2_worker_slots --count 20 --seconds 30 --deferrable-runs 3 --poking-runs 1",
         ".venv/bin/python -m benchmarks.b3_downloads --repeats 3",
+        ".venv/bin/python -m benchmarks.b4_batch --records 10000 --mapped 400 --max-active 200 --speedup 1",
         ".venv/bin/python -m benchmarks.profile_trigger --n 1000 --speedup 5",
         "```",
         "Files: `common.py` (emulator process, statistics, machine facts), `baselines.py` (contenders b and c), "
-        "`b2_dags/` (the B2 DAGs), `analysis.md` (the hand-written reading of the last full run, included above), "
+        "`b2_dags/` and `b4_dags/` (the DAGs of B2 and B4), `analysis.md` (the hand-written reading of the last full run, included above), "
         "`results.json` (every raw figure of the last run).",
         "",
         "Rules kept: every server on 127.0.0.1; every subprocess in its own process group, stopped by PID; "
@@ -467,7 +402,7 @@ def main(argv: list[str]) -> None:
     p.add_argument(
         "--report-only", action="store_true", help="re-render RESULTS.md and charts from OUT/results.json"
     )
-    p.add_argument("--only", default=",".join(PARTS), help="benchmarks to run (b1,b2,b3,profile)")
+    p.add_argument("--only", default=",".join(PARTS), help="benchmarks to run (b1,b2,b3,b4,profile)")
     p.add_argument("--merge", action="store_true", help="replace only these parts in OUT/results.json")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

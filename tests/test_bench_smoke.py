@@ -49,12 +49,18 @@ def test_bench_smoke_produces_figures_for_every_benchmark(tmp_path: Path) -> Non
     else:
         assert b2["dag_check"].startswith("parsed")
     b3 = results["b3"]["table"]
-    assert {key.split("/")[1] for key in b3} >= {"ours-file", "ours-s3"}
+    assert {tuple(key.split("/")[1:]) for key in b3} >= {("file", "ours"), ("s3", "ours")}
     assert all(row["verified"] for row in b3.values())
+    b4 = results["b4"]
+    assert b4["batch"]["records"] == b4["records"]
+    assert b4["batch"]["executions"] == b4["records"]
+    assert b4["mapped"]["state"] == "success"
+    assert b4["ideal_seconds"] > 0
     assert results["profile"]["cprofile"]["by_own"]
 
     report = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## B1", "## B2", "## B3", "## Profile"):
+    for heading in ("## B1", "## B2", "## B3", "## B4", "## Profile"):
         assert heading in report
-    for chart in ("b1_triggerer_fleet.png", "b2_worker_slots.png", "b3_downloads.png", "profile_trigger.png"):
+    charts = ("b1_triggerer_fleet.png", "b2_worker_slots.png", "b3_file.png", "b3_s3.png", "b4_batch.png")
+    for chart in (*charts, "profile_trigger.png"):
         assert (tmp_path / chart).read_bytes().startswith(b"\x89PNG"), chart
