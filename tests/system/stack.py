@@ -235,6 +235,8 @@ class AirflowStack:
                 AIRFLOW__WEBSERVER__BASE_URL=self.base_url,
                 AIRFLOW__WEBSERVER__WORKERS="1",
                 AIRFLOW__API__AUTH_BACKENDS="airflow.api.auth.backend.basic_auth",
+                # The batch test reads its summary XCom as JSON (deserialize=True): off by default.
+                AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT="True",
                 AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL="5",
                 AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
                 # Airflow 2 refuses LocalExecutor on SQLite outside its own tests; two worker
