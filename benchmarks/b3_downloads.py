@@ -34,7 +34,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, Emulator, fmt, free_port, loadavg, log, stop_group, summary
+from benchmarks.common import (
+    ROOT,
+    Emulator,
+    fmt,
+    free_port,
+    loadavg,
+    log,
+    replace_section,
+    stop_group,
+    summary,
+)
 
 SIZES = {"64 MiB": 64 * 2**20, "1 GiB": 2**30}
 STORES = ("file", "s3", "azure", "gcs")
@@ -609,18 +619,6 @@ def charts(b3: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
-def replace_section(results_md: Path, lines: list[str]) -> None:
-    """Put ``lines`` in place of the "## B3" section of RESULTS.md (up to the next "## "), or at the end."""
-    text = results_md.read_text() if results_md.exists() else ""
-    body = "\n".join(lines).rstrip("\n") + "\n\n"
-    start = text.find("\n## B3")
-    if start < 0:
-        results_md.write_text(text.rstrip("\n") + "\n\n" + body)
-        return
-    end = text.find("\n## ", start + 1)
-    results_md.write_text(text[: start + 1] + body + (text[end + 1 :] if end >= 0 else ""))
-
-
 def main(argv: list[str]) -> None:
     if argv and argv[0] == "child-ours":
         child_ours(argv[1:])
@@ -643,7 +641,7 @@ def main(argv: list[str]) -> None:
         args.out.write_text(text)
     if args.results:
         charts(result, args.results.parent)
-        replace_section(args.results, section(result))
+        replace_section(args.results, section(result), "## B3")
     if not args.out and not args.results:
         print(text)
 

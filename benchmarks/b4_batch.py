@@ -29,11 +29,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, loadavg, log
+from benchmarks.common import ROOT, loadavg, log, replace_section
 
 DAGS = Path(__file__).parent / "b4_dags"
 FLOW = "bench-b4"
@@ -105,6 +106,16 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def ti_states(db: Path, dag_id: str, run_id: str) -> dict[str, int]:
+    """How many task instances of the run are in each state."""
+    rows = _query(
+        db,
+        "SELECT state, COUNT(*) FROM task_instance WHERE dag_id = ? AND run_id = ? GROUP BY state",
+        (dag_id, run_id),
+    )
+    return {str(state): int(count) for state, count in rows}
+
+
 class SlotSampler(threading.Thread):
     """Samples the run's task instances: seconds in ``running`` (worker slots held), peak deferred."""
 
@@ -120,13 +131,8 @@ class SlotSampler(threading.Thread):
     def run(self) -> None:
         last = time.monotonic()
         while not self._halt.is_set():
-            rows = _query(
-                self.db,
-                "SELECT state, COUNT(*) FROM task_instance WHERE dag_id = ? AND run_id = ? GROUP BY state",
-                (self.dag_id, self.run_id),
-            )
+            states = ti_states(self.db, self.dag_id, self.run_id)
             now = time.monotonic()
-            states = {str(state): int(count) for state, count in rows}
             running = states.get("running", 0)
             self.running_seconds += running * (now - last)
             self.peak_running = max(self.peak_running, running)
@@ -161,16 +167,11 @@ def one_run(stack: Any, dag_id: str, conf: dict[str, Any], timeout: float) -> di
     ((state, end_date),) = _query(
         db, "SELECT state, end_date FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
     )
-    tis = _query(
-        db,
-        "SELECT state, COUNT(*) FROM task_instance WHERE dag_id = ? AND run_id = ? GROUP BY state",
-        (dag_id, run_id),
-    )
     return {
         "dag_id": dag_id,
         "run_id": run_id,
         "state": state,
-        "task_states": {str(s): int(c) for s, c in tis},
+        "task_states": ti_states(db, dag_id, run_id),
         "wall_seconds": _ts(end_date) - started,
         "slot_seconds": sampler.running_seconds,
         "peak_running": sampler.peak_running,
@@ -190,9 +191,7 @@ def _check_batch(emulator: Any, work: Path, count: int) -> dict[str, Any]:
     keys = {line["key"] for line in lines}
     bad = [line for line in lines if line["status"] != "succeeded"]
     executions = [e for e in emulator.executions(FLOW) if e["input_data"]["id"][0] in keys]
-    per_record: dict[str, int] = {}
-    for execution in executions:
-        per_record[execution["input_data"]["id"][0]] = per_record.get(execution["input_data"]["id"][0], 0) + 1
+    per_record = Counter(execution["input_data"]["id"][0] for execution in executions)
     missing = [
         line["key"]
         for line in lines
@@ -400,22 +399,6 @@ def charts(b4: dict[str, Any], out: Path) -> list[str]:
     return ["b4_batch.png"]
 
 
-def replace_section(results_md: Path, lines: list[str]) -> None:
-    """Put ``lines`` in place of the "## B4" section of RESULTS.md, else before the profile section."""
-    text = results_md.read_text() if results_md.exists() else ""
-    body = "\n".join(lines).rstrip("\n") + "\n\n"
-    start = text.find("\n## B4")
-    if start < 0:
-        start = text.find("\n## Profile")
-        if start < 0:
-            results_md.write_text(text.rstrip("\n") + "\n\n" + body)
-            return
-        results_md.write_text(text[: start + 1] + body + text[start + 1 :])
-        return
-    end = text.find("\n## ", start + 1)
-    results_md.write_text(text[: start + 1] + body + (text[end + 1 :] if end >= 0 else ""))
-
-
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--records", type=int, default=10_000)
@@ -432,7 +415,7 @@ def main(argv: list[str]) -> None:
         args.out.write_text(text)
     if args.results:
         charts(result, args.results.parent)
-        replace_section(args.results, section(result))
+        replace_section(args.results, section(result), "## B4", before="## Profile")
     print("\n".join(section(result)))
     if not args.out and not args.results:
         print(text)

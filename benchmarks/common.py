@@ -235,3 +235,20 @@ def write_json(path: Path, data: Any) -> None:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def replace_section(results_md: Path, lines: list[str], heading: str, before: str | None = None) -> None:
+    """Put ``lines`` in place of RESULTS.md's section starting with ``heading`` (up to the next
+    "## "); without one, insert them before the section starting with ``before``, else at the end."""
+    text = results_md.read_text() if results_md.exists() else ""
+    body = "\n".join(lines).rstrip("\n") + "\n\n"
+    start = text.find("\n" + heading)
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        results_md.write_text(text[: start + 1] + body + (text[end + 1 :] if end >= 0 else ""))
+        return
+    at = text.find("\n" + before) if before else -1
+    if at < 0:
+        results_md.write_text(text.rstrip("\n") + "\n\n" + body)
+        return
+    results_md.write_text(text[: at + 1] + body + text[at + 1 :])
