@@ -7,6 +7,8 @@ Pure: no I/O. Each check returns the value it accepted, so callers can write
 
 from __future__ import annotations
 
+import re
+
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 
 
@@ -73,3 +75,26 @@ def check_optional_number(
         raise SmartFlowsInputError(
             f"{name} must be {_requirement(unit, minimum, above)} or None, not {value!r}."
         ) from None
+
+
+def check_reconcile_timing(clock_skew: object, settle_time: object) -> tuple[float, float]:
+    """Return ``(reconcile_clock_skew, reconcile_settle_time)`` of an operator that reconciles
+    ambiguous starts when both are numbers of seconds >= 0, else raise :class:`SmartFlowsInputError`."""
+    unit = "a number of seconds"
+    return (
+        check_number("reconcile_clock_skew", clock_skew, minimum=0, unit=unit),
+        check_number("reconcile_settle_time", settle_time, minimum=0, unit=unit),
+    )
+
+
+def parse_priority(value: object) -> int | None:
+    """An execution priority as a templated ``priority`` field holds it: None stays None, an int
+    stays itself, the text of an integer (what a rendered template gives) becomes that int; anything
+    else raises :class:`SmartFlowsInputError`, before anything is started."""
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
+        return int(value)
+    if isinstance(value, str) or not _is_number(value, integer=True):
+        raise SmartFlowsInputError(f"priority must be an integer (or the text of one), not {value!r}.")
+    return value  # type: ignore[return-value]

@@ -23,6 +23,7 @@ from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.operators.execution_wait import SmartFlowsExecutionWaitMixin
 from airflow_provider_smartflows.operators.hitl import check_ask_available
+from airflow_provider_smartflows.validation import check_reconcile_timing, parse_priority
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
 
 if TYPE_CHECKING:
@@ -136,10 +137,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         self.reconcile_ambiguous_start = reconcile_ambiguous_start
         self.reconcile_clock_skew = reconcile_clock_skew
         self.reconcile_settle_time = reconcile_settle_time
-        for name in ("reconcile_clock_skew", "reconcile_settle_time"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise SmartFlowsInputError(f"{name} must be a number of seconds >= 0, got {value!r}")
+        check_reconcile_timing(reconcile_clock_skew, reconcile_settle_time)
         if poll_interval <= 0:
             raise SmartFlowsInputError(f"poll_interval must be > 0, got {poll_interval!r}")
         if timeout is not None and timeout <= 0:
@@ -161,9 +159,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
                 AIRFLOW_VERSION,
                 context["ti"].try_number,
             )
-        priority = self.priority
-        if isinstance(priority, str) and priority.strip().lstrip("-").isdigit():
-            priority = int(priority)  # a rendered template is text
+        priority = parse_priority(self.priority)  # a rendered template is text
         execution_id, status = self._start_execution(priority)
         self._execution_id = execution_id
         url = self._push_execution_xcoms(context, execution_id)

@@ -116,11 +116,10 @@ class SmartFlowsBatchTrigger(BaseTrigger):
         )
 
     def _make_hook(self) -> SmartFlowsAsyncHook:
-        # Every execution holds one long-poll open: the pool has a connection for each. The watches
-        # count transient failures themselves, so the hook makes one attempt per poll.
-        return SmartFlowsAsyncHook(
-            self.smartflows_conn_id, retry_limit=0, max_connections=max(1, len(self.execution_ids))
-        )
+        # Every execution holds one long-poll open; the shared session's pool is sized for every parked
+        # long-poll ([smartflows] max_connections_per_session). The watches count transient failures
+        # themselves, so the hook makes one attempt per poll.
+        return SmartFlowsAsyncHook(self.smartflows_conn_id, retry_limit=0)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         payload = await self.collect()

@@ -1,0 +1,316 @@
+"""Operator that runs one Smart Flows execution per record of a collection, from one task.
+
+The operator holds the parameters and the entry points; the batch itself is a
+:class:`~airflow_provider_smartflows.operators.batch.run.BatchRun` built for each entry point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator, conf
+
+from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsInputError
+from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
+from airflow_provider_smartflows.hooks.reconcile import DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
+from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
+from airflow_provider_smartflows.operators.batch.records import RecordInput, RecordList, RecordSource
+from airflow_provider_smartflows.operators.batch.run import BatchOptions, BatchRun
+from airflow_provider_smartflows.operators.batch.state import BatchState, BatchStore
+from airflow_provider_smartflows.validation import (
+    check_int,
+    check_number,
+    check_optional_number,
+    check_reconcile_timing,
+    parse_priority,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_smartflows.triggers.batch import BatchEvent, SmartFlowsBatchTrigger
+    from airflow_provider_smartflows.waiting import ExecutionEvent
+
+SECONDS = "a number of seconds"
+
+
+class SmartFlowsRunFlowBatchOperator(BaseOperator):
+    """
+    Run a Smart Flows flow once per record, at most ``max_active`` executions at a time.
+
+    Records come from ``records`` (a list, templated or an XCom) or are streamed from
+    ``records_uri`` (a JSON Lines or CSV object in storage), never all held in memory. Each record
+    becomes the flow's input: the record itself (a Dynamics/Sugar JSON object), ``data_template``
+    filled in from it, or XML rendered from ``xml_template``. Before anything starts, every record
+    is read once and its input checked: a bad line fails the task naming it, with nothing started.
+
+    The batch's progress lives in a checkpoint object next to ``manifest_uri``; a task retry, a
+    worker killed mid-batch or a triggerer restart resumes from it: no finished record runs again,
+    no running execution is started twice. A record whose start may or may not have created an
+    execution is reconciled: the one execution the listing proves it created is adopted, a proven
+    absence starts it again (once), anything else marks it ``unknown``. When all records are done, ``manifest_uri`` holds one JSON line per record
+    (key, execution id, status, the flow's messages, documents with uri, size and sha256), and the
+    task returns a summary (counts, manifest URI).
+
+    :param flow_id: the flow to run for every record.
+    :param manifest_uri: object-storage URI of the results manifest (JSON Lines); the checkpoint is
+        ``<manifest_uri>.checkpoint.json``. Make it unique per run (e.g. with ``{{ ds }}``).
+    :param manifest_conn_id: storage connection of ``manifest_uri``.
+    :param records: the records (a list; dicts for field access; used as they are, not rendered),
+        an XCom of one, or a template rendering to JSON text of one. An XCom is pulled again on
+        every resume: for large batches use ``records_uri``.
+    :param records_uri: a JSON Lines (one object per line) or CSV (header line) object instead.
+    :param records_conn_id: storage connection of ``records_uri``.
+    :param records_format: ``jsonl`` or ``csv`` when the URI's suffix does not say.
+    :param record_key: the field naming each record in logs, manifest and file names; None: the
+        line number. Keys must be unique (two records with one key would write the same files): a
+        key seen twice fails the task before anything starts, naming both lines.
+    :param data_template: a mapping (Dynamics/Sugar JSON) whose strings are filled in per record:
+        ``{"entity": "account", "id": ["{record[account_id]}"]}``; a string that is exactly one
+        ``{record[field]}`` takes the field's value as it is. Also ``{key}`` and ``{line}``.
+    :param xml_template: XML input: a Jinja template (text, or a ``.xml``/``.xml.j2`` file on the
+        DAG's template search path) rendered per record with ``record``, ``key`` and ``line`` plus
+        the task's context; values are XML-escaped.
+    :param dataset_id: data set of the flow fed by the input.
+    :param priority: execution priority.
+    :param destination: where each record's documents go, filled in per record like
+        ``data_template`` (values made file-name safe): ``s3://bucket/invoices/{{ ds }}/{record[customer_id]}.pdf``.
+        A further document of the same record gets `` (2)``, `` (3)``... before the extension; a
+        destination ending with ``/`` is a folder (documents keep their display names). None: no
+        download, the manifest lists document ids.
+    :param destination_conn_id: storage connection of ``destination``.
+    :param download_concurrency: documents downloaded at the same time when a wave's records finish.
+    :param overwrite: replace existing files (default True: a resumed record writes its files again).
+    :param max_active: executions running at once on the server.
+    :param max_starts_per_second: start rate limit; None: as fast as slots free up.
+    :param record_retries: new executions for a record whose execution ended Error, Canceled or
+        Interrupted (each started only once the previous one is final).
+    :param max_failed_records: failed (and unknown) records tolerated: a count (int), or a fraction
+        of the records (float, 0.0 to 1.0). More fails the task at the end, naming the manifest.
+    :param smartflows_conn_id: the ``smartflows`` connection.
+    :param deferrable: wait on the triggerer between waves instead of on the worker.
+    :param poll_interval: longest long-poll per execution in seconds.
+    :param gather_seconds: after the first execution of a wait finishes, how long to collect
+        further finishes before the worker resumes.
+    :param timeout: seconds a try of the batch may take; then its running executions are
+        cancelled (``cancel_on_kill``) and the task fails; a retry continues with the rest.
+    :param fail_on_warning: count a ``Warning`` outcome as a failure.
+    :param cancel_on_kill: cancel the running executions when the task is killed or times out.
+    :param reconcile_ambiguous_start: resolve a start whose outcome is unknown by listing the flow's
+        executions (the key needs the right to list them); False marks such a record ``unknown``.
+    :param reconcile_clock_skew: seconds by which ``createdAt`` may be earlier than the send time as
+        measured through the server's ``Date`` header (an execution with the same input created this
+        little before the start leaves the outcome unknown).
+    :param reconcile_settle_time: seconds to wait before the listing that proves nothing was
+        created; counted once per wave, not per record.
+    """
+
+    template_fields: Sequence[str] = (
+        "flow_id",
+        "records",
+        "records_uri",
+        "records_conn_id",
+        "record_key",
+        "data_template",
+        "dataset_id",
+        "priority",
+        "destination",
+        "destination_conn_id",
+        "manifest_uri",
+        "manifest_conn_id",
+    )
+    template_fields_renderers = {"data_template": "json", "records": "py"}
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        flow_id: str,
+        manifest_uri: str,
+        manifest_conn_id: str | None = None,
+        records: Any = None,
+        records_uri: str | None = None,
+        records_conn_id: str | None = None,
+        records_format: str | None = None,
+        record_key: str | None = None,
+        data_template: dict[str, Any] | None = None,
+        xml_template: str | None = None,
+        dataset_id: str | None = None,
+        priority: int | str | None = None,
+        destination: str | None = None,
+        destination_conn_id: str | None = None,
+        overwrite: bool = True,
+        download_concurrency: int = 4,
+        max_active: int = 10,
+        max_starts_per_second: float | None = None,
+        record_retries: int = 1,
+        max_failed_records: int | float = 0,
+        smartflows_conn_id: str = DEFAULT_CONN_ID,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 30,
+        gather_seconds: float = 1.0,
+        timeout: float | None = None,
+        fail_on_warning: bool = False,
+        cancel_on_kill: bool = True,
+        reconcile_ambiguous_start: bool = True,
+        reconcile_clock_skew: float = DEFAULT_CLOCK_SKEW,
+        reconcile_settle_time: float = DEFAULT_SETTLE_TIME,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.flow_id = flow_id
+        self.manifest_uri = manifest_uri
+        self.manifest_conn_id = manifest_conn_id
+        # A literal list is data: wrapped so that Airflow does not render each of its strings.
+        self.records = RecordList(records) if isinstance(records, (list, tuple)) else records
+        self.records_uri = records_uri
+        self.records_conn_id = records_conn_id
+        self.records_format = records_format
+        self.record_key = record_key
+        self.data_template = data_template
+        self.xml_template = xml_template
+        self.dataset_id = dataset_id
+        self.priority = priority
+        self.destination = destination
+        self.destination_conn_id = destination_conn_id
+        self.overwrite = overwrite
+        self.download_concurrency = download_concurrency
+        self.max_active = max_active
+        self.max_starts_per_second = max_starts_per_second
+        self.record_retries = record_retries
+        self.max_failed_records = max_failed_records
+        self.smartflows_conn_id = smartflows_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.gather_seconds = gather_seconds
+        self.timeout = timeout
+        self.fail_on_warning = fail_on_warning
+        self.cancel_on_kill = cancel_on_kill
+        self.reconcile_ambiguous_start = reconcile_ambiguous_start
+        self.reconcile_clock_skew = reconcile_clock_skew
+        self.reconcile_settle_time = reconcile_settle_time
+        self._check_arguments()
+        self._state: BatchState | None = None
+
+    def _check_arguments(self) -> None:
+        check_int("max_active", self.max_active, minimum=1)
+        check_int("record_retries", self.record_retries, minimum=0)
+        check_int("download_concurrency", self.download_concurrency, minimum=1)
+        if (self.records is None) == (self.records_uri is None):
+            raise SmartFlowsInputError("Give exactly one of records (a list or an XCom) and records_uri.")
+        if self.data_template is not None and self.xml_template is not None:
+            raise SmartFlowsInputError(
+                "Give data_template (JSON input) or xml_template (XML input), not both."
+            )
+        check_number("max_failed_records", self.max_failed_records, minimum=0, unit="a count or a fraction")
+        check_optional_number("max_starts_per_second", self.max_starts_per_second, above=0)
+        check_number("poll_interval", self.poll_interval, above=0, unit=SECONDS)
+        check_number("gather_seconds", self.gather_seconds, minimum=0, unit=SECONDS)
+        check_reconcile_timing(self.reconcile_clock_skew, self.reconcile_settle_time)
+        check_optional_number("timeout", self.timeout, above=0, unit=SECONDS)
+
+    @cached_property
+    def hook(self) -> SmartFlowsHook:
+        """The synchronous hook (starts, cancels, downloads)."""
+        return SmartFlowsHook(self.smartflows_conn_id)
+
+    @cached_property
+    def store(self) -> BatchStore:
+        return BatchStore(self.manifest_uri, self.manifest_conn_id or None)
+
+    @cached_property
+    def source(self) -> RecordSource:
+        return RecordSource(
+            self.records, self.records_uri or None, self.records_conn_id or None, self.records_format
+        )
+
+    # --- entry points ---------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        run = self._batch_run(context)
+        state = run.open(self._owner(context), context["ti"].try_number)
+        return self._drive(run, state, [])
+
+    def execute_complete(self, context: Context, event: BatchEvent, **kwargs: Any) -> dict[str, Any]:
+        """Resume from the batch trigger: record what finished, start the next ones, defer again."""
+        run = self._batch_run(context)
+        state = run.reopen(self._owner(context), context["ti"].try_number)
+        return self._drive(run, state, list(event.get("events") or []))
+
+    def on_kill(self) -> None:
+        state = self._state
+        if not (self.cancel_on_kill and state is not None):
+            return
+        for entry in state.running():
+            self.log.info(
+                "Cancelling Smart Flows execution %s of record %s (task killed)",
+                entry.execution_id,
+                entry.key,
+            )
+            try:
+                self.hook.cancel_execution(str(entry.execution_id))
+            except SmartFlowsError as err:
+                self.log.warning("Could not cancel Smart Flows execution %s: %s", entry.execution_id, err)
+
+    # --- the run ---------------------------------------------------------------------------------
+
+    def _batch_run(self, context: Context) -> BatchRun:
+        """This entry point's engine, from the rendered parameters."""
+        xml = self._xml_renderer(context) if self.xml_template is not None else None
+        inputs = RecordInput(
+            self.flow_id, self.record_key or None, self.data_template, xml, self.destination or None
+        )
+        options = BatchOptions(
+            smartflows_conn_id=self.smartflows_conn_id,
+            dataset_id=self.dataset_id or None,
+            priority=parse_priority(self.priority),
+            destination=self.destination or None,
+            destination_conn_id=self.destination_conn_id or None,
+            overwrite=self.overwrite,
+            download_concurrency=self.download_concurrency,
+            max_active=self.max_active,
+            max_starts_per_second=self.max_starts_per_second,
+            record_retries=self.record_retries,
+            max_failed_records=self.max_failed_records,
+            poll_interval=float(self.poll_interval),
+            gather_seconds=float(self.gather_seconds),
+            timeout=self.timeout,
+            fail_on_warning=self.fail_on_warning,
+            cancel_on_kill=self.cancel_on_kill,
+            reconcile_ambiguous_start=self.reconcile_ambiguous_start,
+            reconcile_clock_skew=float(self.reconcile_clock_skew),
+            reconcile_settle_time=float(self.reconcile_settle_time),
+        )
+        return BatchRun(self.hook, self.store, self.source, inputs, options, self.log)
+
+    def _owner(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        return {"dag_id": ti.dag_id, "task_id": ti.task_id, "run_id": ti.run_id, "map_index": ti.map_index}
+
+    def _xml_renderer(self, context: Context) -> Callable[[dict[str, Any]], str]:
+        env = self.get_template_env().overlay(autoescape=True)
+        text = str(self.xml_template)
+        if text.strip().endswith((".xml", ".xml.j2")) and "<" not in text:
+            template = env.get_template(text.strip())
+        else:
+            template = env.from_string(text)
+        base = dict(context)
+        return lambda extra: template.render({**base, **extra})
+
+    def _drive(self, run: BatchRun, state: BatchState, events: list[ExecutionEvent]) -> dict[str, Any]:
+        self._state = state  # what on_kill cancels
+        return run.drive(state, events, self._wait)
+
+    def _wait(self, trigger: SmartFlowsBatchTrigger) -> list[ExecutionEvent]:
+        """Defer on the trigger (the triggerer waits), or wait on the worker: the finished executions."""
+        if self.deferrable:
+            self.defer(
+                trigger=trigger,
+                method_name="execute_complete",
+                kwargs={"checkpoint": str(self.store.checkpoint)},
+            )
+        return asyncio.run(trigger.collect())["events"]

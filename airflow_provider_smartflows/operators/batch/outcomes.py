@@ -1,0 +1,220 @@
+"""What happens to a batch record when its execution ends: documents, manifest line, or a retry.
+
+:class:`RecordOutcomes` (held by the :class:`~.run.BatchRun`) turns the batch trigger's events
+into manifest lines (after downloading the documents through the hook's ``download_document``,
+atomic and verified), queues a failed record's next attempt, and ends a try whose deadline passed.
+"""
+
+from __future__ import annotations
+
+import queue
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsTimeoutError
+from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
+from airflow_provider_smartflows.models import ExecutionStatus
+from airflow_provider_smartflows.operators.batch.records import format_template
+from airflow_provider_smartflows.operators.batch.state import FAILED, PENDING, SUCCEEDED
+from airflow_provider_smartflows.waiting import (
+    EVENT_FAILED,
+    EVENT_INPUT_REQUIRED,
+    EVENT_SUCCESS,
+    EVENT_TIMEOUT,
+    one_line,
+)
+
+if TYPE_CHECKING:
+    from airflow_provider_smartflows.operators.batch.run import BatchOptions
+    from airflow_provider_smartflows.operators.batch.state import BatchState, BatchStore, Entry
+    from airflow_provider_smartflows.waiting import ExecutionEvent
+
+#: What :meth:`RecordOutcomes._download_all` runs per succeeded record: its saved documents, or
+#: why they could not be saved.
+Saved = tuple[list[dict[str, Any]], "str | None"]
+
+
+class RecordOutcomes:
+    """
+    Records a batch's finished executions: documents saved, manifest lines, retries, timeouts.
+
+    :param hook: the synchronous hook (details, cancels, downloads).
+    :param store: the batch's checkpoint and manifest (named in the errors).
+    :param options: the batch's parameters.
+    :param log: the task's logger.
+    """
+
+    def __init__(self, hook: SmartFlowsHook, store: BatchStore, options: BatchOptions, log: Any) -> None:
+        self.hook = hook
+        self.store = store
+        self.options = options
+        self.log = log
+        self._download_hooks: list[SmartFlowsHook] = []
+
+    def record(self, state: BatchState, events: list[ExecutionEvent]) -> SmartFlowsError | None:
+        """Put finished records in the manifest (after their downloads), or queue their retry.
+        Returns the error that ends the try (a timeout, a wait that failed), raised by the caller
+        once the checkpoint is saved."""
+        by_id = {entry.execution_id: entry for entry in state.running()}
+        timed_out: list[Entry] = []
+        errors: list[str] = []
+        succeeded: list[tuple[Entry, ExecutionEvent]] = []
+        for event in events:
+            entry = by_id.pop(event["execution_id"], None)
+            if entry is None:
+                continue  # already recorded (a wait resumed twice)
+            status = event["status"]
+            if status == EVENT_SUCCESS:
+                succeeded.append((entry, event))
+            elif status == EVENT_FAILED:
+                self._finish_failure(state, entry, event)
+            elif status == EVENT_INPUT_REQUIRED:
+                self._cancel(entry, "it waits for a person, which a batch cannot answer")
+                state.close(
+                    entry, FAILED, execution_status=event["execution_status"], messages=[event["message"]]
+                )
+            elif status == EVENT_TIMEOUT:
+                timed_out.append(entry)
+            else:
+                errors.append(f"record {entry.key} (execution {entry.execution_id}): {event['message']}")
+        self._finish_successes(state, succeeded)
+        if timed_out:
+            return self._time_out(state, timed_out + list(by_id.values()))
+        if errors:
+            return SmartFlowsError(
+                f"Waiting for the batch's executions failed: {'; '.join(errors[:5])}. The records stay "
+                f"in the checkpoint {self.store.checkpoint}; a task retry waits for them again."
+            )
+        return None
+
+    def _finish_successes(self, state: BatchState, done: list[tuple[Entry, ExecutionEvent]]) -> None:
+        """Download the documents of the succeeded records, then write their manifest lines in the
+        events' order."""
+        results = self._download_all(done)
+        for (entry, event), (documents, error) in zip(done, results, strict=True):
+            status = event["execution_status"]
+            if error is None:
+                state.close(entry, SUCCEEDED, execution_status=status, documents=documents)
+                continue
+            self.log.error("record %s (line %d): %s", entry.key, entry.line, error)
+            state.close(entry, FAILED, execution_status=status, messages=[error])
+
+    def _download_all(self, done: list[tuple[Entry, ExecutionEvent]]) -> list[Saved]:
+        """
+        Each succeeded record's :meth:`_saved_documents`, in ``done``'s order, ``download_concurrency``
+        records at a time (a hook and HTTP session per thread; hooks are kept for the next wave).
+
+        The batch's one parallel-download seam: a shared parallel-download helper can replace this
+        method whole (same input, same results, same order).
+        """
+        workers = min(self.options.download_concurrency, len(done)) if self.options.destination else 1
+        if workers <= 1:
+            return [self._saved_documents(self.hook, entry, event) for entry, event in done]
+        while len(self._download_hooks) < workers - 1:
+            extra = SmartFlowsHook(self.options.smartflows_conn_id)
+            extra.settings  # noqa: B018 - the connection is read here, in the task's own thread
+            self._download_hooks.append(extra)
+        hooks: queue.SimpleQueue[SmartFlowsHook] = queue.SimpleQueue()
+        for hook in [self.hook, *self._download_hooks[: workers - 1]]:
+            hooks.put(hook)
+
+        def run(item: tuple[Entry, ExecutionEvent]) -> Saved:
+            hook = hooks.get()
+            try:
+                return self._saved_documents(hook, *item)
+            finally:
+                hooks.put(hook)
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="smartflows-batch-download") as pool:
+            return list(pool.map(run, done))
+
+    def _saved_documents(self, hook: SmartFlowsHook, entry: Entry, event: ExecutionEvent) -> Saved:
+        """The record's saved documents, or the reason they could not be saved."""
+        try:
+            return self._download(hook, entry, event["document_ids"]), None
+        except SmartFlowsError as err:
+            return [], f"the execution succeeded but its documents could not be saved: {one_line(err, 300)}"
+
+    def _finish_failure(self, state: BatchState, entry: Entry, event: ExecutionEvent) -> None:
+        messages = self._flow_messages(str(entry.execution_id), event)
+        status = event["execution_status"]
+        self.log.warning(
+            "record %s (line %d): execution %s ended %s: %s",
+            entry.key,
+            entry.line,
+            entry.execution_id,
+            status,
+            "; ".join(messages) or "no details",
+        )
+        if entry.attempt <= self.options.record_retries:
+            entry.previous.append(
+                {"execution_id": entry.execution_id, "execution_status": status, "messages": messages}
+            )
+            entry.attempt += 1
+            entry.state, entry.execution_id, entry.intent_at = PENDING, None, None
+            return
+        state.close(entry, FAILED, execution_status=status, messages=messages)
+
+    def _flow_messages(self, execution_id: str, event: ExecutionEvent) -> list[str]:
+        """The flow's own FlowException messages of a failed execution (the event's text without them)."""
+        try:
+            execution = self.hook.get_execution(execution_id)
+        except SmartFlowsError as err:
+            return [event["message"], f"(details unavailable: {one_line(err, 200)})"]
+        items = list(execution.errors)
+        if ExecutionStatus.parse(event["execution_status"]) is ExecutionStatus.WARNING:
+            items = list(execution.warnings) + items
+        return [str(item) for item in items] or [event["message"]]
+
+    def _download(self, hook: SmartFlowsHook, entry: Entry, document_ids: list[str]) -> list[dict[str, Any]]:
+        """Save the record's documents where ``destination`` says; their manifest entries."""
+        destination = self.options.destination
+        if not destination:
+            return [{"document_id": document_id} for document_id in document_ids]
+        target = format_template(str(destination), entry.as_record(), "destination", safe=True)
+        saved = []
+        for number, document_id in enumerate(document_ids, start=1):
+            path = target if target.endswith("/") or number == 1 else _numbered(target, number)
+            done = hook.download_document(
+                document_id,
+                path,
+                conn_id=self.options.destination_conn_id or None,
+                overwrite=self.options.overwrite,
+            )
+            saved.append(
+                {"document_id": document_id, "uri": done.uri, "size": done.size, "sha256": done.sha256}
+            )
+        return saved
+
+    def _cancel(self, entry: Entry, why: str) -> None:
+        if not self.options.cancel_on_kill:
+            return
+        self.log.info(
+            "Cancelling Smart Flows execution %s of record %s: %s", entry.execution_id, entry.key, why
+        )
+        try:
+            self.hook.cancel_execution(str(entry.execution_id))
+        except SmartFlowsError as err:
+            self.log.warning("Could not cancel Smart Flows execution %s: %s", entry.execution_id, err)
+
+    def _time_out(self, state: BatchState, entries: list[Entry]) -> SmartFlowsTimeoutError:
+        """The try's deadline passed: cancel the running executions and record them; the error that
+        fails the task."""
+        why = "the batch's timeout passed"
+        for entry in entries:
+            self._cancel(entry, why)
+            left = "cancelled" if self.options.cancel_on_kill else "left running (cancel_on_kill=False)"
+            state.close(entry, FAILED, messages=[f"{why}; the execution was {left}"])
+        return SmartFlowsTimeoutError(
+            f"The batch did not finish within timeout={self.options.timeout} s ({state.progress_line()}); "
+            f"{len(entries)} running executions were recorded as failed. A task retry continues with "
+            f"the records not yet started; checkpoint {self.store.checkpoint}."
+        )
+
+
+def _numbered(target: str, number: int) -> str:
+    """``a/b.pdf`` -> ``a/b (2).pdf`` for a record's further documents."""
+    head, slash, name = target.rpartition("/")
+    stem, dot, ext = name.rpartition(".")
+    name = f"{stem} ({number}).{ext}" if dot and stem else f"{name} ({number})"
+    return f"{head}{slash}{name}"
