@@ -15,6 +15,54 @@ operator's public path.
 from __future__ import annotations
 
 from airflow_provider_smartflows.operators.batch.operator import SmartFlowsRunFlowBatchOperator
+from airflow_provider_smartflows.operators.batch.reconcile import Ambiguous
+from airflow_provider_smartflows.operators.batch.records import (
+    Cursor,
+    KeySet,
+    Record,
+    RecordList,
+    RecordSource,
+    fill_data_template,
+    format_template,
+    record_key,
+    render_xml,
+)
 from airflow_provider_smartflows.operators.batch.run import MAX_BACKOFF_SECONDS, BatchOptions, BatchRun
+from airflow_provider_smartflows.operators.batch.state import (
+    FAILED,
+    PENDING,
+    RUNNING,
+    STARTING,
+    SUCCEEDED,
+    UNKNOWN,
+    BatchState,
+    BatchStore,
+    Entry,
+)
 
-__all__ = ["MAX_BACKOFF_SECONDS", "BatchOptions", "BatchRun", "SmartFlowsRunFlowBatchOperator"]
+# The operator, and what the single module ``operators/batch.py`` made importable from here.
+__all__ = [
+    "FAILED",
+    "MAX_BACKOFF_SECONDS",
+    "PENDING",
+    "RUNNING",
+    "STARTING",
+    "SUCCEEDED",
+    "UNKNOWN",
+    "Ambiguous",
+    "BatchOptions",
+    "BatchRun",
+    "BatchState",
+    "BatchStore",
+    "Cursor",
+    "Entry",
+    "KeySet",
+    "Record",
+    "RecordList",
+    "RecordSource",
+    "SmartFlowsRunFlowBatchOperator",
+    "fill_data_template",
+    "format_template",
+    "record_key",
+    "render_xml",
+]

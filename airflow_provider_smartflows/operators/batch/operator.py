@@ -162,37 +162,22 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.flow_id = flow_id
-        self.manifest_uri = manifest_uri
-        self.manifest_conn_id = manifest_conn_id
+        self.flow_id, self.dataset_id, self.priority = flow_id, dataset_id, priority
+        self.manifest_uri, self.manifest_conn_id = manifest_uri, manifest_conn_id
         # A literal list is data: wrapped so that Airflow does not render each of its strings.
         self.records = RecordList(records) if isinstance(records, (list, tuple)) else records
-        self.records_uri = records_uri
-        self.records_conn_id = records_conn_id
+        self.records_uri, self.records_conn_id = records_uri, records_conn_id
         self.records_format = records_format
-        self.record_key = record_key
-        self.data_template = data_template
-        self.xml_template = xml_template
-        self.dataset_id = dataset_id
-        self.priority = priority
-        self.destination = destination
-        self.destination_conn_id = destination_conn_id
-        self.overwrite = overwrite
-        self.download_concurrency = download_concurrency
-        self.max_active = max_active
-        self.max_starts_per_second = max_starts_per_second
-        self.record_retries = record_retries
-        self.max_failed_records = max_failed_records
-        self.smartflows_conn_id = smartflows_conn_id
-        self.deferrable = deferrable
-        self.poll_interval = poll_interval
-        self.gather_seconds = gather_seconds
-        self.timeout = timeout
-        self.fail_on_warning = fail_on_warning
-        self.cancel_on_kill = cancel_on_kill
+        self.record_key, self.data_template, self.xml_template = record_key, data_template, xml_template
+        self.destination, self.destination_conn_id = destination, destination_conn_id
+        self.overwrite, self.download_concurrency = overwrite, download_concurrency
+        self.max_active, self.max_starts_per_second = max_active, max_starts_per_second
+        self.record_retries, self.max_failed_records = record_retries, max_failed_records
+        self.smartflows_conn_id, self.deferrable = smartflows_conn_id, deferrable
+        self.poll_interval, self.gather_seconds, self.timeout = poll_interval, gather_seconds, timeout
+        self.fail_on_warning, self.cancel_on_kill = fail_on_warning, cancel_on_kill
         self.reconcile_ambiguous_start = reconcile_ambiguous_start
-        self.reconcile_clock_skew = reconcile_clock_skew
-        self.reconcile_settle_time = reconcile_settle_time
+        self.reconcile_clock_skew, self.reconcile_settle_time = reconcile_clock_skew, reconcile_settle_time
         self._check_arguments()
         self._state: BatchState | None = None
 
