@@ -537,7 +537,7 @@ class SmartFlowsRunFlowBatchOperator(BatchReconcileMixin, BatchOutcomesMixin, Ba
                 self.flow_id, data, dataset_id=self.dataset_id or None, priority=self._priority()
             )
         except SmartFlowsApiError as err:
-            if getattr(err, "may_have_started", False):
+            if err.may_have_started:
                 ambiguous.append((entry, err))
                 self._ambiguous_at = time.time()
                 return True
@@ -546,7 +546,7 @@ class SmartFlowsRunFlowBatchOperator(BatchReconcileMixin, BatchOutcomesMixin, Ba
                 state.backoff_until = time.time() + state.backoff
                 self.log.warning(
                     "Smart Flows asks to slow down (%s); next start in %.0f s",
-                    getattr(err, "reason", None) or err.status_code,
+                    err.reason or err.status_code,
                     state.backoff,
                 )
                 return False

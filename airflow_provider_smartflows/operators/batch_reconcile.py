@@ -63,7 +63,7 @@ class BatchReconcileMixin:
             try:
                 verdict = self.find_started_execution(data, entry.intent_at, error, settle_time=settle)
             except SmartFlowsApiError as err:  # cannot tell: the message names the candidates
-                candidates = list(getattr(err, "candidates", None) or [])
+                candidates = list(err.candidates or [])
                 self._unknown(state, entry, _cause(error), one_line(err.message, 800), candidates=candidates)
                 continue
             if verdict is None:

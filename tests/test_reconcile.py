@@ -1,6 +1,6 @@
-"""The rules of reconciling an ambiguous start (``hooks/reconcile.py``), without I/O.
+"""The rules of reconciling an ambiguous start (``reconcile.py``, ``reconciled_start.py``), without I/O.
 
-Over real HTTP with the emulator's faults: ``test_reconcile_http.py``.
+Over real HTTP with the emulator's faults: ``hooks/test_reconcile_http.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsConnectionError,
     SmartFlowsInputError,
 )
-from airflow_provider_smartflows.hooks.reconcile import (
+from airflow_provider_smartflows.reconcile import (
     ADOPTED,
     DIFFERENT,
     NOT_STARTED,
@@ -29,11 +29,11 @@ from airflow_provider_smartflows.hooks.reconcile import (
     Verdict,
     Window,
     decide,
-    find_start,
     parse_timestamp,
     server_offset,
     unresolved_error,
 )
+from airflow_provider_smartflows.reconciled_start import find_start
 
 T = 1_800_000_000.0  # the client's clock when the start was sent
 ME = UserIdentity.of({"id": "u1", "displayName": "Ada"})
