@@ -26,7 +26,8 @@ class SmartFlowsError(AirflowException):
     retryable: bool = False
     #: A start POST that may have created an execution (no usable answer): never resend it blindly.
     may_have_started: bool = False
-    _field_names: ClassVar[tuple[str, ...]] = ("retryable", "may_have_started")
+    #: The names of the declared fields, set for each class when it is created.
+    _field_names: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,6 +64,9 @@ def _declared_fields(cls: type[SmartFlowsError]) -> tuple[str, ...]:
         if issubclass(klass, SmartFlowsError):
             names.update(dict.fromkeys(n for n in inspect.get_annotations(klass) if not n.startswith("_")))
     return tuple(names)
+
+
+SmartFlowsError._field_names = _declared_fields(SmartFlowsError)
 
 
 def _rebuild(cls: type[SmartFlowsError], message: str, fields: dict[str, Any]) -> SmartFlowsError:
