@@ -1,13 +1,17 @@
-"""Every error class of the Smart Flows provider.
+"""Every error class of the Smart Flows provider, with its fields declared.
 
-All classes take the message as their only positional argument and everything else as keyword
-arguments with defaults, so that pickling and Airflow's ``serialize()`` round-trip them. Messages
-are built by the hooks and never contain the API key.
+A field is a class-level annotation with a default: ``err.may_have_started`` and
+``err.retryable`` can be read on any provider error, and a keyword that is not a declared field
+is refused (a typo would otherwise create a field nobody reads). All classes take the message as
+their only positional argument and the fields as keyword arguments, so that pickling and
+Airflow's ``serialize()`` round-trip them. Messages are built by the hooks and never contain the
+API key.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import inspect
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
@@ -18,16 +22,29 @@ if TYPE_CHECKING:
 class SmartFlowsError(AirflowException):
     """Base class of every Smart Flows provider error."""
 
+    #: Another attempt of the same call may succeed (the hooks' retry policy reads it).
+    retryable: bool = False
+    #: A start POST that may have created an execution (no usable answer): never resend it blindly.
+    may_have_started: bool = False
+    #: The names of the declared fields, set for each class when it is created.
+    _field_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._field_names = _declared_fields(cls)
+
     def __init__(self, message: str = "", **fields: Any) -> None:
+        unknown = sorted(set(fields) - set(self._field_names))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {', '.join(map(repr, unknown))}")
         super().__init__(message)
         self.message = message
         for name, value in fields.items():
             setattr(self, name, value)
-        self._fields = tuple(fields)
 
     def fields(self) -> dict[str, Any]:
-        """Return the structured attributes of the error (everything but the message)."""
-        return {name: getattr(self, name) for name in self._fields}
+        """Return the declared fields of the error (everything but the message) and their values."""
+        return {name: getattr(self, name) for name in self._field_names}
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.message, self.fields()))
@@ -40,6 +57,18 @@ class SmartFlowsError(AirflowException):
         return f"{type(self).__name__}({self.message!r})"
 
 
+def _declared_fields(cls: type[SmartFlowsError]) -> tuple[str, ...]:
+    """The fields ``cls`` declares: its annotations and its Smart Flows bases', bases first."""
+    names: dict[str, None] = {}
+    for klass in reversed(cls.__mro__):
+        if issubclass(klass, SmartFlowsError):
+            names.update(dict.fromkeys(n for n in inspect.get_annotations(klass) if not n.startswith("_")))
+    return tuple(names)
+
+
+SmartFlowsError._field_names = _declared_fields(SmartFlowsError)
+
+
 def _rebuild(cls: type[SmartFlowsError], message: str, fields: dict[str, Any]) -> SmartFlowsError:
     return cls(message, **fields)
 
@@ -47,51 +76,23 @@ def _rebuild(cls: type[SmartFlowsError], message: str, fields: dict[str, Any]) -
 class SmartFlowsApiError(SmartFlowsError):
     """The Smart Flows API answered with an error, an unusable body, or could not be reached."""
 
-    status_code: int | None  # type: ignore[assignment]
-    method: str | None
-    path: str | None
-    body_excerpt: str | None
-    retryable: bool
-    conn_id: str | None
-    retry_after: float | None
-    #: A start POST that may have created an execution (no usable answer): never resend it blindly.
-    may_have_started: bool = False
+    status_code: int | None = None  # type: ignore[assignment]
+    method: str | None = None
+    path: str | None = None
+    body_excerpt: str | None = None
+    conn_id: str | None = None
+    #: Seconds the server asked to wait (``Retry-After``).
+    retry_after: float | None = None
+    #: What went wrong, in a few words: ``"HTTP 500"``, ``"connection reset"``, ``"read timeout"``.
+    reason: str | None = None
+    #: Whether the request left this machine (False: refused or failed before it was sent).
+    request_sent: bool = True
     #: Executions that may be that start's, when reconciling could not tell: ``{"id", "createdAt"}``.
     candidates: list[dict[str, str]] | None = None
-
-    def __init__(
-        self,
-        message: str = "",
-        *,
-        status_code: int | None = None,
-        method: str | None = None,
-        path: str | None = None,
-        body_excerpt: str | None = None,
-        retryable: bool = False,
-        conn_id: str | None = None,
-        retry_after: float | None = None,
-        **fields: Any,
-    ) -> None:
-        super().__init__(
-            message,
-            status_code=status_code,
-            method=method,
-            path=path,
-            body_excerpt=body_excerpt,
-            retryable=retryable,
-            conn_id=conn_id,
-            retry_after=retry_after,
-            **fields,
-        )
 
 
 class SmartFlowsConnectionError(SmartFlowsApiError):
     """The server could not be reached or dropped the connection (refused, reset, timeout)."""
-
-    request_sent: bool
-
-    def __init__(self, message: str = "", *, request_sent: bool = True, **fields: Any) -> None:
-        super().__init__(message, request_sent=request_sent, **fields)
 
 
 class SmartFlowsStartUnknownError(SmartFlowsApiError, AirflowFailException):
@@ -113,10 +114,10 @@ class SmartFlowsNotFoundError(SmartFlowsApiError):
 class SmartFlowsExecutionError(SmartFlowsError):
     """A flow execution finished without success (Error, Canceled, Interrupted, ...)."""
 
-    execution_id: str | None
-    status: str | None
+    execution_id: str | None = None
+    status: str | None = None
     messages: list[str]
-    url: str | None
+    url: str | None = None
 
     def __init__(
         self,
@@ -142,6 +143,9 @@ class SmartFlowsExecutionError(SmartFlowsError):
 class SmartFlowsTimeoutError(SmartFlowsError):
     """A flow execution did not reach a final status within the allowed time."""
 
+    execution_id: str | None = None
+    status: str | None = None
+
 
 class SmartFlowsInputError(SmartFlowsError, ValueError):
     """An argument or connection setting is invalid; raised before any request is sent."""
@@ -149,3 +153,9 @@ class SmartFlowsInputError(SmartFlowsError, ValueError):
 
 class SmartFlowsDownloadError(SmartFlowsError):
     """A document download failed (truncated body, size mismatch, target already exists)."""
+
+    document_id: str | None = None
+    #: The target's URI.
+    uri: str | None = None
+    bucket: str | None = None
+    conn_id: str | None = None

@@ -11,8 +11,7 @@ from packaging.version import Version
 
 _BASE: tuple[int, ...] = Version(AIRFLOW_VERSION).release[:3]
 
-AIRFLOW_V_3_0_PLUS: bool = _BASE >= (3, 0, 0)
 # Airflow 3.3 has the task state store (ResumableJobMixin reattaches on retry) and trigger on_kill.
 AIRFLOW_V_3_3_PLUS: bool = _BASE >= (3, 3, 0)
 
-__all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_0_PLUS", "AIRFLOW_V_3_3_PLUS"]
+__all__ = ["AIRFLOW_VERSION", "AIRFLOW_V_3_3_PLUS"]

@@ -15,7 +15,9 @@ import airflow_harness
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.operators.smartflows import SmartFlowsRunFlowOperator
 from airflow_provider_smartflows.sensors.smartflows import SmartFlowsExecutionSensor
-from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+
+AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
 # The real-Airflow fixtures (tests/dags/airflow_harness.py).
 airflow_db = airflow_harness.airflow_db

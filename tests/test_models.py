@@ -15,6 +15,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsExecutionError,
     SmartFlowsInputError,
     SmartFlowsNotFoundError,
+    SmartFlowsStartUnknownError,
     SmartFlowsTimeoutError,
 )
 from airflow_provider_smartflows.models import (
@@ -291,6 +292,38 @@ def test_exceptions_serialize_round_trip(error):
     assert path.endswith(type(error).__name__)
     copy = type(error)(*args, **kwargs)
     assert str(copy) == str(error)
+    assert copy.fields() == error.fields()
+
+
+@pytest.mark.parametrize("error", EXCEPTIONS, ids=lambda e: type(e).__name__)
+def test_every_error_says_whether_to_retry_and_whether_a_start_may_have_happened(error):
+    assert (error.retryable, error.may_have_started) == (type(error) is SmartFlowsApiError, False)
+
+
+def test_an_undeclared_field_is_refused():
+    with pytest.raises(TypeError, match="SmartFlowsDownloadError has no field 'executon_id'"):
+        SmartFlowsDownloadError("cut", executon_id="e1")
+
+
+def test_fields_are_the_declared_ones_with_their_defaults():
+    assert SmartFlowsConnectionError("net", reason="connection reset").fields() == {
+        "retryable": False,
+        "may_have_started": False,
+        "status_code": None,
+        "method": None,
+        "path": None,
+        "body_excerpt": None,
+        "conn_id": None,
+        "retry_after": None,
+        "reason": "connection reset",
+        "request_sent": True,
+        "candidates": None,
+    }
+
+
+def test_a_start_unknown_error_takes_every_field_of_the_start_error():
+    start = SmartFlowsConnectionError("net", reason="read timeout", may_have_started=True, conn_id="sf")
+    assert SmartFlowsStartUnknownError(start.message, **start.fields()).fields() == start.fields()
 
 
 def test_execution_error_message_names_execution_status_and_messages():

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
-from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import CANCEL_PATHS, ConnectionSettings
 from airflow_provider_smartflows.hooks.errors import error_from_status, not_json_error
 from airflow_provider_smartflows.hooks.inputs import (
@@ -22,6 +21,7 @@ from airflow_provider_smartflows.hooks.inputs import (
     validate_wait_seconds,
 )
 from airflow_provider_smartflows.models import DocumentInfo, Execution, ExecutionProgress
+from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -230,11 +230,8 @@ def flow_executions_request(
 ) -> ApiRequest[list[Any]]:
     """One page of a flow's executions; ``filter`` is one ``field:value``."""
     flow_id = validate_id(flow_id, "flow")
-    for name, value in (("page", page), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "page" else 1):
-            raise SmartFlowsInputError(
-                f"The listing's {name} must be an integer >= {int(name == 'size')}, not {value!r}."
-            )
+    check_int("page", page, minimum=0)
+    check_int("size", size, minimum=1)
     params: dict[str, Any] = {"page": page, "size": size, "sort": sort}
     if filter is not None:
         params["filter"] = filter

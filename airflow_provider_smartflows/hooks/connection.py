@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 
 from airflow_provider_smartflows import __version__
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
+from airflow_provider_smartflows.validation import check_number
 
 DEFAULT_CONN_ID = "smartflows_default"
 API_PREFIX = "/api/v1"
@@ -77,15 +78,13 @@ def _tls_verify(extras: Mapping[str, Any], label: str) -> bool | str:
 
 
 def _parse_timeout(value: object, label: str) -> float:
+    """A number of seconds > 0, as a number or as text (forms store extras as text)."""
     try:
-        timeout = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        timeout = -1.0
-    if isinstance(value, bool) or not timeout > 0:
+        return float(check_number("timeout", float(value) if isinstance(value, str) else value, above=0))
+    except ValueError:  # SmartFlowsInputError is one too
         raise SmartFlowsInputError(
             f"{_capital(label)}: extra 'timeout' must be a positive number of seconds, not {value!r}."
-        )
-    return timeout
+        ) from None
 
 
 def _parse_proxies(value: object, label: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
+from airflow_provider_smartflows.validation import check_int, check_number
 
 MAX_WAIT_SECONDS = 3600
 MAX_ID_LENGTH = 200
@@ -48,8 +49,7 @@ def validate_id(value: object, kind: str) -> str:
 def validate_wait_seconds(wait_seconds: float | None) -> int | None:
     if wait_seconds is None:
         return None
-    if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, (int, float)):
-        raise SmartFlowsInputError(f"wait_seconds must be a number of seconds, not {wait_seconds!r}.")
+    check_number("wait_seconds", wait_seconds, unit="a number of seconds")
     if not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
         raise SmartFlowsInputError(
             f"wait_seconds must be between 0 and {MAX_WAIT_SECONDS}, not {wait_seconds}."
@@ -59,9 +59,7 @@ def validate_wait_seconds(wait_seconds: float | None) -> int | None:
 
 
 def validate_priority(priority: object) -> int:
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise SmartFlowsInputError(f"priority must be an integer, not {priority!r}.")
-    return priority
+    return check_int("priority", priority)
 
 
 def answers_body(execution_id: str, answers: object) -> bytes:

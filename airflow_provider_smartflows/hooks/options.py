@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID, ConnectionSettings
 from airflow_provider_smartflows.hooks.retry import check_retry_arguments, retry_arguments
+from airflow_provider_smartflows.validation import check_optional_number
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -33,8 +33,7 @@ class SmartFlowsHookOptions:
         max_retry_delay: float,
     ) -> None:
         check_retry_arguments(retry_limit, retry_delay, max_retry_delay)
-        if timeout is not None and not timeout > 0:
-            raise SmartFlowsInputError(f"timeout must be a positive number of seconds, not {timeout!r}.")
+        check_optional_number("timeout", timeout, above=0, unit="a number of seconds")
         self.smartflows_conn_id = smartflows_conn_id
         self.timeout = timeout
         self.retry_limit = retry_limit

@@ -8,7 +8,8 @@ from typing import Any
 
 import tenacity
 
-from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsInputError
+from airflow_provider_smartflows.exceptions import SmartFlowsApiError
+from airflow_provider_smartflows.validation import check_int, check_number
 
 #: Statuses worth another try: the server or a proxy in front of it was briefly unable to answer.
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -59,11 +60,16 @@ class RetryWait(tenacity.wait.wait_base):
         ) + tenacity.wait_random(0, retry_delay)
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        retry_after = getattr(error, "retry_after", None)
-        if retry_after is not None:
-            return float(min(retry_after, self.max_retry_delay))
+        error = _failure(retry_state)
+        if error is not None and error.retry_after is not None:
+            return float(min(error.retry_after, self.max_retry_delay))
         return float(min(self.backoff(retry_state), self.max_retry_delay))
+
+
+def _failure(retry_state: tenacity.RetryCallState) -> SmartFlowsApiError | None:
+    """The failure being retried (only a :class:`SmartFlowsApiError` is: see :func:`_should_retry`)."""
+    error = retry_state.outcome.exception() if retry_state.outcome else None
+    return error if isinstance(error, SmartFlowsApiError) else None
 
 
 def _should_retry(error: BaseException) -> bool:
@@ -76,13 +82,13 @@ def retry_arguments(
     """Keyword arguments for ``tenacity.Retrying`` / ``AsyncRetrying``, shared by both hooks."""
 
     def log_retry(retry_state: tenacity.RetryCallState) -> None:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
+        error = _failure(retry_state)
         sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
         log.warning(
             "Smart Flows %s %s failed (%s); retry %d of %d in %.2f s",
-            getattr(error, "method", "?"),
-            getattr(error, "path", "?"),
-            getattr(error, "reason", None) or type(error).__name__,
+            error.method if error else "?",
+            error.path if error else "?",
+            (error.reason if error else None) or type(error).__name__,
             retry_state.attempt_number,
             retry_limit,
             sleep,
@@ -98,7 +104,6 @@ def retry_arguments(
 
 
 def check_retry_arguments(retry_limit: int, retry_delay: float, max_retry_delay: float) -> None:
-    if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 0:
-        raise SmartFlowsInputError(f"retry_limit must be an integer >= 0, not {retry_limit!r}.")
-    if retry_delay < 0 or max_retry_delay < 0:
-        raise SmartFlowsInputError("retry_delay and max_retry_delay must be >= 0.")
+    check_int("retry_limit", retry_limit, minimum=0)
+    check_number("retry_delay", retry_delay, minimum=0, unit="a number of seconds")
+    check_number("max_retry_delay", max_retry_delay, minimum=0, unit="a number of seconds")

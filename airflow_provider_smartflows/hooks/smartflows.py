@@ -61,24 +61,14 @@ from airflow_provider_smartflows.hooks.errors import (
 )
 from airflow_provider_smartflows.hooks.inputs import validate_id
 from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
-from airflow_provider_smartflows.hooks.reconcile import (
-    ADOPTED,
-    STARTED,
-    STARTED_AGAIN,
-    UNRESOLVED,
-    StartedExecution,
-    Verdict,
-    find_start,
-    second_start_error,
-    unresolved_error,
-)
 from airflow_provider_smartflows.hooks.retry import NOT_ACTED_STATUSES
+from airflow_provider_smartflows.reconciled_start import find_started, start_reconciled
+from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
     from requests.adapters import HTTPAdapter
     from typing_extensions import Unpack
 
-    from airflow_provider_smartflows.hooks.reconcile import ReconcileOptions
     from airflow_provider_smartflows.models import (
         DocumentInfo,
         DocumentRef,
@@ -86,6 +76,8 @@ if TYPE_CHECKING:
         Execution,
         ExecutionProgress,
     )
+    from airflow_provider_smartflows.reconcile import Verdict
+    from airflow_provider_smartflows.reconciled_start import ReconcileOptions, StartedExecution
 
 T = TypeVar("T")
 #: Answers to a start that prove no execution was created (the request was refused as it stood).
@@ -357,30 +349,15 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         start's error with the candidates. Parameters as those two methods (``options``: ``clock_skew``,
         ``settle_time``, ``clock``, ... of :meth:`find_started_execution`).
         """
-        sent_at = options.get("clock", time.time)()
-        try:
-            progress = self.start_execution(flow_id, data, dataset_id=dataset_id, priority=priority)
-            return StartedExecution(progress.id, STARTED, progress.raw_status)
-        except SmartFlowsApiError as err:
-            if not getattr(err, "may_have_started", False):
-                raise
-            cause = str(getattr(err, "reason", None) or type(err).__name__)
-            self.log.warning(
-                "The start of flow %s got no usable answer (%s): it may have created an execution; "
-                "looking for it among the flow's executions",
-                flow_id,
-                cause,
-            )
-            verdict = self.find_started_execution(flow_id, data, sent_at=sent_at, error=err, **options)
-        if verdict.outcome == ADOPTED and verdict.execution_id:
-            return StartedExecution(verdict.execution_id, ADOPTED, None, verdict.reason, cause)
-        try:
-            progress = self.start_execution(flow_id, data, dataset_id=dataset_id, priority=priority)
-        except SmartFlowsApiError as err:
-            if getattr(err, "may_have_started", False):
-                raise second_start_error(err, verdict) from err
-            raise
-        return StartedExecution(progress.id, STARTED_AGAIN, progress.raw_status, verdict.reason, cause)
+        return start_reconciled(
+            flow_id,
+            lambda: self.start_execution(flow_id, data, dataset_id=dataset_id, priority=priority),
+            lambda error, sent_at: self.find_started_execution(
+                flow_id, data, sent_at=sent_at, error=error, **options
+            ),
+            log=self.log,
+            clock=options.get("clock", time.time),
+        )
 
     def find_started_execution(
         self,
@@ -398,24 +375,21 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         raises ``error`` (the start's) with the reason and the candidates' ids and creation times.
 
         :param sent_at: ``clock()`` just before the start was sent.
-        :param options: :class:`.reconcile.ReconcileOptions`: ``clock_skew``, ``settle_time``,
-            ``page_size``, ``max_pages``, ``clock``, ``sleep`` (see :func:`.reconcile.find_start`).
+        :param options: :class:`~airflow_provider_smartflows.reconciled_start.ReconcileOptions`:
+            ``clock_skew``, ``settle_time``, ``page_size``, ``max_pages``, ``clock``, ``sleep`` (see
+            :func:`~airflow_provider_smartflows.reconciled_start.find_start`).
         """
-        list_page = functools.partial(self._executions_page, validate_id(flow_id, "flow") if flow_id else "")
-        verdict = find_start(
-            flow_id, data, sent_at=sent_at, current_user=self._current_user, list_page=list_page, **options
-        )
-        if verdict.outcome == UNRESOLVED:
-            raise unresolved_error(error, flow_id, verdict) from error
-        found = verdict.execution
-        self.log.warning(
-            "Ambiguous start of flow %s resolved: %s",
+        flow = validate_id(flow_id, "flow") if flow_id else ""
+        return find_started(
             flow_id,
-            f"adopted execution {found.describe()}: {verdict.reason}"
-            if found
-            else f"nothing was started: {verdict.reason}",
+            data,
+            sent_at=sent_at,
+            error=error,
+            current_user=self._current_user,
+            list_page=functools.partial(self._executions_page, flow),
+            log=self.log,
+            **options,
         )
-        return verdict
 
     def _current_user(self) -> tuple[Any, str | None]:
         """``GET /users/me`` and the answer's ``Date`` header."""
@@ -499,8 +473,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         :param block_size: bytes per upload request (default: ``storage.DEFAULT_BLOCK_SIZES``).
         """
         document_id = validate_id(document_id, "document")
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-            raise SmartFlowsInputError(f"chunk_size must be a positive integer, not {chunk_size!r}.")
+        check_int("chunk_size", chunk_size, minimum=1)
         path, is_folder = _storage_path(destination, conn_id)
         content_type: str | None = None
         target = path

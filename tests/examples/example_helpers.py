@@ -46,9 +46,11 @@ class ExampleRun:
         from airflow.utils.session import create_session
         from sqlalchemy import select
 
-        from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+        from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
 
-        if not AIRFLOW_V_3_0_PLUS:
+        airflow_3 = int(AIRFLOW_VERSION.split(".")[0]) >= 3
+
+        if not airflow_3:
             from airflow.models.xcom import XCom
 
             return XCom.get_one(
@@ -99,7 +101,9 @@ def run_example(dag: Any, emulator: Any, **test_kwargs: Any) -> ExampleRun:
     """
     from airflow_harness import ErrorRecorder, _register, listening
 
-    from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+    from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+
+    airflow_3 = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
     recorder = ErrorRecorder()
     for task in dag.tasks:
@@ -107,7 +111,7 @@ def run_example(dag: Any, emulator: Any, **test_kwargs: Any) -> ExampleRun:
         task.on_retry_callback = _with(task.on_retry_callback, recorder.callback)
     emulator.reset()
     _register(dag)
-    if not AIRFLOW_V_3_0_PLUS and "logical_date" in test_kwargs:
+    if not airflow_3 and "logical_date" in test_kwargs:
         test_kwargs["execution_date"] = test_kwargs.pop("logical_date")  # Airflow 2's name
     with listening(recorder):
         dag_run = dag.test(**test_kwargs)

@@ -213,8 +213,15 @@ def test_bad_download_id_is_rejected_before_any_request(smartflows_emulator, hoo
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"retry_limit": -1}, "retry_limit"), ({"retry_delay": -1}, "retry_delay"), ({"timeout": 0}, "timeout")],
-    ids=["retry-limit", "retry-delay", "timeout"],
+    [
+        ({"retry_limit": -1}, "retry_limit must be an integer >= 0, not -1"),
+        ({"retry_limit": True}, "retry_limit must be an integer >= 0, not True"),
+        ({"retry_delay": -1}, "retry_delay must be a number of seconds >= 0"),
+        ({"max_retry_delay": "5"}, "max_retry_delay must be a number of seconds >= 0, not '5'"),
+        ({"timeout": 0}, "timeout must be a number of seconds > 0 or None, not 0"),
+        ({"timeout": True}, "timeout must be a number of seconds > 0 or None, not True"),
+    ],
+    ids=["retry-limit", "bool-retry-limit", "retry-delay", "text-max-retry-delay", "timeout", "bool-timeout"],
 )
 def test_bad_hook_arguments(kwargs, match):
     with pytest.raises(SmartFlowsInputError, match=match):
@@ -448,5 +455,5 @@ echo "== revoked"; airflow connections test sf_revoked || true
 @pytest.mark.parametrize("hook_class", [SmartFlowsHook, SmartFlowsAsyncHook], ids=["sync", "async"])
 @pytest.mark.parametrize("timeout", [0, -5], ids=["zero", "negative"])
 def test_hooks_refuse_a_non_positive_timeout(hook_class: type, timeout: float) -> None:
-    with pytest.raises(SmartFlowsInputError, match="timeout must be a positive number of seconds"):
+    with pytest.raises(SmartFlowsInputError, match="timeout must be a number of seconds > 0"):
         hook_class("smartflows_default", timeout=timeout)

@@ -1,6 +1,6 @@
 """Reconciling an ambiguous start inside ``SmartFlowsRunFlowOperator`` (real ``dag.test()`` runs).
 
-The rules themselves: ``test_reconcile.py``; the hook over HTTP: ``test_reconcile_http.py``.
+The rules themselves: ``tests/test_reconcile.py``; the hook over HTTP: ``test_reconcile_http.py``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsDownloadDocumentsOperator,
     SmartFlowsRunFlowOperator,
 )
-from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+
+AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

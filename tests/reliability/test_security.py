@@ -32,13 +32,15 @@ from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsRunFlowOperator,
 )
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
-from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_VERSION
+from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
 
 from .helpers import quick_flow, record_figures
 
 pytestmark = pytest.mark.timeout(120)
 
 from airflow_harness import make_dag  # noqa: E402  (put on sys.path by conftest.py)
+
+AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
 CANARY = "sf-canary-0d9e8f7a6b5c4d3e2f1a"
 CANARY_CONN = "sf_canary_run"

@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+
+AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

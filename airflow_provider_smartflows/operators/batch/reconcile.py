@@ -2,7 +2,7 @@
 
 A start whose outcome is unknown (a reset or a 500 after sending, a read timeout, or a worker lost
 between the checkpoint's intent and the execution id) is looked up with the hook's
-``find_started_execution`` (the rule: :mod:`airflow_provider_smartflows.hooks.reconcile`): the one
+``find_started_execution`` (the rule: :mod:`airflow_provider_smartflows.reconcile`): the one
 execution of the flow created since the intent by this user with the record's input is adopted;
 a listing that proves none was created puts the record back in the queue, once; anything else
 marks it ``unknown`` in the manifest, with the candidates.
@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError
-from airflow_provider_smartflows.hooks.reconcile import ADOPTED, Verdict
+from airflow_provider_smartflows.reconcile import ADOPTED, Verdict
 from airflow_provider_smartflows.operators.batch.state import PENDING, RUNNING, UNKNOWN
 from airflow_provider_smartflows.waiting import one_line
 
@@ -72,7 +72,7 @@ class StartReconciler:
             try:
                 verdict = self._verdict(data, entry.intent_at, error, settle)
             except SmartFlowsApiError as err:  # cannot tell: the message names the candidates
-                candidates = list(getattr(err, "candidates", None) or [])
+                candidates = list(err.candidates or [])
                 self._unknown(state, entry, _cause(error), one_line(err.message, 800), candidates=candidates)
                 continue
             if verdict is None:

@@ -345,7 +345,7 @@ class BatchRun:
             state.backoff_until = time.time() + state.backoff
             self.log.warning(
                 "Smart Flows asks to slow down (%s); next start in %.0f s",
-                getattr(err, "reason", None) or err.status_code,
+                err.reason or err.status_code,
                 state.backoff,
             )
             return False

@@ -1,10 +1,11 @@
-"""The rules of reconciling an ambiguous start (``hooks/reconcile.py``), without I/O.
+"""The rules of reconciling an ambiguous start (``reconcile.py``, ``reconciled_start.py``), without I/O.
 
-Over real HTTP with the emulator's faults: ``test_reconcile_http.py``.
+Over real HTTP with the emulator's faults: ``hooks/test_reconcile_http.py``.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 from typing import Any
 
@@ -15,7 +16,8 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsConnectionError,
     SmartFlowsInputError,
 )
-from airflow_provider_smartflows.hooks.reconcile import (
+from airflow_provider_smartflows.models import ExecutionProgress
+from airflow_provider_smartflows.reconcile import (
     ADOPTED,
     DIFFERENT,
     NOT_STARTED,
@@ -29,10 +31,16 @@ from airflow_provider_smartflows.hooks.reconcile import (
     Verdict,
     Window,
     decide,
-    find_start,
     parse_timestamp,
     server_offset,
     unresolved_error,
+)
+from airflow_provider_smartflows.reconciled_start import (
+    STARTED,
+    STARTED_AGAIN,
+    StartedExecution,
+    find_start,
+    start_reconciled,
 )
 
 T = 1_800_000_000.0  # the client's clock when the start was sent
@@ -380,3 +388,69 @@ def test_the_unresolved_error_keeps_the_start_error_and_names_the_candidates() -
         {"id": "b", "createdAt": "x"},
     ]
     assert pickle.loads(pickle.dumps(err)).candidates == err.candidates
+
+
+# --------------------------------------------------------------------------- the reconciled start
+
+
+class Starts:
+    """A fake ``start()``: each call raises or answers the next outcome; ``find`` records its calls."""
+
+    def __init__(self, *outcomes: Exception | str, verdict: Verdict | None = None) -> None:
+        self.outcomes = list(outcomes)
+        self.verdict = verdict
+        self.found: list[tuple[SmartFlowsApiError, float]] = []
+
+    def start(self) -> Any:
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return ExecutionProgress.from_json({"id": outcome, "status": "Running"})
+
+    def find(self, error: SmartFlowsApiError, sent_at: float) -> Verdict:
+        self.found.append((error, sent_at))
+        assert self.verdict is not None
+        return self.verdict
+
+    def run(self) -> StartedExecution:
+        return start_reconciled("f", self.start, self.find, log=logging.getLogger(__name__), clock=lambda: T)
+
+
+def unknown_start(reason: str = "read timeout") -> SmartFlowsConnectionError:
+    return SmartFlowsConnectionError("Starting flow 'f' failed.", reason=reason, may_have_started=True)
+
+
+ONE = Candidate("e1", "2027-01-15T08:00:01Z")
+
+
+def test_a_start_with_an_answer_is_not_reconciled() -> None:
+    starts = Starts("e1")
+    assert starts.run() == StartedExecution("e1", STARTED, "Running")
+    assert starts.found == []
+
+
+def test_a_refused_start_is_raised_without_looking() -> None:
+    refused = SmartFlowsApiError("bad input", status_code=422)
+    starts = Starts(refused)
+    with pytest.raises(SmartFlowsApiError) as info:
+        starts.run()
+    assert (info.value, starts.found) == (refused, [])
+
+
+def test_an_unknown_start_adopts_what_the_listing_proves() -> None:
+    error = unknown_start()
+    starts = Starts(error, verdict=Verdict(ADOPTED, "it is the only one", ONE))
+    assert starts.run() == StartedExecution("e1", ADOPTED, None, "it is the only one", "read timeout")
+    assert starts.found == [(error, T)]
+
+
+def test_an_unknown_start_that_created_nothing_starts_again_once() -> None:
+    starts = Starts(unknown_start("HTTP 500"), "e2", verdict=Verdict(NOT_STARTED, "none listed"))
+    assert starts.run() == StartedExecution("e2", STARTED_AGAIN, "Running", "none listed", "HTTP 500")
+
+
+def test_a_second_unknown_start_fails_without_a_third() -> None:
+    starts = Starts(unknown_start(), unknown_start(), verdict=Verdict(NOT_STARTED, "none listed"))
+    with pytest.raises(SmartFlowsConnectionError, match="This was the second start") as info:
+        starts.run()
+    assert (info.value.may_have_started, info.value.retryable, starts.outcomes) == (True, False, [])
