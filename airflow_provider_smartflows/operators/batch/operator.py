@@ -14,11 +14,11 @@ from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
-from airflow_provider_smartflows.reconcile import DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.operators.batch.records import RecordInput, RecordList, RecordSource
 from airflow_provider_smartflows.operators.batch.run import BatchOptions, BatchRun
 from airflow_provider_smartflows.operators.batch.state import BatchState, BatchStore
+from airflow_provider_smartflows.reconcile import DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
 from airflow_provider_smartflows.validation import (
     check_int,
     check_number,
