@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
+from airflow_provider_smartflows.models import MAX_WAIT_SECONDS
 
-MAX_WAIT_SECONDS = 3600
 MAX_ID_LENGTH = 200
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
