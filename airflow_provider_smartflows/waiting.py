@@ -283,15 +283,20 @@ class ExecutionWatch:
         self.last_status: str | None = None
 
     @classmethod
-    def of(cls, owner: WatchSettings, execution_id: str, end_time: float | None) -> ExecutionWatch:
-        """A watch with ``owner``'s settings (a task or a trigger): the one place one is built."""
+    def of(
+        cls, owner: WatchSettings, execution_id: str, end_time: float | None, *, log: Any = None
+    ) -> ExecutionWatch:
+        """A watch with ``owner``'s settings (a task or a trigger): the one place one is built.
+
+        :param log: where progress goes instead of ``owner.log``.
+        """
         return cls(
             execution_id,
             poll_interval=float(owner.poll_interval),
             end_time=end_time,
             fail_on_warning=owner.fail_on_warning,
             max_consecutive_failures=owner.max_consecutive_failures,
-            log=owner.log,
+            log=owner.log if log is None else log,
         )
 
     def event(self, status: EventStatus, **kwargs: Any) -> ExecutionEvent:
