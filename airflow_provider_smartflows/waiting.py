@@ -145,8 +145,11 @@ ResumeEvent = ExecutionEvent | HumanWaitEvent | HumanAnswerEvent
 
 
 def typed_event(event: Mapping[str, Any]) -> ResumeEvent:
-    """``event`` with its ``kind``; one written without (by Airflow, or before events had a kind)
-    gets it from its shape, here and nowhere else."""
+    """``event`` with its ``kind``, inferred from its shape when it has none (here and nowhere else).
+
+    Airflow's resume event for an answered request has no kind, nor has an event written by an
+    older version of this provider (a task deferred before an upgrade resumes after it).
+    """
     kind = event.get("kind")
     if kind not in _KINDS:
         if "chosen_options" in event:  # Airflow's resume event for an answered request
