@@ -11,13 +11,14 @@ it is posted, and writes the request's subject and body.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft7Validator
 
-from airflow_provider_smartflows.waiting import one_line
+from airflow_provider_smartflows.models import form_items, prompt_key
+from airflow_provider_smartflows.text import one_line
 
 __all__ = [
     "ANSWER_OPTION",
@@ -63,28 +64,6 @@ class FormRequest:
     schema: Mapping[str, Any]
 
 
-def _form_items(form: Any) -> Iterator[Mapping[str, Any]]:
-    """Every item with a ``key`` in a form layout (sections nest their items)."""
-    if isinstance(form, Mapping):
-        if isinstance(form.get("key"), str):
-            yield form
-        yield from _form_items(form.get("items"))
-    elif isinstance(form, Sequence) and not isinstance(form, str):
-        for entry in form:
-            yield from _form_items(entry)
-
-
-def prompt_key(progress_raw: Mapping[str, Any]) -> str:
-    """One prompt's identity (the block asking and its form keys), stable while it waits."""
-    current = progress_raw.get("currentData")
-    block = current.get("id") if isinstance(current, Mapping) else None
-    schema = progress_raw.get("schema")
-    properties = schema.get("properties") if isinstance(schema, Mapping) else None
-    keys = sorted(properties) if isinstance(properties, Mapping) else []
-    keys += [str(item["key"]) for item in _form_items(progress_raw.get("form"))]
-    return f"{block}|{','.join(sorted(set(keys)))}"
-
-
 def _param_schema(prop: Mapping[str, Any], item: Mapping[str, Any], required: bool) -> dict[str, Any]:
     kind = prop.get("type")
     kinds = [kind] if isinstance(kind, str) else [k for k in kind or [] if isinstance(k, str)]
@@ -125,7 +104,7 @@ def form_params(progress_raw: Mapping[str, Any]) -> FormRequest:
     properties = properties if isinstance(properties, Mapping) else {}
     required_raw = schema.get("required")
     required = tuple(str(k) for k in required_raw) if isinstance(required_raw, Sequence) else ()
-    items = {str(item["key"]): item for item in _form_items(progress_raw.get("form"))}
+    items = {str(item["key"]): item for item in form_items(progress_raw.get("form"))}
     model = progress_raw.get("model")
     model = model if isinstance(model, Mapping) else {}
     params: dict[str, dict[str, Any]] = {}

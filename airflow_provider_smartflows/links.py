@@ -9,6 +9,8 @@ from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, TaskInstanceKey
 
+#: XCom key under which the run operator and the sensor push the execution's id.
+XCOM_EXECUTION_ID = "execution_id"
 #: XCom key under which the operators push the execution's UI link. The URL itself is built by the
 #: hook from the connection extra ``execution_url_template`` (default
 #: ``{base_url}/executions/{execution_id}``).

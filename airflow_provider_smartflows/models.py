@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any
 
 __all__ = [
+    "MAX_WAIT_SECONDS",
     "DocumentInfo",
     "DocumentRef",
     "DownloadedDocument",
@@ -23,8 +24,14 @@ __all__ = [
     "ExecutionStatus",
     "FlowException",
     "find_document_refs",
+    "form_items",
+    "form_keys",
+    "prompt_key",
     "safe_file_name",
 ]
+
+#: The longest long-poll the API accepts (``wait`` of the progress call), in seconds.
+MAX_WAIT_SECONDS = 3600
 
 
 class ExecutionStatus(str, Enum):
@@ -142,20 +149,40 @@ class FlowException:
         return text
 
 
-def _form_keys(data: Mapping[str, Any]) -> tuple[str, ...]:
+def form_items(form: object) -> Iterator[Mapping[str, Any]]:
+    """Every item with a ``key`` in a form layout, in order (sections nest their items in ``items``).
+
+    The one form-layout reader: the form's keys, the same-prompt key and the fields of a request
+    shown in Airflow all come from it.
+    """
+    if isinstance(form, Mapping):
+        key = form.get("key")
+        if isinstance(key, str) and key:
+            yield form
+        yield from form_items(form.get("items"))
+    elif isinstance(form, (list, tuple)):
+        for entry in form:
+            yield from form_items(entry)
+
+
+def form_keys(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The keys a prompt asks for: its schema's properties, then the form layout's keys."""
     keys: dict[str, None] = {}
     properties = _mapping(_mapping(data.get("schema")).get("properties"))
     keys.update(dict.fromkeys(str(key) for key in properties))
-    form = data.get("form")
-    for section in form if isinstance(form, list) else ():
-        items = section.get("items") if isinstance(section, Mapping) else None
-        for item in items if isinstance(items, list) else ():
-            key = item.get("key") if isinstance(item, Mapping) else None
-            if isinstance(key, str) and key:
-                keys[key] = None
-        if isinstance(section, Mapping) and isinstance(section.get("key"), str):
-            keys[section["key"]] = None
+    keys.update(dict.fromkeys(str(item["key"]) for item in form_items(data.get("form"))))
     return tuple(keys)
+
+
+def prompt_key(data: Mapping[str, Any]) -> str:
+    """One prompt's identity in a FlowExecutionProgress: the block asking and its form keys.
+
+    Stable while the prompt waits; the one "same prompt" key (a prompt is answered once, and a
+    request in Airflow stands for one prompt).
+    """
+    current = data.get("currentData")
+    block = current.get("id") if isinstance(current, Mapping) else None
+    return f"{block}|{','.join(sorted(form_keys(data)))}"
 
 
 def _percentage(value: object) -> float | None:
@@ -191,10 +218,15 @@ class ExecutionProgress:
             raw_status=raw_status,
             percentage=_percentage(data.get("percentage")),
             message=_str_or_none(data.get("message")),
-            form_keys=_form_keys(data),
+            form_keys=form_keys(data),
             documents=tuple(find_document_refs(data.get("model"))),
             raw=data,
         )
+
+    @property
+    def prompt(self) -> str:
+        """The prompt this progress waits at (:func:`prompt_key`); meaningful in ``UserInput``."""
+        return prompt_key(self.raw)
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,16 @@ executions, a person's answer) is another step generator run by the same drivers
 Every wait ends in one :class:`ExecutionEvent`, the JSON payload of the trigger's event (and what
 the operators' synchronous wait returns)::
 
-    {"status": "success" | "failed" | "timeout" | "error" | "input_required",
+    {"kind": "execution",
+     "status": "success" | "failed" | "timeout" | "error" | "input_required",
      "execution_id": "...", "execution_status": "Success" | ... | None,
      "message": "...", "document_ids": ["...", ...], "end_time": <epoch seconds> | None}
 
 ``input_required`` means the execution waits for a person (``UserInput`` or ``SelectFlow``).
+Every event a task resumes from carries its ``kind`` (:data:`EventKind`): the execution's outcome,
+the human-input trigger's :class:`HumanWaitEvent`, or a person's :class:`HumanAnswerEvent`;
+:func:`typed_event` gives one its kind when it was written without (by Airflow, or by an older
+version of this provider) so that the worker dispatches on the kind alone.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar, cast
 
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
-from airflow_provider_smartflows.hooks.inputs import MAX_WAIT_SECONDS
-from airflow_provider_smartflows.models import ExecutionStatus
+from airflow_provider_smartflows.models import MAX_WAIT_SECONDS, ExecutionStatus
+from airflow_provider_smartflows.text import one_line
 
 if TYPE_CHECKING:
     from airflow_provider_smartflows.models import Execution, ExecutionProgress
@@ -40,26 +45,36 @@ __all__ = [
     "EVENT_INPUT_REQUIRED",
     "EVENT_SUCCESS",
     "EVENT_TIMEOUT",
+    "KIND_ANSWER",
+    "KIND_EXECUTION",
+    "KIND_HUMAN_WAIT",
     "UNKNOWN_STATUS_POLLS",
     "AsyncStepHook",
+    "EventKind",
     "EventStatus",
     "ExecutionEvent",
     "ExecutionWatch",
+    "HumanAnswerEvent",
+    "HumanWaitEvent",
     "Pause",
     "Poll",
     "ReadExecution",
+    "ResumeEvent",
     "Step",
     "Steps",
     "SyncStepHook",
     "document_ids_steps",
     "event_status_for",
+    "execution_result",
     "long_poll_seconds",
     "make_event",
     "one_line",
     "outcome_message",
+    "poll_steps",
     "progress_line",
     "run_steps",
     "run_steps_async",
+    "typed_event",
     "wait_steps",
     "with_document_ids",
 ]
@@ -72,17 +87,26 @@ EVENT_TIMEOUT: EventStatus = "timeout"
 EVENT_ERROR: EventStatus = "error"
 EVENT_INPUT_REQUIRED: EventStatus = "input_required"
 
+EventKind = Literal["execution", "human_wait", "answer"]
+
+#: The execution's outcome (:class:`ExecutionEvent`): the execution trigger's event.
+KIND_EXECUTION: Literal["execution"] = "execution"
+#: The human-input trigger's event (:class:`HumanWaitEvent`): the execution left the form, or time is up.
+KIND_HUMAN_WAIT: Literal["human_wait"] = "human_wait"
+#: A person's answer given in Airflow (:class:`HumanAnswerEvent`).
+KIND_ANSWER: Literal["answer"] = "answer"
+_KINDS = frozenset({KIND_EXECUTION, KIND_HUMAN_WAIT, KIND_ANSWER})
+
 #: How many consecutive answers with a status this provider does not know are tolerated before
 #: giving up: a newer server may have a transient status we do not know, but waiting forever on a
 #: final one we do not know would hang the task until its timeout.
 UNKNOWN_STATUS_POLLS = 3
 
-_MAX_MESSAGE = 500
-
 
 class ExecutionEvent(TypedDict):
-    """The payload of every trigger event, JSON-safe (it is stored in the trigger's row)."""
+    """The outcome of a wait: the execution trigger's event, JSON-safe (it is stored in its row)."""
 
+    kind: Literal["execution"]
     status: EventStatus
     execution_id: str
     #: The server's status spelling, None when no answer was read.
@@ -95,10 +119,61 @@ class ExecutionEvent(TypedDict):
     end_time: float | None
 
 
-def one_line(text: object, limit: int = _MAX_MESSAGE) -> str:
-    """``text`` on one line (whitespace runs become one space), cut to ``limit`` characters."""
-    line = " ".join(str(text).split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+class HumanWaitEvent(TypedDict):
+    """The human-input trigger's event: the execution left the form, or the wait is over."""
+
+    kind: Literal["human_wait"]
+    execution_id: str
+    #: What ended the wait; None when the execution left the prompt and runs on.
+    execution: ExecutionEvent | None
+    #: One line for the task log.
+    message: str
+
+
+class HumanAnswerEvent(TypedDict, total=False):
+    """A person's answer to a request, as Airflow resumes a task with it (Airflow writes no kind)."""
+
+    kind: Literal["answer"]
+    chosen_options: list[str]
+    params_input: dict[str, Any]
+    responded_at: str | None
+    responded_by_user: dict[str, str] | None
+    timedout: bool
+
+
+ResumeEvent = ExecutionEvent | HumanWaitEvent | HumanAnswerEvent
+
+
+def typed_event(event: Mapping[str, Any]) -> ResumeEvent:
+    """``event`` with its ``kind``, inferred from its shape when it has none (here and nowhere else).
+
+    Airflow's resume event for an answered request has no kind, nor has an event written by an
+    older version of this provider (a task deferred before an upgrade resumes after it).
+    """
+    kind = event.get("kind")
+    if kind not in _KINDS:
+        if "chosen_options" in event:  # Airflow's resume event for an answered request
+            kind = KIND_ANSWER
+        elif "status" in event:
+            kind = KIND_EXECUTION
+        else:
+            kind = KIND_HUMAN_WAIT
+    return cast("ResumeEvent", {**event, "kind": kind})
+
+
+def execution_result(
+    execution_id: str, status: str | None, document_ids: Sequence[str], execution_url: str
+) -> dict[str, Any]:
+    """What a waiting task returns: ``{"execution_id", "status", "document_ids", "execution_url"}``.
+
+    The one result builder (the run operator, the sensor, and the trigger that ends a sensor).
+    """
+    return {
+        "execution_id": execution_id,
+        "status": status,
+        "document_ids": list(document_ids),
+        "execution_url": execution_url,
+    }
 
 
 def long_poll_seconds(poll_interval: float, remaining: float | None) -> int:
@@ -130,6 +205,7 @@ def make_event(
 ) -> ExecutionEvent:
     """An event payload; the message is made one bounded line."""
     return {
+        "kind": KIND_EXECUTION,
         "status": status,
         "execution_id": execution_id,
         "execution_status": execution_status,
@@ -166,6 +242,19 @@ def outcome_message(progress: ExecutionProgress, event_status: EventStatus) -> s
     return text
 
 
+class WatchSettings(Protocol):
+    """The settings of a wait, as the operators, the sensor and the triggers hold them."""
+
+    @property
+    def poll_interval(self) -> float: ...
+    @property
+    def fail_on_warning(self) -> bool: ...
+    @property
+    def max_consecutive_failures(self) -> int: ...
+    @property
+    def log(self) -> Any: ...
+
+
 class ExecutionWatch:
     """
     The bookkeeping of one wait: deadline, failures in a row, unknown statuses, the last log line.
@@ -195,6 +284,23 @@ class ExecutionWatch:
         self.unknown_polls = 0
         self.last_line: str | None = None
         self.last_status: str | None = None
+
+    @classmethod
+    def of(
+        cls, owner: WatchSettings, execution_id: str, end_time: float | None, *, log: Any = None
+    ) -> ExecutionWatch:
+        """A watch with ``owner``'s settings (a task or a trigger): the one place one is built.
+
+        :param log: where progress goes instead of ``owner.log``.
+        """
+        return cls(
+            execution_id,
+            poll_interval=float(owner.poll_interval),
+            end_time=end_time,
+            fail_on_warning=owner.fail_on_warning,
+            max_consecutive_failures=owner.max_consecutive_failures,
+            log=owner.log if log is None else log,
+        )
 
     def event(self, status: EventStatus, **kwargs: Any) -> ExecutionEvent:
         """An event for this execution, carrying its deadline."""
@@ -343,23 +449,33 @@ def with_document_ids(event: ExecutionEvent, log: Any) -> Steps[ExecutionEvent]:
     return event
 
 
+def poll_steps(watch: ExecutionWatch, wait_seconds: int) -> Steps[ExecutionProgress | None]:
+    """One long-poll; None after a failure ``watch`` tolerates (paused before the next poll).
+
+    A poll's :class:`SmartFlowsApiError` that ends the wait, and every other error, is raised out
+    of the driver (a trigger turns it into an ``error`` event with :meth:`ExecutionWatch.error_event`).
+    """
+    try:
+        progress: ExecutionProgress = yield Poll(watch.execution_id, wait_seconds)
+    except SmartFlowsApiError as err:
+        delay = watch.on_failure(err)
+        if delay is None:
+            raise
+        yield Pause(delay)
+        return None
+    return progress
+
+
 def wait_steps(watch: ExecutionWatch) -> Steps[ExecutionEvent]:
     """The one waiting loop: long-poll until the execution is final, needs a person, or times out.
 
-    A poll's :class:`SmartFlowsApiError` is tolerated as ``watch`` decides; one that ends the wait,
-    and every other error, is raised out of the driver (the trigger turns it into an ``error``
-    event with :meth:`ExecutionWatch.error_event`).
+    Failed polls are tolerated as :func:`poll_steps` says.
     """
     while True:
         if watch.expired():
             return watch.timeout_event()
-        try:
-            progress: ExecutionProgress = yield Poll(watch.execution_id, watch.poll_seconds())
-        except SmartFlowsApiError as err:
-            delay = watch.on_failure(err)
-            if delay is None:
-                raise
-            yield Pause(delay)
+        progress = yield from poll_steps(watch, watch.poll_seconds())
+        if progress is None:
             continue
         event = watch.on_progress(progress)
         if event is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,8 +22,11 @@ from airflow_provider_smartflows.waiting import (
     Poll,
     ReadExecution,
     event_status_for,
+    execution_result,
+    make_event,
     one_line,
     run_steps,
+    typed_event,
     wait_steps,
 )
 
@@ -147,6 +151,49 @@ def test_event_status_for(status: str, fail_on_warning: bool, expected: str | No
 def test_one_line_joins_whitespace_and_bounds_the_length() -> None:
     assert one_line("a\n  b\tc") == "a b c"
     assert one_line("x" * 20, limit=10) == "x" * 9 + "…"
+
+
+def test_an_execution_event_carries_its_kind() -> None:
+    assert make_event("success", "e1")["kind"] == "execution"
+
+
+@pytest.mark.parametrize(
+    ("event", "kind"),
+    [
+        ({"status": "success", "execution_id": "e1", "end_time": None}, "execution"),
+        ({"execution_id": "e1", "execution": None, "message": "left the form"}, "human_wait"),
+        ({"chosen_options": ["Submit to Smart Flows"], "params_input": {}, "timedout": False}, "answer"),
+        ({"kind": "human_wait", "execution_id": "e1", "status": "odd", "execution": None}, "human_wait"),
+        ({"kind": "future-kind", "chosen_options": []}, "answer"),
+    ],
+    ids=[
+        "old-execution-event",
+        "old-human-wait-event",
+        "airflow-answer",
+        "explicit-kind-wins",
+        "unknown-kind",
+    ],
+)
+def test_typed_event_gives_an_event_without_a_kind_its_kind(event: dict[str, Any], kind: str) -> None:
+    typed = typed_event(event)
+    assert typed["kind"] == kind
+    assert {k: v for k, v in typed.items() if k != "kind"} == {k: v for k, v in event.items() if k != "kind"}
+
+
+def test_execution_result_is_the_task_result() -> None:
+    assert execution_result("e1", "Success", ("d1",), "https://sf/e1") == {
+        "execution_id": "e1",
+        "status": "Success",
+        "document_ids": ["d1"],
+        "execution_url": "https://sf/e1",
+    }
+
+
+def test_watch_of_takes_its_owner_s_settings() -> None:
+    owner = SimpleNamespace(poll_interval=5, fail_on_warning=True, max_consecutive_failures=3, log=LOG)
+    built = ExecutionWatch.of(owner, "e1", 1_900_000_000.0)
+    assert (built.execution_id, built.end_time, built.poll_interval) == ("e1", 1_900_000_000.0, 5.0)
+    assert (built.fail_on_warning, built.max_consecutive_failures, built.log) == (True, 3, LOG)
 
 
 class ScriptedHook:

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
+from airflow_provider_smartflows.models import MAX_WAIT_SECONDS
 from airflow_provider_smartflows.validation import check_int, check_number
 
-MAX_WAIT_SECONDS = 3600
 MAX_ID_LENGTH = 200
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 

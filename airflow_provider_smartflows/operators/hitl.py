@@ -1,313 +1,33 @@
-"""Smart Flows forms answered by a person in Airflow's human-in-the-loop UI (Airflow >= 3.3).
+"""Smart Flows forms answered by a person in Airflow, importable from their historical path.
 
-With ``user_input="ask"`` (or :class:`AskInAirflow` for assignees, notifiers and a response
-timeout) an execution that stops in ``UserInput`` is not answered from the DAG file: the task
-writes a request to Airflow's "Required actions" page whose form is the Smart Flows form
-(:mod:`airflow_provider_smartflows.human_input`), and defers on
-:class:`~airflow_provider_smartflows.triggers.hitl.SmartFlowsHumanInputTrigger`, which keeps
-watching the execution. The person's answer (the UI, or ``PATCH .../hitlDetails`` of the public
-API) resumes the task: the answer is checked against the Smart Flows schema and posted to the
-execution, and the task waits on. An answer that is wrong or that Smart Flows refuses opens the
-request again (the reason goes to the task log). The execution leaving the form by itself
-(answered in Smart Flows, cancelled, finished) or the response timeout closes the request (the
-trigger does that: a running task cannot write a request's answer in Airflow 3.3).
+``user_input="ask"`` and :class:`AskInAirflow` are described in
+:mod:`airflow_provider_smartflows.human_bridge`, where the worker side of a person's answer lives
+(:class:`~airflow_provider_smartflows.human_bridge.HumanInputBridge`); this module re-exports it.
+``SmartFlowsHumanInputMixin`` names the one worker-side wait mixin, which resumes from a person's
+answer too.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
-
-from airflow_provider_smartflows.exceptions import (
-    SmartFlowsApiError,
-    SmartFlowsExecutionError,
-    SmartFlowsInputError,
+from airflow_provider_smartflows.human_bridge import (
+    ASK,
+    XCOM_REQUEST_FORM,
+    AskInAirflow,
+    HumanInputBridge,
+    ask_settings,
+    check_ask_available,
 )
-from airflow_provider_smartflows.human_input import (
-    ANSWER_OPTION,
-    answers_from_params,
-    form_params,
-    prompt_key,
-    refusal_reason,
-    request_text,
-)
-from airflow_provider_smartflows.models import ExecutionStatus
-from airflow_provider_smartflows.triggers.hitl import SmartFlowsHumanInputTrigger
-from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
+from airflow_provider_smartflows.worker_wait import SmartFlowsExecutionWaitMixin
 
-if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Context
+#: The worker side of a person's answer is part of the one worker-side wait.
+SmartFlowsHumanInputMixin = SmartFlowsExecutionWaitMixin
 
-    from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
-    from airflow_provider_smartflows.models import ExecutionProgress
-    from airflow_provider_smartflows.waiting import ExecutionEvent
-
-__all__ = ["ASK", "AskInAirflow", "SmartFlowsHumanInputMixin", "ask_settings", "check_ask_available"]
-
-#: ``user_input=ASK``: a person answers each form in Airflow's UI.
-ASK = "ask"
-#: XCom holding the form keys of the request this try wrote (Airflow keeps one per task instance).
-XCOM_REQUEST_FORM = "smartflows_request_form"
-
-
-@dataclass(frozen=True)
-class AskInAirflow:
-    """
-    ``user_input=AskInAirflow(...)``: a person answers each Smart Flows form in Airflow's UI.
-
-    :param assigned_users: who may answer, ``[{"id": ..., "name": ...}]`` as the auth manager
-        knows them; empty lets every user with access to the DAG answer.
-    :param notifiers: Airflow notifiers called (with the task context) each time a request is
-        written, e.g. a Slack or e-mail notifier telling people to answer.
-    :param response_timeout: how long the person has (seconds or a timedelta), per request; when
-        it passes the request closes, the execution is cancelled (``cancel_on_kill``) and the
-        task fails. None waits until the task's own ``timeout``.
-    """
-
-    assigned_users: Sequence[Mapping[str, str]] = ()
-    notifiers: Sequence[Any] = ()
-    response_timeout: timedelta | float | None = None
-
-    def response_seconds(self) -> float | None:
-        """The response timeout in seconds, None without one."""
-        value = self.response_timeout
-        if value is None:
-            return None
-        return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def ask_settings(user_input: Any) -> AskInAirflow | None:
-    """The settings when ``user_input`` asks a person in Airflow, else None."""
-    if isinstance(user_input, AskInAirflow):
-        return user_input
-    if isinstance(user_input, str) and user_input.strip() == ASK:
-        return AskInAirflow()
-    return None
-
-
-def check_ask_available(user_input: Any, task_id: str) -> None:
-    """Refuse ``user_input="ask"`` where Airflow cannot do it, before anything starts."""
-    settings = ask_settings(user_input)
-    if settings is None:
-        return
-    if not AIRFLOW_V_3_3_PLUS:
-        raise SmartFlowsInputError(
-            f"Task {task_id}: user_input={ASK!r} (a person answers Smart Flows forms in Airflow) needs "
-            f"Airflow >= 3.3, this is Airflow {AIRFLOW_VERSION}. Upgrade Airflow, or pass user_input as "
-            "a mapping of form keys to answers, or let people answer the form in Smart Flows and wait "
-            "with SmartFlowsExecutionSensor."
-        )
-    seconds = settings.response_seconds()
-    if seconds is not None and seconds <= 0:
-        raise SmartFlowsInputError(f"Task {task_id}: response_timeout must be > 0, got {seconds!r}")
-    for user in settings.assigned_users:
-        if not isinstance(user, Mapping) or not {"id", "name"} <= set(user):
-            raise SmartFlowsInputError(
-                f"Task {task_id}: assigned_users entries are {{'id': ..., 'name': ...}}, got {user!r}"
-            )
-
-
-class SmartFlowsHumanInputMixin:
-    """The worker side of a person's answer, mixed into the run operator and the sensor."""
-
-    if TYPE_CHECKING:
-
-        @property
-        def hook(self) -> SmartFlowsHook: ...
-
-        smartflows_conn_id: str
-        poll_interval: float
-        fail_on_warning: bool
-        max_consecutive_failures: int
-        cancel_on_kill: bool
-        user_input: Any
-        log: Any
-        _execution_id: str | None
-
-        def defer(
-            self, *, trigger: Any, method_name: str, kwargs: Any = None, timeout: Any = None
-        ) -> Any: ...
-
-        def wait_for(
-            self,
-            context: Context,
-            execution_id: str,
-            end_time: float | None,
-            answered: list[str] | None = None,
-        ) -> dict[str, Any]: ...
-
-        def handle_event(
-            self, context: Context, event: ExecutionEvent, answered: list[str]
-        ) -> dict[str, Any] | None: ...
-
-    def ask_person(
-        self, context: Context, execution_id: str, end_time: float | None, reason: str | None = None
-    ) -> None:
-        """Write the request for the execution's form and defer until it is answered or moot.
-
-        Returns (without deferring) when the execution no longer waits for input: wait on.
-        """
-        settings = ask_settings(self.user_input) or AskInAirflow()
-        progress = self.hook.get_progress(execution_id)
-        if progress.status is ExecutionStatus.SELECT_FLOW:
-            raise SmartFlowsExecutionError(
-                f"Smart Flows execution {execution_id} waits for a flow to be selected (SelectFlow): "
-                "start it with a flow_id.",
-                execution_id=execution_id,
-                status=progress.raw_status,
-            )
-        if progress.status is not ExecutionStatus.USER_INPUT:
-            return
-        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
-
-        ti = context["ti"]
-        params = form_params(progress.raw).params
-        self._check_same_form(ti, execution_id, sorted(params))
-        subject, body = self._request_text(execution_id, progress, getattr(ti, "log_url", None))
-        if reason:
-            self.log.warning("execution %s: asking again: %s", execution_id, reason)
-        upsert_hitl_detail(
-            ti_id=ti.id,
-            options=[ANSWER_OPTION],
-            subject=subject,
-            body=body,
-            params=params,
-            assigned_users=[{"id": u["id"], "name": u["name"]} for u in settings.assigned_users] or None,
-        )
-        self.log.info("execution %s waits for a person: request written (%s)", execution_id, subject)
-        for notifier in settings.notifiers:
-            notifier(context)
-        seconds = settings.response_seconds()
-        prompt = prompt_key(progress.raw)
-        self.defer(
-            trigger=SmartFlowsHumanInputTrigger(
-                execution_id=execution_id,
-                prompt=prompt,
-                smartflows_conn_id=self.smartflows_conn_id,
-                poll_interval=float(self.poll_interval),
-                end_time=end_time,
-                response_deadline=None if seconds is None else time.time() + seconds,
-                fail_on_warning=self.fail_on_warning,
-                max_consecutive_failures=self.max_consecutive_failures,
-                cancel_on_kill=self.cancel_on_kill,
-            ),
-            method_name="resume_after_person",
-            kwargs={"execution_id": execution_id, "end_time": end_time, "prompt": prompt},
-        )
-
-    def _check_same_form(self, ti: Any, execution_id: str, keys: list[str]) -> None:
-        """Fail when a second form differs from the one this task instance's request shows.
-
-        Airflow 3.3 keeps one request per task instance: writing it again clears its answer but
-        keeps its subject, body and fields. A form with other fields cannot be shown in this try.
-        """
-        shown = ti.xcom_pull(task_ids=ti.task_id, key=XCOM_REQUEST_FORM, map_indexes=ti.map_index)
-        if shown is None:
-            ti.xcom_push(key=XCOM_REQUEST_FORM, value=keys)
-            return
-        if list(shown) != keys:
-            raise SmartFlowsExecutionError(
-                f"Smart Flows execution {execution_id} asks for another form (fields: {', '.join(keys)}) "
-                f"than the one this task's request shows (fields: {', '.join(shown)}); Airflow keeps one "
-                "request per task instance. Answer it in Smart Flows "
-                f"({self.hook.execution_url(execution_id)}), or let a retry of this task (retries) "
-                "write a new request for it.",
-                execution_id=execution_id,
-                status=ExecutionStatus.USER_INPUT.value,
-            )
-
-    def _request_text(
-        self, execution_id: str, progress: ExecutionProgress, log_url: str | None
-    ) -> tuple[str, str]:
-        flow = getattr(self, "flow_id", None)
-        if not flow:
-            try:
-                execution = self.hook.get_execution(execution_id)
-                flow = execution.flow_name or execution.flow_id
-            except SmartFlowsApiError as err:  # the request is still useful without the flow's name
-                self.log.warning("execution %s: flow name unavailable: %s", execution_id, err)
-        return request_text(
-            flow=flow,
-            execution_id=execution_id,
-            execution_url=self.hook.execution_url(execution_id),
-            data=getattr(self, "data", None),
-            message=progress.message,
-            log_url=log_url,
-        )
-
-    def resume_after_person(
-        self,
-        context: Context,
-        event: Mapping[str, Any],
-        execution_id: str | None = None,
-        end_time: float | None = None,
-        prompt: str | None = None,
-    ) -> dict[str, Any]:
-        """Resume from a person's answer (Airflow) or from the trigger (the execution moved on)."""
-        if execution_id is None:
-            execution_id = str(event.get("execution_id") or self._pushed_execution_id(context))
-        self._execution_id = execution_id
-        if "chosen_options" in event:
-            return self._take_answer(context, event, execution_id, end_time, prompt)
-        self.log.info("%s", event.get("message"))
-        outcome: ExecutionEvent | None = event.get("execution")
-        if outcome is not None:
-            result = self.handle_event(context, outcome, [])
-            if result is not None:
-                return result
-        return self.wait_for(context, execution_id, end_time)
-
-    @staticmethod
-    def _pushed_execution_id(context: Context) -> str:
-        """The execution id the task pushed to XCom (an answer delivered to another method)."""
-        ti = context["ti"]
-        return str(ti.xcom_pull(task_ids=ti.task_id, key="execution_id", map_indexes=ti.map_index))
-
-    def _take_answer(
-        self,
-        context: Context,
-        event: Mapping[str, Any],
-        execution_id: str,
-        end_time: float | None,
-        prompt: str | None,
-    ) -> dict[str, Any]:
-        user = event.get("responded_by_user") or {}
-        who = user.get("name") or ("nobody (timed out)" if event.get("timedout") else "an unknown user")
-        progress = self.hook.get_progress(execution_id)
-        if prompt is None:  # delivered without its prompt: it answers the form shown now
-            prompt = prompt_key(progress.raw)
-        if progress.status is not ExecutionStatus.USER_INPUT or prompt_key(progress.raw) != prompt:
-            self.log.info(
-                "execution %s: the answer of %s came after the execution left the form (%s); not posted",
-                execution_id,
-                who,
-                progress.raw_status,
-            )
-            return self._ask_or_wait(context, execution_id, end_time)
-        answers, problems = answers_from_params(event.get("params_input") or {}, form_params(progress.raw))
-        if problems:
-            reason = f"the answer of {who} does not fit the form: {'; '.join(problems)}"
-            return self._ask_or_wait(context, execution_id, end_time, reason)
-        # Only the keys are logged: answers may be personal data.
-        self.log.info(
-            "execution %s: posting the answer of %s (keys: %s)", execution_id, who, ", ".join(answers)
-        )
-        try:
-            self.hook.answer_user_input(execution_id, answers)
-        except SmartFlowsApiError as err:
-            if err.status_code != 400:
-                raise
-            reason = (
-                f"Smart Flows refused the answer of {who}: {refusal_reason(err.body_excerpt, err.message)}"
-            )
-            return self._ask_or_wait(context, execution_id, end_time, reason)
-        return self.wait_for(context, execution_id, end_time)
-
-    def _ask_or_wait(
-        self, context: Context, execution_id: str, end_time: float | None, reason: str | None = None
-    ) -> dict[str, Any]:
-        self.ask_person(context, execution_id, end_time, reason)  # defers while a form is open
-        return self.wait_for(context, execution_id, end_time)
+__all__ = [
+    "ASK",
+    "XCOM_REQUEST_FORM",
+    "AskInAirflow",
+    "HumanInputBridge",
+    "SmartFlowsHumanInputMixin",
+    "ask_settings",
+    "check_ask_available",
+]

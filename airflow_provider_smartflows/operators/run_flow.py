@@ -13,26 +13,21 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsStartUnknownError,
 )
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
-from airflow_provider_smartflows.hooks.reconcile import (
-    ADOPTED,
-    DEFAULT_CLOCK_SKEW,
-    DEFAULT_SETTLE_TIME,
-    STARTED_AGAIN,
-)
+from airflow_provider_smartflows.human_bridge import check_ask_available
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.models import ExecutionStatus
-from airflow_provider_smartflows.operators.execution_wait import SmartFlowsExecutionWaitMixin
-from airflow_provider_smartflows.operators.hitl import check_ask_available
+from airflow_provider_smartflows.reconcile import ADOPTED, DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
+from airflow_provider_smartflows.reconciled_start import STARTED_AGAIN
 from airflow_provider_smartflows.validation import check_reconcile_timing, parse_priority
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
+from airflow_provider_smartflows.worker_wait import SmartFlowsExecutionWaitMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_smartflows.operators.hitl import AskInAirflow
-    from airflow_provider_smartflows.waiting import ExecutionEvent
+    from airflow_provider_smartflows.human_bridge import AskInAirflow
 
 
 class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin, BaseOperator):
@@ -78,7 +73,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         documents) again.
     :param user_input: answers posted when the execution asks for user input (``UserInput``),
         a mapping of form keys to values; once per prompt. ``"ask"`` (or
-        :class:`~airflow_provider_smartflows.operators.hitl.AskInAirflow` with assignees,
+        :class:`~airflow_provider_smartflows.human_bridge.AskInAirflow` with assignees,
         notifiers and a response timeout) has a person answer each form in Airflow's Required
         actions page instead (Airflow >= 3.3).
     :param cancel_on_kill: cancel the execution when the task is killed or times out. A kill while
@@ -187,10 +182,10 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         self._execution_id = execution_id
         self._push_execution_xcoms(context, execution_id)
         if not self.wait_for_completion:
-            self._outcome = self._current_result(execution_id)
+            self._outcome = self.waiter.current_result(execution_id)
         else:
             end_time = None if self.timeout is None else time.time() + float(self.timeout)
-            self._outcome = self.wait_for(context, execution_id, end_time)
+            self._outcome = self.waiter.wait_for(context, execution_id, end_time)
         return self._outcome
 
     def get_job_result(self, external_id: Any, context: Context) -> dict[str, Any]:
@@ -201,25 +196,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         self._execution_id = execution_id
         self._push_execution_xcoms(context, execution_id)
         self.log.info("Smart Flows execution %s already finished; not starting a new one", execution_id)
-        return self._current_result(execution_id)
-
-    def _current_result(self, execution_id: str) -> dict[str, Any]:
-        progress = self.hook.get_progress(execution_id)
-        documents = [doc.id for doc in progress.documents]
-        if not documents and progress.status.is_success:
-            documents = self._document_ids(execution_id)
-        return self._result(execution_id, progress.raw_status, documents)
-
-    def execute_complete(
-        self,
-        context: Context,
-        event: ExecutionEvent,
-        end_time: float | None = None,
-        answered: list[str] | None = None,
-    ) -> dict[str, Any]:
-        if "execution_id" in event:  # a person's answer carries none
-            self._execution_id = str(event["execution_id"])
-        return super().execute_complete(context, event, end_time, answered)
+        return self.waiter.current_result(execution_id)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the Smart Flows execution as the ``externalQuery`` run facet."""

@@ -17,18 +17,18 @@ from airflow.providers.common.compat.sdk import (
 from airflow.triggers.base import StartTriggerArgs
 
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
+from airflow_provider_smartflows.human_bridge import check_ask_available
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
-from airflow_provider_smartflows.operators.execution_wait import SmartFlowsExecutionWaitMixin
-from airflow_provider_smartflows.operators.hitl import check_ask_available
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS
+from airflow_provider_smartflows.worker_wait import SmartFlowsExecutionWaitMixin
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_smartflows.operators.hitl import AskInAirflow
-    from airflow_provider_smartflows.waiting import ExecutionEvent, ExecutionWatch
+    from airflow_provider_smartflows.human_bridge import AskInAirflow
+    from airflow_provider_smartflows.waiting import ExecutionWatch
 
 
 # ti.xcom_pull(...) without map_indexes asks for every map index, a request the triggerer of
@@ -136,12 +136,12 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         if not self.deferrable:
             return super().execute(context)
         end_time = time.time() + float(self.timeout) if self.timeout else None
-        return self.wait_for(context, str(self.execution_id), end_time)
+        return self.waiter.wait_for(context, str(self.execution_id), end_time)
 
     def execute_complete(
         self,
         context: Context,
-        event: ExecutionEvent,
+        event: Mapping[str, Any],
         end_time: float | None = None,
         answered: list[str] | None = None,
     ) -> dict[str, Any]:
@@ -153,11 +153,11 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
     def poke(self, context: Context) -> bool | PokeReturnValue:
         execution_id = str(self.execution_id)
         if self._poke_watch is None:  # one per try: it logs changes only and counts unknown statuses
-            self._poke_watch = self._watch(execution_id, None)
+            self._poke_watch = self.waiter.watch(execution_id, None)
         event = self._poke_watch.on_progress(self.hook.get_progress(execution_id))
         if event is None:
             return False
-        result = self.handle_event(context, self._with_documents(event), self._answered)
+        result = self.waiter.handle_event(context, self.waiter.with_documents(event), self._answered)
         if result is None:  # a form was answered: keep poking
             return False
         return PokeReturnValue(is_done=True, xcom_value=result)

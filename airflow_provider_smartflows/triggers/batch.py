@@ -140,14 +140,7 @@ class SmartFlowsBatchTrigger(BaseTrigger):
             await asyncio.sleep(max(0.0, when - time.time()))
 
     async def _watch(self, hook: SmartFlowsAsyncHook, execution_id: str) -> ExecutionEvent:
-        watch = ExecutionWatch(
-            execution_id,
-            poll_interval=self.poll_interval,
-            end_time=self.end_time,
-            fail_on_warning=self.fail_on_warning,
-            max_consecutive_failures=self.max_consecutive_failures,
-            log=_WarningsOnly(self.log),
-        )
+        watch = ExecutionWatch.of(self, execution_id, self.end_time, log=_WarningsOnly(self.log))
         try:
             return await run_steps_async(wait_steps(watch), hook)
         except SmartFlowsError as err:  # e.g. a refused key: the event says what ended the wait

@@ -25,21 +25,23 @@ in the rows of deferred tasks: it must not change.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
+from airflow_provider_smartflows.exceptions import SmartFlowsError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
-from airflow_provider_smartflows.human_input import CLOSED_OPTION, prompt_key
+from airflow_provider_smartflows.human_input import CLOSED_OPTION
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.waiting import (
     EVENT_TIMEOUT,
+    KIND_ANSWER,
+    KIND_HUMAN_WAIT,
     ExecutionWatch,
-    Pause,
-    Poll,
+    HumanWaitEvent,
     long_poll_seconds,
+    poll_steps,
     run_steps_async,
     with_document_ids,
 )
@@ -47,8 +49,7 @@ from airflow_provider_smartflows.waiting import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from airflow_provider_smartflows.models import ExecutionProgress
-    from airflow_provider_smartflows.waiting import ExecutionEvent, Steps
+    from airflow_provider_smartflows.waiting import ExecutionEvent, HumanAnswerEvent, Steps
 
 __all__ = ["HumanWaitEvent", "SmartFlowsHumanInputTrigger", "human_wait_steps"]
 
@@ -56,25 +57,27 @@ __all__ = ["HumanWaitEvent", "SmartFlowsHumanInputTrigger", "human_wait_steps"]
 _KILLED_STATES = frozenset({"failed", "success", "skipped", "up_for_retry", "upstream_failed", "removed"})
 
 
-class HumanWaitEvent(TypedDict):
-    """The payload of :class:`SmartFlowsHumanInputTrigger`'s event, JSON-safe."""
-
-    execution_id: str
-    #: What ended the wait; None when the execution left the prompt and runs on.
-    execution: ExecutionEvent | None
-    #: One line for the task log.
-    message: str
+def _ended(watch: ExecutionWatch, outcome: ExecutionEvent | None, message: str) -> HumanWaitEvent:
+    return {
+        "kind": KIND_HUMAN_WAIT,
+        "execution_id": watch.execution_id,
+        "execution": outcome,
+        "message": message,
+    }
 
 
 def human_wait_steps(
     watch: ExecutionWatch, prompt: str, response_deadline: float | None
 ) -> Steps[HumanWaitEvent]:
-    """Long-poll while the execution waits at ``prompt``; return once it leaves it or time is up."""
+    """Long-poll while the execution waits at ``prompt``; return once it leaves it or time is up.
+
+    Failed polls are tolerated as in every wait (:func:`~airflow_provider_smartflows.waiting.poll_steps`).
+    """
     execution_id = watch.execution_id
     while True:
         if watch.expired():
             event = watch.timeout_event()
-            return {"execution_id": execution_id, "execution": event, "message": event["message"]}
+            return _ended(watch, event, event["message"])
         remaining = None if response_deadline is None else response_deadline - time.time()
         if remaining is not None and remaining <= 0:
             event = watch.event(
@@ -83,17 +86,12 @@ def human_wait_steps(
                 message=f"Nobody answered the Smart Flows form of execution {execution_id} within the "
                 "response timeout",
             )
-            return {"execution_id": execution_id, "execution": event, "message": event["message"]}
+            return _ended(watch, event, event["message"])
         seconds = min(watch.poll_seconds(), long_poll_seconds(watch.poll_interval, remaining))
-        try:
-            progress: ExecutionProgress = yield Poll(execution_id, seconds)
-        except SmartFlowsApiError as err:
-            delay = watch.on_failure(err)
-            if delay is None:
-                raise
-            yield Pause(delay)
+        progress = yield from poll_steps(watch, seconds)
+        if progress is None:
             continue
-        at_prompt = progress.status is ExecutionStatus.USER_INPUT and prompt_key(progress.raw) == prompt
+        at_prompt = progress.status is ExecutionStatus.USER_INPUT and progress.prompt == prompt
         outcome = watch.on_progress(progress)  # logs changes, counts unknown statuses
         if at_prompt:
             continue
@@ -103,9 +101,9 @@ def human_wait_steps(
             message = (
                 f"Smart Flows execution {execution_id} left the form ({progress.raw_status}): answered there"
             )
-            return {"execution_id": execution_id, "execution": None, "message": message}
+            return _ended(watch, None, message)
         outcome = yield from with_document_ids(outcome, watch.log)
-        return {"execution_id": execution_id, "execution": outcome, "message": outcome["message"]}
+        return _ended(watch, outcome, outcome["message"])
 
 
 class SmartFlowsHumanInputTrigger(BaseTrigger):
@@ -113,7 +111,7 @@ class SmartFlowsHumanInputTrigger(BaseTrigger):
     Watch a Smart Flows execution that waits for a person's answer given in Airflow.
 
     :param execution_id: the execution.
-    :param prompt: the prompt the request is for (:func:`~airflow_provider_smartflows.human_input.prompt_key`).
+    :param prompt: the prompt the request is for (:func:`~airflow_provider_smartflows.models.prompt_key`).
     :param smartflows_conn_id: the ``smartflows`` connection.
     :param poll_interval: longest single long-poll in seconds.
     :param end_time: the wait's absolute deadline (epoch seconds), None without one.
@@ -164,14 +162,7 @@ class SmartFlowsHumanInputTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        watch = ExecutionWatch(
-            self.execution_id,
-            poll_interval=self.poll_interval,
-            end_time=self.end_time,
-            fail_on_warning=self.fail_on_warning,
-            max_consecutive_failures=self.max_consecutive_failures,
-            log=self.log,
-        )
+        watch = ExecutionWatch.of(self, self.execution_id, self.end_time)
         answer = await self._answer_given_before_start()
         if answer is not None:
             yield TriggerEvent(answer)
@@ -185,11 +176,11 @@ class SmartFlowsHumanInputTrigger(BaseTrigger):
                 )
             except SmartFlowsError as err:
                 event = watch.error_event(err)
-                payload = {"execution_id": self.execution_id, "execution": event, "message": event["message"]}
+                payload = _ended(watch, event, event["message"])
         await self._close_request(payload["message"])
         yield TriggerEvent(payload)
 
-    async def _answer_given_before_start(self) -> dict[str, Any] | None:
+    async def _answer_given_before_start(self) -> HumanAnswerEvent | None:
         """A person's answer that came while the task was still deferring, as Airflow's resume event.
 
         Airflow resumes a task on an answer only when it is already deferred; one given in the
@@ -211,6 +202,7 @@ class SmartFlowsHumanInputTrigger(BaseTrigger):
             return None
         self.log.info("Execution %s: answered by %s before the task deferred", self.execution_id, user.name)
         return {
+            "kind": KIND_ANSWER,
             "chosen_options": list(detail.chosen_options or []),
             "params_input": dict(detail.params_input or {}),
             "responded_at": detail.responded_at.isoformat() if detail.responded_at else None,

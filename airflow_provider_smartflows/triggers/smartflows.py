@@ -24,9 +24,15 @@ from airflow.triggers.base import BaseTrigger, TaskSuccessEvent, TriggerEvent
 from airflow_provider_smartflows.exceptions import SmartFlowsError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
-from airflow_provider_smartflows.links import XCOM_EXECUTION_URL
+from airflow_provider_smartflows.links import XCOM_EXECUTION_ID, XCOM_EXECUTION_URL
 from airflow_provider_smartflows.models import ExecutionStatus
-from airflow_provider_smartflows.waiting import EVENT_SUCCESS, ExecutionWatch, run_steps_async, wait_steps
+from airflow_provider_smartflows.waiting import (
+    EVENT_SUCCESS,
+    ExecutionWatch,
+    execution_result,
+    run_steps_async,
+    wait_steps,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -101,17 +107,14 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
             url = await hook.execution_url(self.execution_id) if self.end_from_trigger else None
         # Yielded after the session is closed: a single-event trigger may never be resumed.
         if url is not None and self._ends_here(payload):
-            result: dict[str, Any] = {
-                "execution_id": payload["execution_id"],
-                "status": payload["execution_status"],
-                "document_ids": payload["document_ids"],
-                "execution_url": url,
-            }
+            result = execution_result(
+                payload["execution_id"], payload["execution_status"], payload["document_ids"], url
+            )
             self.log.info("%s", payload["message"])
             yield TaskSuccessEvent(
                 xcoms={
                     "return_value": result,
-                    "execution_id": payload["execution_id"],
+                    XCOM_EXECUTION_ID: payload["execution_id"],
                     XCOM_EXECUTION_URL: url,
                 }
             )
@@ -126,14 +129,7 @@ class SmartFlowsExecutionTrigger(BaseTrigger):
         )
 
     async def _wait(self, hook: SmartFlowsAsyncHook) -> ExecutionEvent:
-        watch = ExecutionWatch(
-            self.execution_id,
-            poll_interval=self.poll_interval,
-            end_time=self.end_time,
-            fail_on_warning=self.fail_on_warning,
-            max_consecutive_failures=self.max_consecutive_failures,
-            log=self.log,
-        )
+        watch = ExecutionWatch.of(self, self.execution_id, self.end_time)
         try:
             return await run_steps_async(wait_steps(watch), hook)
         except SmartFlowsError as err:  # e.g. a refused key: the event says what ended the wait

@@ -101,7 +101,16 @@ async def test_event_for_each_outcome(
     assert event["status"] == status
     assert event["execution_status"] == execution_status
     assert event["execution_id"] == execution_id
-    assert set(event) == {"status", "execution_id", "execution_status", "message", "document_ids", "end_time"}
+    assert set(event) == {
+        "kind",
+        "status",
+        "execution_id",
+        "execution_status",
+        "message",
+        "document_ids",
+        "end_time",
+    }
+    assert event["kind"] == "execution"
 
 
 @pytest.mark.asyncio

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError
 from airflow_provider_smartflows.operators.batch.state import PENDING, RUNNING, UNKNOWN
 from airflow_provider_smartflows.reconcile import ADOPTED, Verdict
-from airflow_provider_smartflows.waiting import one_line
+from airflow_provider_smartflows.text import one_line
 
 if TYPE_CHECKING:
     from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook

@@ -34,8 +34,8 @@ from airflow_provider_smartflows.operators.batch.state import (
     BatchState,
     Entry,
 )
+from airflow_provider_smartflows.text import one_line
 from airflow_provider_smartflows.triggers.batch import SmartFlowsBatchTrigger
-from airflow_provider_smartflows.waiting import one_line
 
 if TYPE_CHECKING:
     from collections.abc import Callable

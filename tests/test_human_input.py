@@ -14,6 +14,7 @@ from airflow_provider_smartflows.human_input import (
     refusal_reason,
     request_text,
 )
+from airflow_provider_smartflows.models import ExecutionProgress
 
 # A form as the vendor's JSON-schema-form shows them: sections, labels, a select with a titleMap.
 CONTRACT_FORM: dict[str, Any] = {
@@ -184,3 +185,17 @@ def test_request_text_names_flow_execution_link_and_record() -> None:
     assert "[e1](https://sf.example/executions/e1)" in body
     assert "**Record:** account acc-7" in body
     assert "[the task's log](http://airflow/dags/d/runs/r/tasks/t)" in body
+
+
+def test_keys_nested_in_sections_are_read_at_any_depth() -> None:
+    raw = {
+        "id": "e1",
+        "status": "UserInput",
+        "currentData": {"id": "B3"},
+        "schema": {"properties": {"approved": {"type": "boolean"}}},
+        "form": [{"type": "section", "items": [{"type": "fieldset", "items": [{"key": "comment"}]}]}],
+    }
+    progress = ExecutionProgress.from_json(raw)
+    assert progress.form_keys == ("approved", "comment")
+    assert list(form_params(raw).params) == ["comment", "approved"]
+    assert progress.prompt == prompt_key(raw) == "B3|approved,comment"
