@@ -1,6 +1,7 @@
 """Atomic, memory-bounded writes of a byte stream to object storage (no HTTP to Smart Flows here).
 
-``open_atomic(target, ...)`` returns an :class:`AtomicWriter`: ``write(chunk)`` as the bytes arrive,
+``open_atomic(target, ...)`` checks the target (once: its bucket exists, nothing is there unless
+``overwrite``) and returns an :class:`AtomicWriter`: ``write(chunk)`` as the bytes arrive,
 then ``commit(expected_size)`` publishes the object, or ``abort()`` drops it. Until ``commit`` the
 destination shows nothing, whatever happens to the process (exception or SIGKILL), because every
 store's own commit step is used instead of a temporary object and a copy:
@@ -32,6 +33,10 @@ Integrity metadata (``metadata`` plus ``sha256``): S3 and GCS take metadata when
 added right after the commit without rewriting the data (S3: an object tag ``sha256``; GCS: a
 metadata update). Azure takes the metadata with the block-list commit, so the sha256 arrives with
 the content. Local files get none (no sidecar files, no extended attributes).
+
+Paths and names live here too: :func:`object_path` builds every ``ObjectStoragePath`` from a URI
+and an optional connection, :func:`destination_path` tells a folder from a file, and
+:func:`numbered_name` / :func:`unique_names` number objects that would share a name.
 """
 
 from __future__ import annotations
@@ -44,12 +49,14 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import ObjectStoragePath
+
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
+from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from types import TracebackType
-
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +113,73 @@ def _split(target: ObjectStoragePath) -> tuple[str, str]:
     return bucket, key
 
 
+# --------------------------------------------------------------------------- paths and names
+
+
+def object_path(uri: str | ObjectStoragePath, conn_id: str | None = None) -> ObjectStoragePath:
+    """
+    ``uri`` as an ``ObjectStoragePath`` read through the connection ``conn_id``.
+
+    The one place a path is built from a URI and an optional connection. Without ``conn_id``
+    (None or "", e.g. a template that rendered to nothing) the URI's own connection is used
+    (``s3://conn@bucket/key``), else the store's default credentials. A path is returned as is.
+    """
+    if isinstance(uri, ObjectStoragePath):
+        return uri
+    # conn_id=None would hide a URI's own (s3://conn@bucket/) on Airflow 2: pass it only when set.
+    return ObjectStoragePath(uri, **({"conn_id": conn_id} if conn_id else {}))
+
+
+def destination_path(destination: object, conn_id: str | None = None) -> tuple[ObjectStoragePath, bool]:
+    """
+    A download's destination as a path, and whether it names a folder.
+
+    A URI names a folder when it ends with ``/``; an ``ObjectStoragePath`` (which drops a trailing
+    ``/``) when it was given with one or an existing directory is there. Anything else is the exact
+    target of one document.
+    """
+    if isinstance(destination, ObjectStoragePath):
+        return destination, str(destination).endswith("/") or destination.is_dir()
+    if not isinstance(destination, str):
+        raise SmartFlowsInputError(
+            f"destination must be an ObjectStoragePath or a URI string, not {type(destination).__name__}."
+        )
+    text = destination.strip()
+    if not text:
+        raise SmartFlowsInputError("destination is empty: give a folder URI ending with '/' or a file's URI.")
+    return object_path(text, conn_id), text.endswith("/")
+
+
+def numbered_name(name: str, number: int) -> str:
+    """
+    The name of the ``number``-th object that would be called ``name``: ``name`` itself for 1, then
+    ``stem (2).ext``, ``stem (3).ext``... For a path, its last segment is numbered
+    (``a/b.pdf`` -> ``a/b (2).pdf``).
+    """
+    if number <= 1:
+        return name
+    head, slash, tail = name.rpartition("/")
+    stem, dot, ext = tail.rpartition(".")
+    tail = f"{stem} ({number}).{ext}" if dot and stem else f"{tail} ({number})"
+    return f"{head}{slash}{tail}"
+
+
+def unique_names(names: Iterable[str]) -> list[str]:
+    """``names`` in order, each one not yet used (case-insensitively) numbered by :func:`numbered_name`."""
+    used: set[str] = set()
+    unique = []
+    for name in names:
+        number = 1
+        while (candidate := numbered_name(name, number)).casefold() in used:
+            number += 1
+        used.add(candidate.casefold())
+        unique.append(candidate)
+    return unique
+
+
+# --------------------------------------------------------------------------- target checks
+
+
 def check_destination(target: ObjectStoragePath, conn_id: str | None = None) -> None:
     """
     Verify that the bucket or container of ``target`` exists, creating nothing.
@@ -136,25 +210,66 @@ def check_destination(target: ObjectStoragePath, conn_id: str | None = None) -> 
         )
 
 
+def _exists_error(target: ObjectStoragePath, how: str, document_id: str | None) -> SmartFlowsDownloadError:
+    """The refusal to replace an object without ``overwrite`` (``how``: "already exists", ...)."""
+    what = f"downloading document {document_id!r}: {target}" if document_id else f"saving {target}: it"
+    return SmartFlowsDownloadError(
+        f"Not {what} {how}. Remove it, choose another destination, or pass overwrite=True.",
+        document_id=document_id,
+        uri=str(target),
+    )
+
+
+# --------------------------------------------------------------------------- writers
+
+
 class AtomicWriter:
     """One object being written; nothing is visible at ``target`` before :meth:`commit`.
 
-    Use as a context manager: leaving the block without :meth:`commit` (by an exception or
-    otherwise) aborts the write.
+    The store's upload starts with the first :meth:`write` (or the commit of an empty object):
+    until then :attr:`content_type` may still be set (from a response's headers, say), and a
+    write that never starts leaves nothing behind, not even a local folder. Use as a context
+    manager: leaving the block without :meth:`commit` (by an exception or otherwise) aborts.
     """
 
-    def __init__(self, target: ObjectStoragePath, *, overwrite: bool, block_size: int) -> None:
+    def __init__(
+        self,
+        target: ObjectStoragePath,
+        *,
+        kind: str,
+        overwrite: bool,
+        block_size: int,
+        metadata: dict[str, str],
+        content_type: str | None,
+        document_id: str | None,
+    ) -> None:
         self.target = target
+        self.kind = kind
         self.overwrite = overwrite
         self.block_size = block_size
+        self.metadata = metadata
+        self.document_id = document_id
         self.size = 0
+        self._content_type = content_type
         self._digest = hashlib.sha256()
+        self._started = False
         self._done = False
+
+    @property
+    def content_type(self) -> str | None:
+        """The object's content type, where the store keeps one; settable until the first write."""
+        return self._content_type
+
+    @content_type.setter
+    def content_type(self, value: str | None) -> None:
+        if self._started:
+            raise ValueError(f"The write to {self.target} has started: its content type is decided.")
+        self._content_type = value
 
     def write(self, chunk: bytes) -> None:
         """Append ``chunk`` (any size; buffered up to ``block_size`` before each upload)."""
-        if self._done:
-            raise ValueError(f"The write to {self.target} is already committed or aborted.")
+        self._refuse_if_done()
+        self._start_once()
         self._digest.update(chunk)
         self.size += len(chunk)
         self._write(chunk)
@@ -165,21 +280,22 @@ class AtomicWriter:
 
         :param expected_size: the byte count announced by the source (None when unknown).
         """
-        if self._done:
-            raise ValueError(f"The write to {self.target} is already committed or aborted.")
+        self._refuse_if_done()
         if expected_size is not None and expected_size != self.size:
             self.abort()
             raise SmartFlowsDownloadError(
                 f"Not saving {self.target}: {self.size} bytes arrived but {expected_size} were "
                 "announced. Nothing was saved; run the download again.",
+                document_id=self.document_id,
                 uri=str(self.target),
             )
         sha256 = self._digest.hexdigest()
+        self._start_once()
         try:
             self._commit(sha256)
         except FileExistsError as err:
             self.abort()
-            raise self._exists_error("appeared during the write") from err
+            raise _exists_error(self.target, "appeared during the write", self.document_id) from err
         except BaseException:
             self.abort()
             raise
@@ -192,6 +308,8 @@ class AtomicWriter:
         if self._done:
             return
         self._done = True
+        if not self._started:
+            return
         try:
             self._abort()
         except Exception:
@@ -206,14 +324,27 @@ class AtomicWriter:
     ) -> None:
         self.abort()
 
-    def _exists_error(self, how: str) -> SmartFlowsDownloadError:
-        return SmartFlowsDownloadError(
-            f"Not saving {self.target}: it {how}. Remove it, choose another destination, "
-            "or pass overwrite=True.",
-            uri=str(self.target),
-        )
+    def _refuse_if_done(self) -> None:
+        if self._done:
+            raise ValueError(f"The write to {self.target} is already committed or aborted.")
+
+    def _start_once(self) -> None:
+        if self._started:
+            return
+        self._started = True  # from here on, abort() cleans up whatever _start() got done
+        try:
+            self._start()
+        except FileExistsError as err:  # the store's own "xb" check: the object appeared meanwhile
+            self.abort()
+            raise _exists_error(self.target, "appeared during the write", self.document_id) from err
+        except BaseException:
+            self.abort()
+            raise
 
     # Store-specific steps.
+    def _start(self) -> None:
+        raise NotImplementedError
+
     def _write(self, chunk: bytes) -> None:
         raise NotImplementedError
 
@@ -231,20 +362,22 @@ class _LocalWriter(AtomicWriter):
     """An unnamed ``O_TMPFILE`` in the target's folder, linked into place at commit (a hidden
     ``.smartflows-<uuid>.part`` sibling where the filesystem has no ``O_TMPFILE``)."""
 
-    def __init__(self, target: ObjectStoragePath, *, overwrite: bool, block_size: int) -> None:
-        super().__init__(target, overwrite=overwrite, block_size=block_size)
-        path = os.path.abspath(str(target.path))
+    _dir = -1
+    _part: str | None = None
+    _file: Any = None
+
+    def _start(self) -> None:
+        path = os.path.abspath(str(self.target.path))
         folder, self._name = os.path.split(path)
         os.makedirs(folder, exist_ok=True)
         self._dir = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self._part: str | None = None
         try:
             fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
         except (AttributeError, OSError):
             self._part = f".smartflows-{uuid.uuid4().hex}.part"
             flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
             fd = os.open(self._part, flags, 0o666, dir_fd=self._dir)
-        self._file = os.fdopen(fd, "wb", buffering=block_size)
+        self._file = os.fdopen(fd, "wb", buffering=self.block_size)
 
     def _write(self, chunk: bytes) -> None:
         self._file.write(chunk)
@@ -270,13 +403,14 @@ class _LocalWriter(AtomicWriter):
         self._close()
 
     def _abort(self) -> None:
-        if self._part is not None:
+        if self._part is not None and self._dir >= 0:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._part, dir_fd=self._dir)
         self._close()
 
     def _close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
         if self._dir >= 0:
             os.close(self._dir)
             self._dir = -1
@@ -286,31 +420,21 @@ class _FsspecWriter(AtomicWriter):
     """An fsspec buffered file opened with ``autocommit=False`` (S3 multipart, GCS resumable and
     any other store that implements ``commit``/``discard``)."""
 
-    def __init__(
-        self,
-        target: ObjectStoragePath,
-        *,
-        overwrite: bool,
-        block_size: int,
-        metadata: dict[str, str],
-        content_type: str | None,
-        kind: str,
-    ) -> None:
-        super().__init__(target, overwrite=overwrite, block_size=block_size)
-        self._kind = kind
-        self._metadata = metadata
-        self._fs = target.fs
-        self._path = str(target.path)
+    _file: Any = None
+
+    def _start(self) -> None:
+        self._fs = self.target.fs
+        self._path = str(self.target.path)
         options: dict[str, Any] = {}
-        if kind == "s3":
-            options["Metadata"] = metadata
-            if content_type:
-                options["ContentType"] = content_type
-        elif kind == "gcs":
-            options["metadata"] = metadata
-            options["content_type"] = content_type
-        mode = "wb" if overwrite else "xb"
-        self._file = self._fs.open(self._path, mode, block_size=block_size, autocommit=False, **options)
+        if self.kind == "s3":
+            options["Metadata"] = self.metadata
+            if self.content_type:
+                options["ContentType"] = self.content_type
+        elif self.kind == "gcs":
+            options["metadata"] = self.metadata
+            options["content_type"] = self.content_type
+        mode = "wb" if self.overwrite else "xb"
+        self._file = self._fs.open(self._path, mode, block_size=self.block_size, autocommit=False, **options)
 
     def _write(self, chunk: bytes) -> None:
         self._file.write(chunk)
@@ -325,7 +449,7 @@ class _FsspecWriter(AtomicWriter):
 
     def _after_commit(self, sha256: str) -> None:
         try:
-            if self._kind == "s3":
+            if self.kind == "s3":
                 bucket, key = _split(self.target)
                 self._fs.call_s3(
                     "put_object_tagging",
@@ -333,13 +457,15 @@ class _FsspecWriter(AtomicWriter):
                     Key=key,
                     Tagging={"TagSet": [{"Key": SHA256_KEY, "Value": sha256}]},
                 )
-            elif self._kind == "gcs":
+            elif self.kind == "gcs":
                 # All keys again: GCS merges them, some emulators replace the whole set.
-                self._fs.setxattrs(self._path, **{**self._metadata, SHA256_KEY: sha256})
+                self._fs.setxattrs(self._path, **{**self.metadata, SHA256_KEY: sha256})
         except Exception:
             log.warning("%s is saved, but its sha256 could not be attached to it", self.target, exc_info=True)
 
     def _abort(self) -> None:
+        if self._file is None:
+            return
         try:
             self._file.discard()
         finally:
@@ -357,34 +483,35 @@ class _AzureWriter(AtomicWriter):
     """An adlfs block-blob file: blocks are staged as they fill; closing commits the block list
     (with the metadata, sha256 included), so the writer never closes it before :meth:`commit`."""
 
-    def __init__(
-        self,
-        target: ObjectStoragePath,
-        *,
-        overwrite: bool,
-        block_size: int,
-        metadata: dict[str, str],
-        content_type: str | None,
-    ) -> None:
-        super().__init__(target, overwrite=overwrite, block_size=block_size)
-        self._metadata = {"is_directory": "false", **metadata}
-        settings = {"content_type": content_type} if content_type else None
-        mode = "wb" if overwrite else "xb"
-        self._file = target.fs.open(
-            str(target.path), mode, block_size=block_size, metadata=self._metadata, content_settings=settings
+    _file: Any = None
+
+    def _start(self) -> None:
+        self._blob_metadata = {"is_directory": "false", **self.metadata}
+        settings = {"content_type": self.content_type} if self.content_type else None
+        mode = "wb" if self.overwrite else "xb"
+        self._file = self.target.fs.open(
+            str(self.target.path),
+            mode,
+            block_size=self.block_size,
+            metadata=self._blob_metadata,
+            content_settings=settings,
         )
 
     def _write(self, chunk: bytes) -> None:
         self._file.write(chunk)
 
     def _commit(self, sha256: str) -> None:
-        self._file.metadata = {**self._metadata, SHA256_KEY: sha256}
+        self._file.metadata = {**self._blob_metadata, SHA256_KEY: sha256}
         self._file.close()
 
     def _abort(self) -> None:
         # adlfs commits on close() and in __del__: mark the file closed without its final flush;
         # the staged blocks stay uncommitted (invisible) until Azure drops them.
-        self._file.closed = True
+        if self._file is not None:
+            self._file.closed = True
+
+
+_WRITERS: dict[str, type[AtomicWriter]] = {"file": _LocalWriter, "azure": _AzureWriter}
 
 
 def open_atomic(
@@ -394,53 +521,46 @@ def open_atomic(
     block_size: int | None = None,
     metadata: dict[str, str] | None = None,
     content_type: str | None = None,
+    conn_id: str | None = None,
+    document_id: str | None = None,
 ) -> AtomicWriter:
     """
     Start an atomic write of ``target``; see the module's docstring for what each store does.
 
-    Checks before anything is written: the bucket/container exists (nothing is ever created
-    above the object; local folders are), and ``target`` does not exist unless ``overwrite``.
+    The target checks run here, once per object, before anything is written (so a download
+    calls this before it sends its content request): the bucket/container exists (nothing is
+    ever created above the object; local folders are), and ``target`` does not exist unless
+    ``overwrite``. The store itself refuses, at the commit, an object that appears meanwhile.
 
     :param target: the object to write (its folder, bucket or container must exist on object stores).
     :param overwrite: replace an existing object (atomically) instead of failing.
     :param block_size: bytes buffered per upload request (default :data:`DEFAULT_BLOCK_SIZES`).
     :param metadata: object metadata (keys: letters, digits and "_", as Azure requires).
-    :param content_type: the object's content type, where the store keeps one.
+    :param content_type: the object's content type, where the store keeps one (also settable on
+        the writer until its first write).
+    :param conn_id: the storage connection, named in errors (default: the path's own).
+    :param document_id: the Smart Flows document being saved, named in errors.
     """
     kind = store_kind(target)
-    size = block_size if block_size is not None else DEFAULT_BLOCK_SIZES[kind]
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise SmartFlowsInputError(f"block_size must be a positive integer, not {block_size!r}.")
+    size = DEFAULT_BLOCK_SIZES[kind] if block_size is None else check_int("block_size", block_size, minimum=1)
     if kind == "s3" and size < 5 * MIB:
         raise SmartFlowsInputError(f"block_size for S3 must be at least 5 MiB (S3's part size), not {size}.")
     metadata = dict(metadata or {})
     for key in metadata:
         if not key.isidentifier() or not key.isascii():
             raise SmartFlowsInputError(f"Metadata key {key!r}: use ASCII letters, digits and '_'.")
-    check_destination(target)
+    check_destination(target, conn_id)
     if not overwrite and target.exists():
-        raise SmartFlowsDownloadError(
-            f"Not writing {target}: it already exists. Remove it, choose another destination, "
-            "or pass overwrite=True.",
-            uri=str(target),
-        )
-    writer: AtomicWriter
-    if kind == "file":
-        writer = _LocalWriter(target, overwrite=overwrite, block_size=size)
-    elif kind == "azure":
-        writer = _AzureWriter(
-            target, overwrite=overwrite, block_size=size, metadata=metadata, content_type=content_type
-        )
-    else:
-        writer = _FsspecWriter(
-            target,
-            overwrite=overwrite,
-            block_size=size,
-            metadata=metadata,
-            content_type=content_type,
-            kind=kind,
-        )
-    return writer
+        raise _exists_error(target, "already exists", document_id)
+    return _WRITERS.get(kind, _FsspecWriter)(
+        target,
+        kind=kind,
+        overwrite=overwrite,
+        block_size=size,
+        metadata=metadata,
+        content_type=content_type,
+        document_id=document_id,
+    )
 
 
 def lineage_dataset(target: ObjectStoragePath) -> tuple[str, str]:

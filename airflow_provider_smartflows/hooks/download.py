@@ -1,9 +1,11 @@
 """Saving a streamed document: written in place with the store's own atomic commit, size checked.
 
-Transport-neutral: the sync hook hands over the body's chunks, its framing (Content-Length or
-chunked) and the error classes its transport raises while they are read. The writes themselves
-are :mod:`airflow_provider_smartflows.storage`'s (S3 multipart, Azure block list, GCS resumable
-upload, local unnamed file + link): nothing is visible at the target before the commit.
+Transport-neutral: the hook opens the target with :func:`open_document_target` *before* it asks
+for the content (the target checks run there, once: bucket exists, nothing is there unless
+``overwrite``), then hands :func:`save_chunks` the body's chunks, its headers and the error
+classes its transport raises while they are read. The writes themselves are
+:mod:`airflow_provider_smartflows.storage`'s (S3 multipart, Azure block list, GCS resumable upload,
+local unnamed file + link): nothing is visible at the target before the commit.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from typing import TYPE_CHECKING
 
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsError
 from airflow_provider_smartflows.models import DownloadedDocument
-from airflow_provider_smartflows.storage import check_destination, open_atomic
+from airflow_provider_smartflows.storage import open_atomic
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_smartflows.storage import AtomicWriter
 
 log = logging.getLogger(__name__)
 
@@ -27,25 +31,30 @@ DOCUMENT_ID_KEY = "smartflows_document_id"
 EXECUTION_ID_KEY = "smartflows_execution_id"
 
 
-def prepare_target(
-    document_id: str, target: ObjectStoragePath, *, conn_id: str | None, overwrite: bool
-) -> None:
-    """Checks before the download starts: the bucket/container exists (nothing is created), and
-    the target does not, unless ``overwrite``."""
-    check_destination(target, conn_id)
-    if not overwrite:
-        refuse_existing(document_id, target)
-
-
-def refuse_existing(document_id: str, target: ObjectStoragePath) -> None:
-    """Raise if ``target`` exists."""
-    if target.exists():
-        raise SmartFlowsDownloadError(
-            f"Not downloading document {document_id!r}: {target} already exists. "
-            "Remove it, choose another destination, or pass overwrite=True.",
-            document_id=document_id,
-            uri=str(target),
-        )
+def open_document_target(
+    document_id: str,
+    target: ObjectStoragePath,
+    *,
+    conn_id: str | None,
+    overwrite: bool,
+    content_type: str | None = None,
+    execution_id: str | None = None,
+    block_size: int | None = None,
+) -> AtomicWriter:
+    """The atomic writer of a document's target, its ids as object metadata; raises before any
+    download when the bucket/container is missing or the target exists (unless ``overwrite``)."""
+    metadata = {DOCUMENT_ID_KEY: document_id}
+    if execution_id:
+        metadata[EXECUTION_ID_KEY] = execution_id
+    return open_atomic(
+        target,
+        overwrite=overwrite,
+        block_size=block_size,
+        metadata=metadata,
+        content_type=content_type,
+        conn_id=conn_id,
+        document_id=document_id,
+    )
 
 
 def announced_size(headers: Mapping[str, str]) -> int | None:
@@ -61,36 +70,29 @@ def is_chunked(headers: Mapping[str, str]) -> bool:
 
 def save_chunks(
     chunks: Iterable[bytes],
-    target: ObjectStoragePath,
+    writer: AtomicWriter,
     *,
-    document_id: str,
-    expected_size: int | None,
-    chunked: bool = False,
-    content_type: str | None,
-    overwrite: bool,
-    metadata: Mapping[str, str] | None = None,
-    block_size: int | None = None,
+    headers: Mapping[str, str],
     transport_errors: tuple[type[BaseException], ...],
 ) -> DownloadedDocument:
     """
-    Write ``chunks`` to ``target`` atomically; on any failure nothing is visible there.
+    Write the body's ``chunks`` through ``writer`` and commit; on any failure nothing is visible.
 
-    The size is verified against ``expected_size`` (Content-Length). Without one, a ``chunked``
-    body is complete only when its final empty chunk arrived (the transport raises otherwise,
-    which aborts the write); a close-delimited body cannot be verified and is saved with a warning.
+    The size is verified against ``Content-Length``. Without one, a chunked body is complete only
+    when its final empty chunk arrived (the transport raises otherwise, which aborts the write); a
+    close-delimited body cannot be verified and is saved with a warning. The response's
+    ``Content-Type`` is the object's when the writer has none yet.
     """
-    if expected_size is None and not chunked:
+    document_id, target = writer.document_id, writer.target
+    expected_size = announced_size(headers)
+    if expected_size is None and not is_chunked(headers):
         log.warning(
             "Document %s comes without Content-Length or chunked framing: its size cannot be verified",
             document_id,
         )
-    with open_atomic(
-        target,
-        overwrite=overwrite,
-        block_size=block_size,
-        metadata={DOCUMENT_ID_KEY: document_id, **(metadata or {})},
-        content_type=content_type,
-    ) as writer:
+    if not writer.content_type:
+        writer.content_type = headers.get("Content-Type")
+    with writer:
         try:
             for chunk in chunks:
                 writer.write(chunk)
@@ -112,9 +114,9 @@ def save_chunks(
             )
         stored = writer.commit(expected_size)
     return DownloadedDocument(
-        document_id=document_id,
+        document_id=str(document_id),
         uri=stored.uri,
         size=stored.size,
         sha256=stored.sha256,
-        content_type=content_type,
+        content_type=writer.content_type,
     )

@@ -46,13 +46,7 @@ from airflow_provider_smartflows.hooks.api import (
     start_request,
 )
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_smartflows.hooks.download import (
-    EXECUTION_ID_KEY,
-    announced_size,
-    is_chunked,
-    prepare_target,
-    save_chunks,
-)
+from airflow_provider_smartflows.hooks.download import open_document_target, save_chunks
 from airflow_provider_smartflows.hooks.errors import (
     TLS_UNTRUSTED,
     caused_by,
@@ -63,6 +57,7 @@ from airflow_provider_smartflows.hooks.inputs import validate_id
 from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
 from airflow_provider_smartflows.hooks.retry import NOT_ACTED_STATUSES
 from airflow_provider_smartflows.reconciled_start import find_started, start_reconciled
+from airflow_provider_smartflows.storage import destination_path
 from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
@@ -474,26 +469,28 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         """
         document_id = validate_id(document_id, "document")
         check_int("chunk_size", chunk_size, minimum=1)
-        path, is_folder = _storage_path(destination, conn_id)
+        path, is_folder = destination_path(destination, conn_id)
         content_type: str | None = None
         target = path
         if is_folder:
             info = self.get_document(document_id)
             content_type = info.content_type
             target = path / info.file_name
-        prepare_target(document_id, target, conn_id=conn_id, overwrite=overwrite)
-        metadata = {EXECUTION_ID_KEY: validate_id(execution_id, "execution")} if execution_id else {}
-        with self._open_stream(content_request(document_id)) as response:
+        # The target checks run here, before the content request: a refused target costs no download.
+        writer = open_document_target(
+            document_id,
+            target,
+            conn_id=conn_id,
+            overwrite=overwrite,
+            content_type=content_type,
+            execution_id=validate_id(execution_id, "execution") if execution_id else None,
+            block_size=block_size,
+        )
+        with writer, self._open_stream(content_request(document_id)) as response:
             downloaded = save_chunks(
                 response.iter_content(chunk_size=chunk_size),
-                target,
-                document_id=document_id,
-                expected_size=announced_size(response.headers),
-                chunked=is_chunked(response.headers),
-                content_type=content_type or response.headers.get("Content-Type"),
-                overwrite=overwrite,
-                metadata=metadata,
-                block_size=block_size,
+                writer,
+                headers=response.headers,
                 transport_errors=(requests.RequestException,),
             )
         self.log.info(
@@ -540,19 +537,6 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             return read_answer(request, _answer(self._send(request, settings, session)), settings)
         except SmartFlowsNotFoundError:
             return None
-
-
-def _storage_path(destination: object, conn_id: str | None) -> tuple[ObjectStoragePath, bool]:
-    """The destination as a path, and whether it names a folder."""
-    if isinstance(destination, str):
-        # conn_id=None would hide a URI's own (s3://conn@bucket/) on Airflow 2: pass it only when set.
-        path = ObjectStoragePath(destination, **({"conn_id": conn_id} if conn_id else {}))
-        return path, destination.endswith("/")
-    if isinstance(destination, ObjectStoragePath):
-        return destination, str(destination).endswith("/") or destination.is_dir()
-    raise SmartFlowsInputError(
-        f"destination must be an ObjectStoragePath or a URI string, not {type(destination).__name__}."
-    )
 
 
 def _first_text(data: object, *keys: str) -> str | None:

@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import ast
-import queue
-import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator, ObjectStoragePath
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.lineage import operator_lineage
+from airflow_provider_smartflows.storage import destination_path, object_path
+from airflow_provider_smartflows.transfer import HookPool, document_targets, download_all
+from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Sequence
 
-    from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
     from airflow_provider_smartflows.models import DownloadedDocument
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 
 class SmartFlowsDownloadDocumentsOperator(BaseOperator):
@@ -73,17 +70,13 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise SmartFlowsInputError(
-                f"max_concurrency must be a positive integer, not {max_concurrency!r}."
-            )
         self.destination = destination
         self.execution_id = execution_id
         self.document_ids = document_ids
         self.smartflows_conn_id = smartflows_conn_id
         self.destination_conn_id = destination_conn_id
         self.overwrite = overwrite
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = check_int("max_concurrency", max_concurrency, minimum=1)
         self.block_size = block_size
         self._written: list[tuple[ObjectStoragePath, DownloadedDocument]] = []
 
@@ -112,23 +105,9 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
             f"Task {self.task_id}: give execution_id or document_ids to say what to download."
         )
 
-    def _destination(self) -> tuple[Any, bool]:
-        destination = self.destination
-        if isinstance(destination, ObjectStoragePath):
-            # A path object drops a trailing "/": it names a folder when one exists there.
-            return destination, str(destination).endswith("/") or destination.is_dir()
-        text = str(destination).strip()
-        if not text:
-            raise SmartFlowsInputError(f"Task {self.task_id}: destination is empty.")
-        is_folder = text.endswith("/")
-        # A template that rendered to "" means no connection. No conn_id keyword then: Airflow 2's
-        # ObjectStoragePath would let conn_id=None hide the one a URI names (s3://conn@bucket/).
-        options = {"conn_id": self.destination_conn_id} if self.destination_conn_id else {}
-        return ObjectStoragePath(text, **options), is_folder
-
     def execute(self, context: Context) -> list[str]:
         document_ids = self._document_ids()
-        destination, is_folder = self._destination()
+        destination, is_folder = destination_path(self.destination, self.destination_conn_id)
         if not document_ids:
             self.log.warning("No documents to download (execution %s)", self.execution_id)
             return []
@@ -138,120 +117,32 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
                 "one file; end it with '/' to download into a folder."
             )
         destination.fs  # noqa: B018 - the storage connection is looked up here, not in the threads
-        try:
+        threads = f"{self.task_id}-download"
+        with HookPool(self.hook, lambda: SmartFlowsHook(self.smartflows_conn_id)) as hooks:
             targets = [destination]
             if is_folder:
-                # Every name is decided before any download starts: unique within the call, in order.
-                names = self._in_parallel(document_ids, lambda hook, doc: hook.get_document(doc).file_name)
-                used: set[str] = set()
-                targets = [destination / self._unique_name(name, used) for name in names]
-            self._written = self._download_all(list(zip(document_ids, targets, strict=True)))
-        finally:
-            for hook in self.__dict__.pop("_hooks", []):
-                hook.close()
-        written = [downloaded.uri for _, downloaded in self._written]
-        self._record_lineage(context, written)
-        return written
-
-    def _download_all(
-        self, jobs: list[tuple[str, ObjectStoragePath]]
-    ) -> list[tuple[ObjectStoragePath, DownloadedDocument]]:
-        """Download every (document, target); on the first failure start no more, remove what this
-        call created (without ``overwrite`` none of it existed before) and raise that failure."""
-        execution_id = str(self.execution_id) if self.execution_id else None
-
-        def download(hook: SmartFlowsHook, job: tuple[str, ObjectStoragePath]) -> DownloadedDocument:
-            document_id, target = job
-            return hook.download_document(
-                document_id,
-                target,
+                targets = document_targets(
+                    document_ids,
+                    destination,
+                    hooks,
+                    concurrency=self.max_concurrency,
+                    thread_name_prefix=threads,
+                )
+            downloaded = download_all(
+                list(zip(document_ids, targets, strict=True)),
+                hooks,
+                concurrency=self.max_concurrency,
                 conn_id=self.destination_conn_id,
                 overwrite=self.overwrite,
-                execution_id=execution_id,
+                execution_id=str(self.execution_id) if self.execution_id else None,
                 block_size=self.block_size,
+                thread_name_prefix=threads,
+                logger=self.log,
             )
-
-        done: dict[int, DownloadedDocument] = {}
-        try:
-            self._in_parallel(jobs, download, done)
-        except BaseException:
-            if not self.overwrite:
-                for index in sorted(done):
-                    self._remove_quietly(jobs[index][1])
-            raise
-        return [(jobs[index][1], done[index]) for index in range(len(jobs))]
-
-    def _remove_quietly(self, target: ObjectStoragePath) -> None:
-        try:
-            target.unlink()
-            self.log.info("Removed %s: another document of the same call failed", target)
-        except Exception:  # the download's own error matters more
-            self.log.warning("Could not remove %s after the failed call", target, exc_info=True)
-
-    def _in_parallel(
-        self,
-        items: Sequence[T],
-        work: Callable[[SmartFlowsHook, T], R],
-        done: dict[int, R] | None = None,
-    ) -> list[R]:
-        """``work(hook, item)`` for every item on up to ``max_concurrency`` threads, each with a hook
-        (and HTTP session) of its own: ``requests.Session`` is not documented as thread-safe.
-        Results in the items' order (also in ``done`` as they finish); the first failure cancels
-        what has not started, waits for what has, and is raised."""
-        done = {} if done is None else done
-        workers = min(self.max_concurrency, len(items))
-        hooks: queue.SimpleQueue[SmartFlowsHook] = queue.SimpleQueue()
-        for hook in [self.hook, *self._extra_hooks(workers - 1)]:
-            hooks.put(hook)
-
-        failed = threading.Event()
-        errors: list[BaseException] = []  # in the order they happened
-
-        def run(index: int, item: T) -> None:
-            if failed.is_set():  # set by the failing thread itself, before the pool is shut down
-                return
-            hook = hooks.get()
-            try:
-                done[index] = work(hook, item)
-            except BaseException as err:
-                errors.append(err)
-                failed.set()
-                raise
-            finally:
-                hooks.put(hook)
-
-        pool = ThreadPoolExecutor(workers, thread_name_prefix=f"{self.task_id}-download")
-        try:
-            futures = [pool.submit(run, index, item) for index, item in enumerate(items)]
-            wait(futures, return_when=FIRST_EXCEPTION)
-        finally:
-            # Also on a kill of the task (an exception here): what has not started never starts.
-            pool.shutdown(wait=True, cancel_futures=True)
-        if errors:
-            raise errors[0]
-        return [done[index] for index in range(len(items))]
-
-    def _extra_hooks(self, count: int) -> list[SmartFlowsHook]:
-        hooks = self.__dict__.setdefault("_hooks", [])
-        while len(hooks) < count:
-            hook = SmartFlowsHook(self.smartflows_conn_id)
-            hook.settings  # noqa: B018 - the connection is read here, in the task's own thread
-            hooks.append(hook)
-        return hooks[:count]
-
-    @staticmethod
-    def _unique_name(name: str, used: set[str]) -> str:
-        """``name``, or ``stem (2).ext``, ``stem (3).ext``... when already used in this call."""
-        stem, dot, ext = name.rpartition(".")
-        if not dot or not stem:
-            stem, ext = name, ""
-        candidate = name
-        counter = 2
-        while candidate.casefold() in used:
-            candidate = f"{stem} ({counter}).{ext}" if ext else f"{stem} ({counter})"
-            counter += 1
-        used.add(candidate.casefold())
-        return candidate
+        self._written = list(zip(targets, downloaded, strict=True))
+        written = [document.uri for document in downloaded]
+        self._record_lineage(context, written)
+        return written
 
     def _record_lineage(self, context: Context, uris: list[str]) -> None:
         """Report the written files as lineage and on the task's outlets, where supported."""
@@ -261,7 +152,7 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
             collector = get_hook_lineage_collector()
             for uri in uris:
                 # Written URIs may name the storage connection (s3://conn@bucket/...): not an asset URI.
-                path = ObjectStoragePath(uri)
+                path = object_path(uri)
                 collector.add_output_asset(context=self.hook, uri=f"{path.protocol}://{path.path}")
         except Exception as err:  # lineage is best effort and must not fail a finished download
             self.log.debug("Lineage not recorded: %s", err)

@@ -126,6 +126,13 @@ def test_content_not_found_leaves_no_file(smartflows_emulator, hook, tmp_path):
     assert files_in(tmp_path) == []
 
 
+def test_content_not_found_creates_no_folder(smartflows_emulator, hook, tmp_path):
+    # The target is checked before the content request, but nothing is created until bytes arrive.
+    with pytest.raises(Exception, match="Document 'gone' was not found"):
+        hook.download_document("gone", f"{tmp_path}/new/sub/gone.pdf")
+    assert files_in(tmp_path) == []
+
+
 def test_download_content_is_retried_on_503(smartflows_emulator, hook, tmp_path):
     (document,) = run_flow(hook, "hello")
     smartflows_emulator.add_fault("status", path="/content$", status=503)

@@ -15,6 +15,7 @@ from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsDownloadDocumentsOperator,
     SmartFlowsRunFlowOperator,
 )
+from airflow_provider_smartflows.storage import unique_names
 from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
 
 AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
@@ -114,8 +115,7 @@ def test_nothing_to_download_is_an_input_error() -> None:
     ids=["repeats", "case-insensitive", "no-extension", "suffix-taken"],
 )
 def test_unique_names(names: list[str], expected: list[str]) -> None:
-    used: set[str] = set()
-    assert [SmartFlowsDownloadDocumentsOperator._unique_name(n, used) for n in names] == expected
+    assert unique_names(names) == expected
 
 
 # --------------------------------------------------------------------------- parallel downloads
@@ -187,7 +187,7 @@ def test_first_failure_stops_the_rest_and_leaves_nothing(
 
 @pytest.mark.parametrize("value", [0, -1, True, 2.5], ids=["zero", "negative", "bool", "float"])
 def test_max_concurrency_must_be_a_positive_integer(value: Any) -> None:
-    with pytest.raises(SmartFlowsInputError, match="max_concurrency must be a positive integer"):
+    with pytest.raises(SmartFlowsInputError, match="max_concurrency must be an integer >= 1"):
         SmartFlowsDownloadDocumentsOperator(task_id="d", destination="file:///tmp/x/", max_concurrency=value)
 
 

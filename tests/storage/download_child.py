@@ -23,14 +23,12 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=None)
     args = parser.parse_args()
 
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
     from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
-    from airflow_provider_smartflows.storage import check_destination
+    from airflow_provider_smartflows.storage import check_destination, object_path
     from tests.storage.stores import setup_from_env
 
     setup_from_env()
-    target = ObjectStoragePath(args.uri, **({"conn_id": args.conn_id} if args.conn_id else {}))
+    target = object_path(args.uri, args.conn_id)
     check_destination(target)  # the store's client, outside the measured part
     hook = SmartFlowsHook()
     hook.get_conn()

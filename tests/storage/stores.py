@@ -134,6 +134,17 @@ class Store:
         blob = self.client.bucket(self.bucket).get_blob(key)
         return dict(blob.metadata or {})
 
+    def content_type(self, key: str) -> str | None:
+        """The object's content type as the store keeps it (None for local files)."""
+        if self.kind == "file":
+            return None
+        if self.kind == "s3":
+            return str(self.client.head_object(Bucket=self.bucket, Key=key)["ContentType"])
+        if self.kind == "azure":
+            properties = self.client.get_blob_client(self.bucket, key).get_blob_properties()
+            return str(properties.content_settings.content_type)
+        return str(self.client.bucket(self.bucket).get_blob(key).content_type)
+
     def pending_uploads(self) -> int:
         """Uploads begun but never committed (S3 multipart uploads; Azure uncommitted blobs)."""
         if self.kind == "s3":

@@ -188,8 +188,8 @@ def test_metadata_and_sha256_are_stored(store: Store) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"block_size": 0}, "block_size must be a positive integer"),
-        ({"block_size": True}, "block_size must be a positive integer"),
+        ({"block_size": 0}, "block_size must be an integer >= 1"),
+        ({"block_size": True}, "block_size must be an integer >= 1"),
         ({"metadata": {"bad-key": "x"}}, "Metadata key 'bad-key'"),
     ],
     ids=["zero-block", "bool-block", "metadata-key"],

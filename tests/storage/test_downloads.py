@@ -122,6 +122,24 @@ def test_overwrite_replaces_the_object(store: Store, smartflows_emulator: Any, h
     assert hashlib.sha256(store.read("out/Letter.pdf")).hexdigest() == result.sha256
 
 
+@pytest.mark.parametrize(
+    ("destination", "key"),
+    [("out/", "out/Letter.pdf"), ("out/exact.bin", "out/exact.bin")],
+    ids=["folder", "exact"],
+)
+def test_the_object_gets_the_documents_content_type(
+    store: Store, smartflows_emulator: Any, hook: SmartFlowsHook, destination: str, key: str
+) -> None:
+    """Into a folder it is the document's; to an exact target the response's (known only once the
+    content request is answered, after the target checks)."""
+    if store.kind == "file":
+        pytest.skip("local files keep no content type")
+    _, (document_id,) = generate(smartflows_emulator, hook, {"displayName": "Letter"})
+    result = hook.download_document(document_id, store.uri(destination), conn_id=store.conn_id)
+    assert result.content_type == "application/pdf"
+    assert store.content_type(key) == "application/pdf"
+
+
 def test_truncated_body_leaves_nothing(store: Store, smartflows_emulator: Any, hook: SmartFlowsHook) -> None:
     _, (document_id,) = generate(smartflows_emulator, hook, {"displayName": "Big", "size": 12 * MIB})
     smartflows_emulator.add_fault("truncate", path="/content$", body=10 * MIB)
@@ -184,3 +202,21 @@ def test_memory_of_a_256_mib_download_is_bounded(
     assert (report["size"], report["sha256"]) == (size, smartflows_emulator.document_sha256(document_id))
     assert grown <= 32 * MIB, f"{store.kind}: {grown / MIB:.1f} MiB"
     assert store.keys() == ["big.pdf"]
+
+
+def test_the_target_is_checked_once_per_download(
+    store: Store, smartflows_emulator: Any, hook: SmartFlowsHook, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bucket and "already exists" checks run once, in the atomic writer (they ran twice)."""
+    _, (document_id,) = generate(smartflows_emulator, hook, {"displayName": "Letter"})
+    fs = store.path("out/Letter.pdf").fs
+    asked: list[str] = []
+    exists = fs.exists
+    monkeypatch.setattr(
+        fs, "exists", lambda path, **kwargs: asked.append(str(path)) or exists(path, **kwargs)
+    )
+    hook.download_document(document_id, store.uri("out/Letter.pdf"), conn_id=store.conn_id)
+    expected = ["out/Letter.pdf"] if store.kind == "file" else [store.bucket, "out/Letter.pdf"]
+    assert len(asked) == len(expected), asked  # the bucket once (object stores), the object once
+    assert all(path.endswith(end) for path, end in zip(asked, expected, strict=True)), asked
+    assert store.keys() == ["out/Letter.pdf"]

@@ -41,13 +41,11 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=None)
     args = parser.parse_args()
 
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    from airflow_provider_smartflows.storage import check_destination, open_atomic
+    from airflow_provider_smartflows.storage import check_destination, object_path, open_atomic
     from tests.storage.stores import setup_from_env
 
     setup_from_env()
-    target = ObjectStoragePath(args.uri, **({"conn_id": args.conn_id} if args.conn_id else {}))
+    target = object_path(args.uri, args.conn_id)
     check_destination(target)  # the store's client is set up outside the measured part
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
