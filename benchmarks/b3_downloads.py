@@ -115,15 +115,13 @@ def child_ours(argv: list[str]) -> None:
     p.add_argument("--dest", required=True)
     p.add_argument("--conn", default=None)
     args = p.parse_args(argv)
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
     from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
-    from airflow_provider_smartflows.storage import check_destination
+    from airflow_provider_smartflows.storage import check_destination, object_path
 
     _attach_gcs()
     hook = SmartFlowsHook("smartflows_bench")
     hook.get_document(args.doc)  # connection, session and first request out of the timed part
-    target = ObjectStoragePath(args.dest, **({"conn_id": args.conn} if args.conn else {}))
+    target = object_path(args.dest, args.conn)
     check_destination(target)  # the store's client set-up, out of the timed part
 
     def transfer() -> tuple[int, str]:

@@ -7,8 +7,6 @@ atomic and verified), queues a failed record's next attempt, and ends a try whos
 
 from __future__ import annotations
 
-import queue
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsTimeoutError
@@ -16,6 +14,8 @@ from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.operators.batch.records import format_template
 from airflow_provider_smartflows.operators.batch.state import FAILED, PENDING, SUCCEEDED
+from airflow_provider_smartflows.storage import numbered_name
+from airflow_provider_smartflows.transfer import HookPool, in_parallel
 from airflow_provider_smartflows.waiting import (
     EVENT_FAILED,
     EVENT_INPUT_REQUIRED,
@@ -49,7 +49,7 @@ class RecordOutcomes:
         self.store = store
         self.options = options
         self.log = log
-        self._download_hooks: list[SmartFlowsHook] = []
+        self._download_hooks = HookPool(hook, lambda: SmartFlowsHook(options.smartflows_conn_id))
 
     def record(self, state: BatchState, events: list[ExecutionEvent]) -> SmartFlowsError | None:
         """Put finished records in the manifest (after their downloads), or queue their retry.
@@ -102,31 +102,19 @@ class RecordOutcomes:
     def _download_all(self, done: list[tuple[Entry, ExecutionEvent]]) -> list[Saved]:
         """
         Each succeeded record's :meth:`_saved_documents`, in ``done``'s order, ``download_concurrency``
-        records at a time (a hook and HTTP session per thread; hooks are kept for the next wave).
-
-        The batch's one parallel-download seam: a shared parallel-download helper can replace this
-        method whole (same input, same results, same order).
+        records at a time through :func:`~airflow_provider_smartflows.transfer.in_parallel` (a hook
+        and HTTP session per thread; the pool's hooks are kept for the next wave).
         """
         workers = min(self.options.download_concurrency, len(done)) if self.options.destination else 1
         if workers <= 1:
             return [self._saved_documents(self.hook, entry, event) for entry, event in done]
-        while len(self._download_hooks) < workers - 1:
-            extra = SmartFlowsHook(self.options.smartflows_conn_id)
-            extra.settings  # noqa: B018 - the connection is read here, in the task's own thread
-            self._download_hooks.append(extra)
-        hooks: queue.SimpleQueue[SmartFlowsHook] = queue.SimpleQueue()
-        for hook in [self.hook, *self._download_hooks[: workers - 1]]:
-            hooks.put(hook)
-
-        def run(item: tuple[Entry, ExecutionEvent]) -> Saved:
-            hook = hooks.get()
-            try:
-                return self._saved_documents(hook, *item)
-            finally:
-                hooks.put(hook)
-
-        with ThreadPoolExecutor(workers, thread_name_prefix="smartflows-batch-download") as pool:
-            return list(pool.map(run, done))
+        return in_parallel(
+            done,
+            lambda hook, item: self._saved_documents(hook, *item),
+            self._download_hooks,
+            concurrency=workers,
+            thread_name_prefix="smartflows-batch-download",
+        )
 
     def _saved_documents(self, hook: SmartFlowsHook, entry: Entry, event: ExecutionEvent) -> Saved:
         """The record's saved documents, or the reason they could not be saved."""
@@ -174,7 +162,7 @@ class RecordOutcomes:
         target = format_template(str(destination), entry.as_record(), "destination", safe=True)
         saved = []
         for number, document_id in enumerate(document_ids, start=1):
-            path = target if target.endswith("/") or number == 1 else _numbered(target, number)
+            path = target if target.endswith("/") or number == 1 else numbered_name(target, number)
             done = hook.download_document(
                 document_id,
                 path,
@@ -210,11 +198,3 @@ class RecordOutcomes:
             f"{len(entries)} running executions were recorded as failed. A task retry continues with "
             f"the records not yet started; checkpoint {self.store.checkpoint}."
         )
-
-
-def _numbered(target: str, number: int) -> str:
-    """``a/b.pdf`` -> ``a/b (2).pdf`` for a record's further documents."""
-    head, slash, name = target.rpartition("/")
-    stem, dot, ext = name.rpartition(".")
-    name = f"{stem} ({number}).{ext}" if dot and stem else f"{name} ({number})"
-    return f"{head}{slash}{name}"

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from string import Formatter
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import ObjectStoragePath
-
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.hooks.inputs import prepare_start_body
+from airflow_provider_smartflows.storage import object_path
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -146,9 +145,8 @@ class RecordSource:
             yield Record(index + 1, items[index]), Cursor(index + 1, index + 1)
 
     def _open(self) -> Any:
-        options = {"conn_id": self.conn_id} if self.conn_id else {}
         try:
-            return ObjectStoragePath(str(self.uri), **options).open("rb")
+            return object_path(str(self.uri), self.conn_id).open("rb")
         except Exception as err:  # any storage failure: say which object and connection
             raise SmartFlowsInputError(
                 f"Cannot read the records object {self.uri} (connection {self.conn_id or 'none'}): "

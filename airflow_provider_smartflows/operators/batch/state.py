@@ -19,12 +19,14 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
-
-from airflow.providers.common.compat.sdk import ObjectStoragePath
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsInputError
 from airflow_provider_smartflows.operators.batch.records import Cursor, Record
+from airflow_provider_smartflows.storage import object_path
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 #: Manifest lines kept in the checkpoint before they are written out as one part.
 PART_LINES = 100
@@ -163,8 +165,7 @@ class BatchStore:
         self.parts_folder = self._path(text + ".parts")
 
     def _path(self, uri: str) -> ObjectStoragePath:
-        # conn_id=None would hide a URI's own (s3://conn@bucket/) on Airflow 2: pass it only when set.
-        return ObjectStoragePath(uri, **({"conn_id": self.conn_id} if self.conn_id else {}))
+        return object_path(uri, self.conn_id)
 
     @property
     def manifest_uri(self) -> str:
