@@ -112,6 +112,11 @@ API_DESCRIPTIONS = (
     Endpoint("GET", "/v3/api-docs", _any_json, root=True),
     Endpoint("GET", "/v2/api-docs", _any_json, root=True),
 )
+#: The Swagger UI (HTML; ``parse`` is unused): ``/swagger-ui/``, on older servers ``/swagger-ui.html``.
+SWAGGER_UI_PAGES = (
+    Endpoint("GET", "/swagger-ui/", _any_json, root=True),
+    Endpoint("GET", "/swagger-ui.html", _any_json, root=True),
+)
 
 
 @dataclass(frozen=True)
