@@ -209,6 +209,18 @@ def _check_cancel(report: ProbeReport, routes: dict[str, set[str]]) -> None:
     report.extras["cancel_path"] = report.cancel_path
 
 
+def _check_own_cancel_path(report: ProbeReport, routes: dict[str, set[str]], own: str, label: str) -> None:
+    """The connection's own ``cancel_path`` is a problem when the server lacks its route."""
+    if report.cancel_path is None or _normal(CANCEL_ROUTES[own]) in routes:
+        if report.cancel_path is not None:
+            report.extras["cancel_path"] = own
+        return
+    report.problems.append(
+        f'{label} cancels through cancel_path "{own}" ({CANCEL_ROUTES[own]}), which the server '
+        f'lacks: set the extra "cancel_path": "{report.cancel_path}".'
+    )
+
+
 # --------------------------------------------------------------------------- paging
 
 
@@ -360,6 +372,7 @@ def probe(
         report.description, spec = found
         routes = described_routes(spec)
         check_routes(report, routes)
+        _check_own_cancel_path(report, routes, hook.settings.cancel_path, hook.settings.label)
     listing = check_paging(report, hook)
     listed = None if routes is None else "timeout" in routes.get(_normal(GET_PROGRESS.route), set())
     check_long_poll(report, hook, listing, long_poll_seconds, listed)
@@ -423,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
     except SmartFlowsError as err:
         print(
             f"smartflows-probe: could not probe connection {args.conn_id!r}: {err.message}", file=sys.stderr
+        )
+        return 2
+    except AirflowNotFoundException:
+        print(
+            f"smartflows-probe: there is no connection {args.conn_id!r}: define it (Airflow UI, "
+            f"`airflow connections add`, or AIRFLOW_CONN_{args.conn_id.upper()}) or pass --conn-id.",
+            file=sys.stderr,
         )
         return 2
     print(json.dumps(asdict(report), indent=2) if args.json else render(report))
