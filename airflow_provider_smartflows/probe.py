@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from airflow_provider_smartflows.exceptions import SmartFlowsApiError
 from airflow_provider_smartflows.hooks.api import (
     ANSWER_USER_INPUT,
     CANCEL_EXECUTION,
@@ -300,8 +301,6 @@ def check_long_poll(
     report: ProbeReport, hook: SmartFlowsDiscoveryHook, listing: list[Any], wait: float, listed: bool | None
 ) -> None:
     """A long-poll on the newest finished execution of the listing (never one the probe starts)."""
-    from airflow_provider_smartflows.exceptions import SmartFlowsApiError
-
     finished = [
         item["id"]
         for item in listing
@@ -373,7 +372,12 @@ def probe(
         routes = described_routes(spec)
         check_routes(report, routes)
         _check_own_cancel_path(report, routes, hook.settings.cancel_path, hook.settings.label)
-    listing = check_paging(report, hook)
+    try:
+        listing = check_paging(report, hook)
+    except SmartFlowsApiError as err:
+        report.paging = report.long_poll = f"not checked: the executions listing failed ({err.message})"
+        report.problems.append(f"{LIST_EXECUTIONS.route} failed: {err.message}")
+        return report
     listed = None if routes is None else "timeout" in routes.get(_normal(GET_PROGRESS.route), set())
     check_long_poll(report, hook, listing, long_poll_seconds, listed)
     return report

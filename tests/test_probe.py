@@ -141,6 +141,15 @@ def test_a_progress_call_refusing_the_long_poll_is_a_problem(smartflows_emulator
     )
 
 
+def test_a_server_without_the_executions_listing_still_gets_a_report(smartflows_emulator, run_probe):
+    smartflows_emulator.set_api(drop_routes=["GET /api/v1/flows/executions"])
+    code, out, _, _ = run_probe()
+    assert code == 1
+    assert "PROBLEM: The server lacks GET /api/v1/flows/executions: list_executions" in out
+    assert "Paging: not checked: the executions listing failed" in out
+    assert "Connection extras to set (JSON):" in out
+
+
 def test_json_output(smartflows_emulator, run_probe):
     code, out, _, _ = run_probe("--json")
     report = json.loads(out)
