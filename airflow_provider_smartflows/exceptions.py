@@ -159,3 +159,11 @@ class SmartFlowsDownloadError(SmartFlowsError):
     uri: str | None = None
     bucket: str | None = None
     conn_id: str | None = None
+
+
+class SmartFlowsListingError(SmartFlowsError):
+    """A paged listing could not be read to its end (too many pages, a server ignoring ``page``)."""
+
+    #: The hook call and route, e.g. ``list_flows (GET /api/v1/flows)``.
+    call: str | None = None
+    pages: int | None = None

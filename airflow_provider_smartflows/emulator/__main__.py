@@ -10,9 +10,12 @@ import ssl
 import sys
 from typing import Any
 
+from airflow_provider_smartflows.emulator.app import build_app
+from airflow_provider_smartflows.emulator.description import route_names
 from airflow_provider_smartflows.emulator.scenario import Scenario, ScenarioError
 from airflow_provider_smartflows.emulator.server import resolve_settings, start_site
 from airflow_provider_smartflows.emulator.state import EmulatorState
+from airflow_provider_smartflows.emulator.surface import DESCRIPTIONS, ApiSurface
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="do not print one line per request")
     p.add_argument("--tls-cert", help="serve HTTPS with this certificate chain (PEM); needs --tls-key")
     p.add_argument("--tls-key", help="private key (PEM) of --tls-cert")
+    p.add_argument(
+        "--api-docs",
+        choices=DESCRIPTIONS,
+        default="v3",
+        help="serve the API description as OpenAPI 3 (/v3/api-docs), Swagger 2.0 (/v2/api-docs) or not at all",
+    )
+    p.add_argument(
+        "--drop-route",
+        action="append",
+        default=[],
+        metavar="'METHOD /path'",
+        help="act as a server without this route, e.g. 'DELETE /api/v1/flows/executions/{exec_id}' (repeatable)",
+    )
+    p.add_argument("--page-cap", type=int, default=None, help="hold at most this many items per list page")
     return p
 
 
@@ -50,13 +67,14 @@ async def _serve(
     port: int,
     quiet: bool,
     ssl_context: ssl.SSLContext | None = None,
+    api: ApiSurface | None = None,
 ) -> None:
     access_log = None
     if not quiet:
         # aiohttp's access log: method, path and status; the API key is a header, never printed.
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
         access_log = logging.getLogger("aiohttp.access")
-    state = EmulatorState(scenario, speedup, seed)
+    state = EmulatorState(scenario, speedup, seed, api)
     state.error_listener = _print_error
     runner, url = await start_site(state, host, port, access_log, ssl_context)
     stop = asyncio.Event()
@@ -79,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         scenario, speedup, seed = resolve_settings(args.scenario, args.speedup, args.seed)
+        api = ApiSurface.parse(
+            {"description": args.api_docs, "drop_routes": args.drop_route, "page_cap": args.page_cap},
+            route_names(build_app(EmulatorState(scenario, speedup, seed))),
+        )
     except (ScenarioError, ValueError) as exc:
         print(f"smartflows-emulator: error: {exc}", file=sys.stderr)
         return 2
@@ -94,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"smartflows-emulator: error: cannot load the TLS certificate: {exc}", file=sys.stderr)
             return 2
     try:
-        asyncio.run(_serve(scenario, speedup, seed, args.host, args.port, args.quiet, ssl_context))
+        asyncio.run(_serve(scenario, speedup, seed, args.host, args.port, args.quiet, ssl_context, api))
     except OSError as exc:
         print(f"smartflows-emulator: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

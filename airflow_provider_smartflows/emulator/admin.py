@@ -14,7 +14,9 @@ from airflow_provider_smartflows.emulator.common import (
     json_body,
     state_of,
 )
+from airflow_provider_smartflows.emulator.description import route_names
 from airflow_provider_smartflows.emulator.scenario import ScenarioError
+from airflow_provider_smartflows.emulator.surface import ApiSurface
 from airflow_provider_smartflows.emulator.views import execution_summary, progress_json
 
 admin_routes = web.RouteTableDef()
@@ -150,3 +152,21 @@ async def admin_document_sha256(request: web.Request) -> web.Response:
     # Hashing a 1 GiB document takes seconds: keep the loop serving meanwhile.
     digest = await asyncio.to_thread(state.document_sha256, doc)
     return web.json_response({"id": doc.id, "sha256": digest, "size": doc.content.size})
+
+
+@admin_routes.get("/_emulator/api")
+async def admin_api(request: web.Request) -> web.Response:
+    """What the server offers: its API description, the routes it lacks, its page limit."""
+    return web.json_response(state_of(request).api.as_json())
+
+
+@admin_routes.put("/_emulator/api")
+async def admin_set_api(request: web.Request) -> web.Response:
+    """Set {"description": "v3"|"v2"|"none", "drop_routes": ["METHOD /path"], "page_cap": n} (until reset)."""
+    body = await json_body(request)
+    try:
+        surface = ApiSurface.parse(body, route_names(request.app))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from exc
+    state_of(request).api = surface
+    return web.json_response(surface.as_json())

@@ -1,29 +1,35 @@
-"""Execution listings: ``page`` (0-based), ``size``, ``sort=field[,asc|desc]`` (repeatable)
-and ``filter=field:value`` (repeatable, all must hold), as the vendor's Spring server pages.
+"""Listings, paged like the vendor's Spring server: ``page`` (0-based), ``size`` (default 20),
+``sort=field[,asc|desc]`` (repeatable) and ``filter=field:value`` (repeatable, all must hold; a
+"contains" match). The body is a plain JSON array, so a short page is the last.
 
-Filtering and sorting work on the executions themselves; only the page becomes JSON.
+Every list route goes through :func:`page_of`: executions, flows and users. Filtering and
+sorting work on the records themselves; only the page becomes JSON.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow_provider_smartflows.emulator.common import ApiError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from multidict import MultiMapping
 
-    from airflow_provider_smartflows.emulator.scenario import ApiKey
+    from airflow_provider_smartflows.emulator.scenario import ApiKey, FlowSpec
     from airflow_provider_smartflows.emulator.state import EmulatorState, Execution
+
+R = TypeVar("R")
 
 DEFAULT_SIZE = 20
 MAX_SIZE = 2000
 DEFAULT_SORT = "createdAt,desc"
+#: The query parameters of every list route (the API description names them).
+PAGING_PARAMETERS = ("page", "size", "sort", "filter")
 
 
-def _fields(state: EmulatorState) -> dict[str, Callable[[Execution], Any]]:
+def _execution_fields(state: EmulatorState) -> dict[str, Callable[[Execution], Any]]:
     """Field name (as in FlowExecution JSON) → its value for filtering and sorting."""
     return {
         "id": lambda ex: ex.id,
@@ -37,10 +43,20 @@ def _fields(state: EmulatorState) -> dict[str, Callable[[Execution], Any]]:
     }
 
 
-_FILTERABLE = ("createdBy", "flow", "id", "priority", "status")
+_EXECUTION_FILTERS = ("createdBy", "flow", "id", "priority", "status")
+FLOW_FIELDS: dict[str, Callable[[FlowSpec], Any]] = {
+    "id": lambda flow: flow.id,
+    "displayName": lambda flow: flow.display_name,
+    "description": lambda flow: flow.description or "",
+}
+USER_FIELDS: dict[str, Callable[[tuple[str, str]], Any]] = {
+    "id": lambda user: user[0],
+    "displayName": lambda user: user[0],
+    "role": lambda user: user[1],
+}
 
 
-def _page_and_size(query: MultiMapping[str]) -> tuple[int, int]:
+def _page_and_size(query: MultiMapping[str], cap: int | None) -> tuple[int, int]:
     try:
         page = int(query.get("page", "0"))
         size = int(query.get("size", str(DEFAULT_SIZE)))
@@ -48,23 +64,22 @@ def _page_and_size(query: MultiMapping[str]) -> tuple[int, int]:
         raise ApiError(400, "Query parameters 'page' and 'size' must be integers") from exc
     if page < 0 or not 1 <= size <= MAX_SIZE:
         raise ApiError(400, f"Query parameter 'page' must be >= 0 and 'size' between 1 and {MAX_SIZE}")
-    return page, size
+    # A server configured with a lower limit answers that many, silently (Spring's max-page-size).
+    return page, size if cap is None else min(size, cap)
 
 
-def _filtered(state: EmulatorState, executions: list[Execution], filters: list[str]) -> list[Execution]:
-    fields = _fields(state)
+def _filtered(records: list[R], fields: Mapping[str, Callable[[R], Any]], filters: list[str]) -> list[R]:
     for flt in filters:
         name, sep, value = flt.partition(":")
-        if not sep or name not in _FILTERABLE:
+        if not sep or name not in fields:
             raise ApiError(
-                400, f"Bad filter {flt!r}: use field:value with field one of {', '.join(_FILTERABLE)}"
+                400, f"Bad filter {flt!r}: use field:value with field one of {', '.join(sorted(fields))}"
             )
-        executions = [ex for ex in executions if fields[name](ex) == value]
-    return executions
+        records = [r for r in records if value in str(fields[name](r))]
+    return records
 
 
-def _sorted(state: EmulatorState, executions: list[Execution], sorts: list[str]) -> list[Execution]:
-    fields = _fields(state)
+def _sorted(records: list[R], fields: Mapping[str, Callable[[R], Any]], sorts: list[str]) -> list[R]:
     keys = []
     for sort in sorts:
         name, _, direction = sort.partition(",")
@@ -75,17 +90,39 @@ def _sorted(state: EmulatorState, executions: list[Execution], sorts: list[str])
         keys.append((fields[name], direction.lower() == "desc"))
     # Stable sorts from the last key to the first: the first sort parameter is the primary order.
     for key, reverse in reversed(keys):
-        executions = sorted(executions, key=key, reverse=reverse)
-    return executions
+        records = sorted(records, key=key, reverse=reverse)
+    return records
+
+
+def page_of(
+    records: list[R],
+    query: MultiMapping[str],
+    fields: Mapping[str, Callable[[R], Any]],
+    *,
+    filterable: tuple[str, ...] | None = None,
+    default_sort: str | None = None,
+    cap: int | None = None,
+) -> list[R]:
+    """One page of ``records`` (in their given order unless sorted); ``cap``: the server's page limit."""
+    page, size = _page_and_size(query, cap)
+    allowed = fields if filterable is None else {name: fields[name] for name in filterable}
+    records = _filtered(records, allowed, query.getall("filter", []))
+    sorts = query.getall("sort", []) or ([default_sort] if default_sort else [])
+    records = _sorted(records, fields, sorts)
+    return records[page * size : (page + 1) * size]
 
 
 def list_page(
     state: EmulatorState, executions: list[Execution], query: MultiMapping[str], key: ApiKey
 ) -> list[Execution]:
     """The executions of one page; a plain user sees only the executions it started."""
-    page, size = _page_and_size(query)
     if key.role != "admin":
         executions = [ex for ex in executions if ex.created_by.user == key.user]
-    executions = _filtered(state, executions, query.getall("filter", []))
-    executions = _sorted(state, executions, query.getall("sort", []) or [DEFAULT_SORT])
-    return executions[page * size : (page + 1) * size]
+    return page_of(
+        executions,
+        query,
+        _execution_fields(state),
+        filterable=_EXECUTION_FILTERS,
+        default_sort=DEFAULT_SORT,
+        cap=state.api.page_cap,
+    )

@@ -1,4 +1,5 @@
-"""The emulator's middlewares, outermost first: request log, faults, error bodies, API keys.
+"""The emulator's middlewares, outermost first: request log, faults, error bodies, routes the
+server lacks (:mod:`.description`), API keys.
 
 The request log also catches what no handler should raise: such an exception is an emulator
 bug, recorded with its traceback (``EmulatorState.errors``) so that the test that caused it
@@ -30,6 +31,7 @@ from airflow_provider_smartflows.emulator.common import (
     reason_phrase,
     state_of,
 )
+from airflow_provider_smartflows.emulator.description import surface_middleware
 from airflow_provider_smartflows.emulator.state import iso
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Routes that need no key: the real server leaves its API docs and the callback open
 # (the callback is called by third parties such as e-signature services).
-_PUBLIC = re.compile(r"^(/v3/api-docs|/swagger-ui(/.*|\.html)?|/api/v1/flows/callback/[^/]+)$")
+_PUBLIC = re.compile(r"^(/v[23]/api-docs|/swagger-ui(/.*|\.html)?|/api/v1/flows/callback/[^/]+)$")
 # Admin-only real route, so that 403 is testable: listing the project's users.
 _ADMIN_ONLY = re.compile(r"^(/_emulator(/.*)?|/api/v1/users)$")
 _REDACTED_HEADERS = {"x-api-key", "authorization", "cookie"}
@@ -282,4 +284,4 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-MIDDLEWARES = [log_middleware, fault_middleware, error_middleware, auth_middleware]
+MIDDLEWARES = [log_middleware, fault_middleware, error_middleware, surface_middleware, auth_middleware]

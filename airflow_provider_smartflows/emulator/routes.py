@@ -1,10 +1,9 @@
-"""The Smart Flows API under /api/v1 (plus the open API description), as the emulator serves it."""
+"""The Smart Flows API under /api/v1, as the emulator serves it (its description: :mod:`.surface`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -23,9 +22,16 @@ from airflow_provider_smartflows.emulator.common import (
 )
 from airflow_provider_smartflows.emulator.content import extension_for
 from airflow_provider_smartflows.emulator.inputs import EXPECTS, read_start_input
-from airflow_provider_smartflows.emulator.listing import list_page
+from airflow_provider_smartflows.emulator.listing import (
+    FLOW_FIELDS,
+    PAGING_PARAMETERS,
+    USER_FIELDS,
+    list_page,
+    page_of,
+)
 from airflow_provider_smartflows.emulator.middleware import close_after_partial
 from airflow_provider_smartflows.emulator.state import NOT_FINAL
+from airflow_provider_smartflows.emulator.surface import takes
 from airflow_provider_smartflows.emulator.views import execution_json, progress_json
 
 if TYPE_CHECKING:
@@ -59,12 +65,13 @@ async def users_me(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/users")
+@takes(*PAGING_PARAMETERS)
 async def users_list(request: web.Request) -> web.Response:
-    """All users of the project (admin only)."""
-    users = {k.user: k.role for k in state_of(request).keys.values()}
-    return web.json_response(
-        [{"id": u, "displayName": u, "type": "user", "role": r} for u, r in users.items()]
-    )
+    """The users of the project (admin only), paged like every list."""
+    state = state_of(request)
+    users = list({k.user: k.role for k in state.keys.values()}.items())
+    page = page_of(users, request.query, USER_FIELDS, cap=state.api.page_cap)
+    return web.json_response([{"id": u, "displayName": u, "type": "user", "role": r} for u, r in page])
 
 
 @routes.get("/api/v1/system/info")
@@ -80,12 +87,14 @@ async def system_info(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/flows/executions")
+@takes("flowId", "datasetId", "priority")
 async def start_execution(request: web.Request) -> web.Response:
     """Start a flow execution (no body, Dynamics JSON or XML); returns FlowExecutionProgress."""
     return await _start(request, request.query.get("flowId"), skip_user_input=False)
 
 
 @routes.post("/api/v1/flows/executions/start")
+@takes("flow")
 async def start_execution_defaults(request: web.Request) -> web.Response:
     """Start a flow (by id or name) with default values, skipping user input; returns FlowExecution."""
     ref = request.query.get("flow")
@@ -131,12 +140,14 @@ def _listing(request: web.Request, executions: list[Execution]) -> web.Response:
 
 
 @routes.get("/api/v1/flows/executions")
+@takes(*PAGING_PARAMETERS)
 async def list_executions(request: web.Request) -> web.Response:
     """Executions (a plain array), paged with page/size, sort=field,dir and filter=field:value."""
     return _listing(request, list(state_of(request).executions.values()))
 
 
 @routes.get("/api/v1/flows/{flow}/executions")
+@takes(*PAGING_PARAMETERS)
 async def list_flow_executions(request: web.Request) -> web.Response:
     """The executions of one flow (by id or name), paged like /flows/executions."""
     state = state_of(request)
@@ -153,6 +164,7 @@ async def get_execution(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/flows/executions/{exec_id}/status")
+@takes("output")
 async def get_execution_status(request: web.Request) -> web.Response:
     """The FlowExecution with its status (``output`` names are accepted and ignored)."""
     return web.json_response(execution_json(state_of(request), execution_of(request)))
@@ -192,6 +204,7 @@ async def _wait_for_change(state: EmulatorState, ex: Execution, timeout: float) 
 
 
 @routes.get("/api/v1/flows/executions/{exec_id}/progress")
+@takes("timeout")
 async def get_progress(request: web.Request) -> web.Response:
     """FlowExecutionProgress; with ``timeout`` (seconds) a long-poll that answers on any change."""
     state = state_of(request)
@@ -264,6 +277,7 @@ async def cancel_execution(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/flows/callback/{callback_id}")
 @routes.post("/api/v1/flows/callback/{callback_id}")
+@takes("executionId")
 async def callback(request: web.Request) -> web.Response:
     """Resume a Waiting execution (no API key needed)."""
     state = state_of(request)
@@ -283,9 +297,12 @@ async def callback(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/flows")
+@takes(*PAGING_PARAMETERS)
 async def list_flows(request: web.Request) -> web.Response:
-    """All flows (a plain array)."""
-    return web.json_response([flow_json(f) for f in state_of(request).flows.values()])
+    """The flows (a plain array), paged like every list."""
+    state = state_of(request)
+    page = page_of(list(state.flows.values()), request.query, FLOW_FIELDS, cap=state.api.page_cap)
+    return web.json_response([flow_json(f) for f in page])
 
 
 @routes.get("/api/v1/flows/{flow}")
@@ -335,59 +352,3 @@ async def get_document_content(request: web.Request) -> web.StreamResponse:
         sent += len(chunk)
     await resp.write_eof()
     return resp
-
-
-# --- API description -------------------------------------------------------------------------
-
-
-def _operation(route: web.AbstractRoute, path: str) -> dict[str, Any]:
-    doc = (getattr(route.handler, "__doc__", None) or "").strip().splitlines()
-    op: dict[str, Any] = {"summary": doc[0] if doc else "", "responses": {"200": {"description": "OK"}}}
-    params = re.findall(r"{(\w+)}", path)
-    if params:
-        op["parameters"] = [
-            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params
-        ]
-    if path.startswith("/_emulator"):
-        op["tags"] = ["emulator admin"]
-    return op
-
-
-@routes.get("/v3/api-docs")
-async def api_docs(request: web.Request) -> web.Response:
-    """OpenAPI 3 description of the emulator's routes."""
-    paths: dict[str, dict[str, Any]] = {}
-    for route in request.app.router.routes():
-        if route.method == "HEAD" or route.resource is None:
-            continue
-        path = route.resource.canonical
-        paths.setdefault(path, {})[route.method.lower()] = _operation(route, path)
-    return web.json_response(
-        {
-            "openapi": "3.0.3",
-            "info": {"title": "Smart Flows API (emulator)", "version": VERSION},
-            "paths": paths,
-            "components": {
-                "securitySchemes": {"apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
-            },
-            "security": [{"apiKey": []}],
-        }
-    )
-
-
-@routes.get("/swagger-ui/")
-@routes.get("/swagger-ui.html")
-async def swagger_ui(request: web.Request) -> web.Response:
-    """A small HTML page listing the routes (the real Swagger UI needs internet assets)."""
-    rows = "".join(
-        f"<tr><td>{r.method}</td><td><code>{r.resource.canonical}</code></td></tr>"
-        for r in request.app.router.routes()
-        if r.method != "HEAD" and r.resource is not None
-    )
-    page = (
-        "<!DOCTYPE html><html><head><title>Smart Flows emulator API</title></head><body>"
-        '<h1>Smart Flows emulator API</h1><p>OpenAPI document: <a href="/v3/api-docs">/v3/api-docs</a>. '
-        "Authenticate with the <code>X-API-Key</code> header.</p>"
-        f"<table>{rows}</table></body></html>"
-    )
-    return web.Response(text=page, content_type="text/html")

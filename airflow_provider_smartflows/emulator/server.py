@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aiohttp import web
 
 from airflow_provider_smartflows.emulator.app import build_app
+from airflow_provider_smartflows.emulator.description import route_names
 from airflow_provider_smartflows.emulator.scenario import Scenario, load_scenario
 from airflow_provider_smartflows.emulator.state import EmulatorState
+from airflow_provider_smartflows.emulator.surface import ApiSurface
 from airflow_provider_smartflows.emulator.views import execution_summary
 
 if TYPE_CHECKING:
@@ -86,6 +88,7 @@ class EmulatorServer:
     :param speedup: time factor for flow steps; None = the scenario's value or 1.0
     :param seed: seed of the fault RNG; None = the scenario's value or 0
     :param ssl_context: serve HTTPS with this server-side context (``base_url`` becomes https)
+    :param api: what the server offers after each reset (see :meth:`set_api`); default: everything
     """
 
     def __init__(
@@ -96,8 +99,10 @@ class EmulatorServer:
         speedup: float | None = None,
         seed: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        api: dict[str, Any] | None = None,
     ) -> None:
         self.scenario, speed, seed_ = resolve_settings(scenario, speedup, seed)
+        self._api = ApiSurface.parse(api) if api is not None else None
         self.ssl_context = ssl_context
         self.host = host
         self.port = port
@@ -122,7 +127,7 @@ class EmulatorServer:
             asyncio.set_event_loop(loop)
             try:
                 # The state's asyncio objects must be created on this loop's thread.
-                self._state = EmulatorState(self.scenario, self._speedup, self._seed)
+                self._state = EmulatorState(self.scenario, self._speedup, self._seed, self._api)
                 self._runner, self.base_url = loop.run_until_complete(
                     start_site(self._state, self.host, self.port, ssl_context=self.ssl_context)
                 )
@@ -284,8 +289,24 @@ class EmulatorServer:
     def set_speedup(self, speedup: float) -> None:
         self._call(lambda s: s.set_speedup(float(speedup)))
 
+    def set_api(
+        self, *, description: str = "v3", drop_routes: list[str] | None = None, page_cap: int | None = None
+    ) -> None:
+        """Until the next reset, serve the API description as ``description`` ("v3", "v2" or "none"),
+        lack the ``drop_routes`` ("METHOD /path" as the description names them) and hold at most
+        ``page_cap`` items per list page. ValueError if malformed or a route is unknown."""
+        raw = {"description": description, "drop_routes": list(drop_routes or []), "page_cap": page_cap}
+        if self._runner is None:
+            raise RuntimeError("EmulatorServer is not running: call start() first")
+        surface = ApiSurface.parse(raw, route_names(self._runner.app))
+
+        def apply(s: EmulatorState) -> None:
+            s.api = surface
+
+        self._call(apply)
+
     def reset(self) -> None:
-        """Executions, documents, request log, faults, speed-up and flows back to the start."""
+        """Executions, documents, request log, faults, speed-up, flows and API surface back to the start."""
         self._call(lambda s: s.reset())
 
     @property

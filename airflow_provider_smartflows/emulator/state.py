@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_smartflows.emulator.content import Document, make_document, sha256_of
 from airflow_provider_smartflows.emulator.faults import FaultSet
 from airflow_provider_smartflows.emulator.scenario import ApiKey, FlowSpec, Scenario, parse_flow
+from airflow_provider_smartflows.emulator.surface import ApiSurface
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -158,8 +159,11 @@ class Execution:
 
 
 class EmulatorState:
-    def __init__(self, scenario: Scenario, speedup: float, seed: int) -> None:
+    def __init__(self, scenario: Scenario, speedup: float, seed: int, api: ApiSurface | None = None) -> None:
         self.scenario = scenario
+        #: What the server offers (API description, routes it lacks, page limit); reset() restores it.
+        self.initial_api = api or ApiSurface()
+        self.api = self.initial_api
         self.initial_speedup = speedup
         self.seed = seed
         self.clock = Clock(speedup)
@@ -198,6 +202,7 @@ class EmulatorState:
         self.flow_starts = {}
         self.starts = 0
         self.clock.set_speedup(self.initial_speedup)
+        self.api = self.initial_api
         self.faults.clear()
         self.faults.reseed(self.seed)
         for spec in self.scenario.faults:

@@ -6,11 +6,13 @@ back an :class:`Answer`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
-from airflow_provider_smartflows.hooks.connection import CANCEL_PATHS, ConnectionSettings
+from airflow_provider_smartflows.exceptions import SmartFlowsListingError
+from airflow_provider_smartflows.hooks.connection import API_PREFIX, CANCEL_PATHS, ConnectionSettings
 from airflow_provider_smartflows.hooks.errors import error_from_status, not_json_error
 from airflow_provider_smartflows.hooks.inputs import (
     JSON_CONTENT_TYPE,
@@ -24,15 +26,18 @@ from airflow_provider_smartflows.models import DocumentInfo, Execution, Executio
 from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
 
 #: Error bytes read from a streamed answer: enough for a message, bounded for a huge body.
 STREAMED_ERROR_BYTES = 4096
 
 
 def _flows(data: Any) -> list[dict[str, Any]]:
+    if isinstance(data, dict) and isinstance(data.get("content"), list):
+        data = data["content"]
     if not isinstance(data, list):
         raise ValueError("expected a JSON array of flows")
     return [flow for flow in data if isinstance(flow, dict)]
@@ -58,6 +63,13 @@ class Endpoint(Generic[T]):
     method: str
     path: str
     parse: Callable[[Any], T]
+    #: The path is below the base URL itself, not below ``/api/v1`` (the API description).
+    root: bool = False
+
+    @property
+    def route(self) -> str:
+        """``METHOD /api/v1/path`` as an API description names it (ids in braces)."""
+        return f"{self.method} {self.path if self.root else API_PREFIX + self.path}"
 
     def request(
         self,
@@ -86,14 +98,25 @@ CANCEL_EXECUTION = {
     "progress": Endpoint("DELETE", "/flows/executions/{execution_id}/progress", ExecutionProgress.from_json),
     "execution": Endpoint("DELETE", "/flows/executions/{execution_id}", ExecutionProgress.from_json),
 }
+#: Listings (every one paged: ``page`` 0-based, ``size``, ``sort=field,asc|desc``, ``filter=field:value``).
 LIST_FLOWS = Endpoint("GET", "/flows", _flows)
+LIST_EXECUTIONS = Endpoint("GET", "/flows/executions", _executions)
 GET_DOCUMENT = Endpoint("GET", "/documents/{document_id}", DocumentInfo.from_json)
 #: Binary content, streamed by the sync hook (``parse`` is unused).
 GET_DOCUMENT_CONTENT = Endpoint("GET", "/documents/{document_id}/content", _any_json)
-#: Listings: ``page`` (0-based), ``size``, ``sort=field,asc|desc``, ``filter=field:value``.
 LIST_FLOW_EXECUTIONS = Endpoint("GET", "/flows/{flow_id}/executions", _executions)
 GET_CURRENT_USER = Endpoint("GET", "/users/me", _any_json)
 GET_SYSTEM_INFO = Endpoint("GET", "/system/info", _any_json)
+#: Where a server may describe its API (springfox: v2; springdoc: v3), tried in this order.
+API_DESCRIPTIONS = (
+    Endpoint("GET", "/v3/api-docs", _any_json, root=True),
+    Endpoint("GET", "/v2/api-docs", _any_json, root=True),
+)
+#: The Swagger UI (HTML; ``parse`` is unused): ``/swagger-ui/``, on older servers ``/swagger-ui.html``.
+SWAGGER_UI_PAGES = (
+    Endpoint("GET", "/swagger-ui/", _any_json, root=True),
+    Endpoint("GET", "/swagger-ui.html", _any_json, root=True),
+)
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,10 @@ class ApiRequest(Generic[T]):
     @property
     def method(self) -> str:
         return self.endpoint.method
+
+    def url(self, settings: ConnectionSettings) -> str:
+        """The absolute URL (below ``/api/v1`` unless the route is at the server's root)."""
+        return settings.base_url + self.path if self.endpoint.root else settings.url(self.path)
 
 
 @dataclass(frozen=True)
@@ -230,9 +257,131 @@ def flow_executions_request(
 ) -> ApiRequest[list[Any]]:
     """One page of a flow's executions; ``filter`` is one ``field:value``."""
     flow_id = validate_id(flow_id, "flow")
-    check_int("page", page, minimum=0)
-    check_int("size", size, minimum=1)
+    _check_page(page, size)
     params: dict[str, Any] = {"page": page, "size": size, "sort": sort}
     if filter is not None:
         params["filter"] = filter
     return LIST_FLOW_EXECUTIONS.request(flow_id=flow_id, params=params, subject=f"Flow {flow_id!r}")
+
+
+# --------------------------------------------------------------------------- paged listings
+
+#: Items asked per page: five times the vendor's default of 20, far below Spring's usual cap (2000).
+LIST_PAGE_SIZE = 100
+#: Pages read at most per listing (10,000 items at the default size).
+LIST_MAX_PAGES = 100
+#: The vendor's default page size: a page of exactly this many may come from a server that
+#: ignored ``size`` (or names it otherwise), so the next page is read to be sure.
+SERVER_DEFAULT_PAGE_SIZE = 20
+
+
+@dataclass
+class Paging(Generic[ItemT]):
+    """Every page of one listing, without I/O: the hook sends :meth:`request`, hands the page to
+    :meth:`add` and repeats while it answers True; then :attr:`items` holds the whole listing.
+
+    Pages are asked ``size`` at a time from page 0; a page shorter than ``size`` is the last (the
+    body is a plain array, so nothing else tells), except one of exactly the vendor's default
+    size, which a server that ignored ``size`` would send: then the next page is read as well.
+    An item already listed (same ``id``: the listing moved between two pages) is kept once.
+
+    :param call: how errors name the listing, e.g. ``"list_flows (GET /api/v1/flows)"``.
+    :param page_request: the request of one page, from ``(page, size)``.
+    """
+
+    call: str
+    page_request: Callable[[int, int], ApiRequest[list[ItemT]]]
+    size: int = LIST_PAGE_SIZE
+    max_pages: int = LIST_MAX_PAGES
+    items: list[ItemT] = field(default_factory=list)
+    page: int = 0
+    _ids: set[Any] = field(default_factory=set)
+    _last_ids: list[Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_int("page_size", self.size, minimum=1)
+        check_int("max_pages", self.max_pages, minimum=1)
+
+    def request(self) -> ApiRequest[list[ItemT]]:
+        """The request of the next page."""
+        return self.page_request(self.page, self.size)
+
+    def add(self, page: list[ItemT]) -> bool:
+        """Take the page just read; True if the next one is needed (then :meth:`request` asks it)."""
+        ids = [item.get("id") if isinstance(item, Mapping) else None for item in page]
+        if page and ids == self._last_ids and None not in ids:
+            raise SmartFlowsListingError(
+                f"{self.call}: pages {self.page - 1} and {self.page} hold the same items, so this "
+                "server does not read the 'page' query parameter (some name it 'pageNumber'). Run "
+                "smartflows-probe against this connection to see the parameters the server lists.",
+                call=self.call,
+                pages=self.page + 1,
+            )
+        self._last_ids = ids
+        for item, item_id in zip(page, ids, strict=True):
+            if item_id is None or item_id not in self._ids:
+                self.items.append(item)
+                self._ids.add(item_id)
+        short = len(page) < self.size and len(page) != SERVER_DEFAULT_PAGE_SIZE
+        if not page or short:
+            return False
+        if self.page + 1 >= self.max_pages:
+            raise SmartFlowsListingError(
+                f"{self.call}: {self.max_pages} pages of {self.size} items did not reach the end of "
+                "the listing. Pass a larger max_pages (or page_size) to read more, or a filter to "
+                "list less.",
+                call=self.call,
+                pages=self.max_pages,
+            )
+        self.page += 1
+        return True
+
+
+def _check_page(page: int, size: int) -> None:
+    check_int("page", page, minimum=0)
+    check_int("size", size, minimum=1)
+
+
+def flows_page_request(page: int, size: int) -> ApiRequest[list[dict[str, Any]]]:
+    """One page of the flows."""
+    _check_page(page, size)
+    return LIST_FLOWS.request(params={"page": page, "size": size})
+
+
+def executions_page_request(
+    flow_id: str | None, page: int | None, size: int | None, filter: str | None = None
+) -> ApiRequest[list[Any]]:
+    """One page of the executions (of one flow, or all), newest first; ``page`` / ``size`` None:
+    not sent (the server's defaults); ``filter`` is one ``field:value``."""
+    params: dict[str, Any] = {"sort": "createdAt,desc"}
+    if page is not None or size is not None:
+        _check_page(0 if page is None else page, 1 if size is None else size)
+        params |= {k: v for k, v in (("page", page), ("size", size)) if v is not None}
+    if filter is not None:
+        params["filter"] = filter
+    if flow_id is None:
+        return LIST_EXECUTIONS.request(params=params)
+    flow_id = validate_id(flow_id, "flow")
+    return LIST_FLOW_EXECUTIONS.request(flow_id=flow_id, params=params, subject=f"Flow {flow_id!r}")
+
+
+def flows_paging(page_size: int, max_pages: int) -> Paging[dict[str, Any]]:
+    return Paging(f"list_flows ({LIST_FLOWS.route})", flows_page_request, page_size, max_pages)
+
+
+def executions_paging(flow_id: str | None, filter: str | None, page_size: int, max_pages: int) -> Paging[Any]:
+    route = (LIST_EXECUTIONS if flow_id is None else LIST_FLOW_EXECUTIONS).route
+    return Paging(
+        f"list_executions ({route})",
+        lambda page, size: executions_page_request(flow_id, page, size, filter),
+        page_size,
+        max_pages,
+    )
+
+
+def read_pages(paging: Paging[ItemT], call: Callable[[ApiRequest[list[ItemT]]], list[ItemT]]) -> list[ItemT]:
+    """Every page of ``paging``, each sent by ``call`` (a sync hook's ``_call``); the async hook
+    runs the same loop with ``await``."""
+    while paging.add(call(paging.request())):
+        pass
+    return paging.items

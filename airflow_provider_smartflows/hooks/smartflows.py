@@ -30,7 +30,8 @@ from airflow_provider_smartflows.exceptions import (
 from airflow_provider_smartflows.hooks.api import (
     GET_CURRENT_USER,
     GET_SYSTEM_INFO,
-    LIST_FLOWS,
+    LIST_MAX_PAGES,
+    LIST_PAGE_SIZE,
     STREAMED_ERROR_BYTES,
     Answer,
     ApiRequest,
@@ -40,9 +41,12 @@ from airflow_provider_smartflows.hooks.api import (
     content_request,
     document_request,
     execution_request,
+    executions_paging,
     flow_executions_request,
+    flows_paging,
     progress_request,
     read_answer,
+    read_pages,
     start_request,
 )
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
@@ -249,7 +253,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         try:
             return session.request(
                 request.method,
-                settings.url(request.path),
+                request.url(settings),
                 params=request.params,
                 data=request.body,
                 headers=request.headers,
@@ -424,9 +428,23 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         """Answer a UserInput form: ``answers`` maps form keys to values."""
         return self._call(answer_request(execution_id, answers))
 
-    def list_flows(self) -> list[dict[str, Any]]:
-        """The flows visible to the API key's user (raw Flow objects)."""
-        return self._call(LIST_FLOWS.request())
+    def list_flows(
+        self, *, page_size: int = LIST_PAGE_SIZE, max_pages: int = LIST_MAX_PAGES
+    ) -> list[dict[str, Any]]:
+        """The flows visible to the API key's user (raw Flow objects), every page (:class:`.api.Paging`)."""
+        return read_pages(flows_paging(page_size, max_pages), self._call)
+
+    def list_executions(
+        self,
+        flow_id: str | None = None,
+        *,
+        filter: str | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+        max_pages: int = LIST_MAX_PAGES,
+    ) -> list[Any]:
+        """Executions (of one flow, or all the key may see), newest first, every page; ``filter``: one
+        ``field:value`` (a "contains" match, e.g. ``"status:Error"``). Raw FlowExecution objects."""
+        return read_pages(executions_paging(flow_id, filter, page_size, max_pages), self._call)
 
     # ----------------------------------------------------------------- documents
 

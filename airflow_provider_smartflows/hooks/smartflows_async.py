@@ -18,10 +18,15 @@ from yarl import URL
 
 from airflow_provider_smartflows.exceptions import SmartFlowsAuthError, SmartFlowsError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.api import (
+    LIST_MAX_PAGES,
+    LIST_PAGE_SIZE,
     Answer,
     ApiRequest,
+    Paging,
     cancel_request,
     execution_request,
+    executions_paging,
+    flows_paging,
     progress_request,
     read_answer,
 )
@@ -99,7 +104,7 @@ class _Target:
 
     @classmethod
     def of(cls, request: ApiRequest[Any], settings: ConnectionSettings) -> _Target:
-        url = settings.url(request.path)
+        url = request.url(settings)
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=settings.timeout, sock_read=settings.timeout + request.extra_timeout
         )
@@ -281,3 +286,29 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         """Cancel an execution (DELETE; the path is the connection extra ``cancel_path``)."""
         validate_id(execution_id, "execution")
         return await self._call(cancel_request(execution_id, await self.get_settings()))
+
+    # ----------------------------------------------------------------- listings (every page)
+
+    async def list_flows(
+        self, *, page_size: int = LIST_PAGE_SIZE, max_pages: int = LIST_MAX_PAGES
+    ) -> list[dict[str, Any]]:
+        """The flows visible to the API key's user, every page (as :meth:`.SmartFlowsHook.list_flows`)."""
+        return await self._read_pages(flows_paging(page_size, max_pages))
+
+    async def list_executions(
+        self,
+        flow_id: str | None = None,
+        *,
+        filter: str | None = None,
+        page_size: int = LIST_PAGE_SIZE,
+        max_pages: int = LIST_MAX_PAGES,
+    ) -> list[Any]:
+        """Executions (of one flow, or all the key may see), newest first, every page; ``filter``: one
+        ``field:value`` (a "contains" match, e.g. ``"status:Error"``). Raw FlowExecution objects."""
+        return await self._read_pages(executions_paging(flow_id, filter, page_size, max_pages))
+
+    async def _read_pages(self, paging: Paging[T]) -> list[T]:
+        """:func:`.api.read_pages` with ``await``: the same :class:`.api.Paging` decides."""
+        while paging.add(await self._call(paging.request())):
+            pass
+        return paging.items

@@ -140,3 +140,56 @@ def test_listing_is_one_request_in_the_log(emu: EmulatorServer, api: Api) -> Non
     listing(api, size=2, sort="createdAt,desc", filter="createdBy:admin")
     (entry,) = emu.requests_to("GET", "/flows/executions$")
     assert entry["query"] == {"size": "2", "sort": "createdAt,desc", "filter": "createdBy:admin"}
+
+
+# --------------------------------------------------------------------------- every list is paged
+
+
+def add_flows(emu: EmulatorServer, count: int) -> list[str]:
+    return [
+        emu.add_flow({"id": f"extra-{n:02d}", "steps": [{"message": "m", "percentage": 100}]})
+        for n in range(count)
+    ]
+
+
+def test_a_client_reading_only_the_first_page_of_flows_misses_some(emu: EmulatorServer, api: Api) -> None:
+    added = add_flows(emu, 33)  # 13 built-in + 33 = 46 flows, as the vendor server of the issue
+    first = listing(api, "/flows")
+    assert len(first) == 20
+    pages = [listing(api, "/flows", page=n) for n in range(3)]
+    assert [len(p) for p in pages] == [20, 20, 6]
+    ids = [f["id"] for p in pages for f in p]
+    assert len(set(ids)) == 46
+    assert set(added) <= set(ids)
+
+
+def test_flows_sort_and_filter_like_every_list(emu: EmulatorServer, api: Api) -> None:
+    add_flows(emu, 3)
+    assert [f["id"] for f in listing(api, "/flows", filter="id:extra-", sort="id,desc")] == [
+        "extra-02",
+        "extra-01",
+        "extra-00",
+    ]
+    assert [f["id"] for f in listing(api, "/flows", size=2, page=1, filter="id:extra")] == ["extra-02"]
+    assert api.get("/flows", params={"sort": "colour"}).status_code == 400
+
+
+def test_filter_is_a_contains_match(api: Api) -> None:
+    api.start("hello")
+    api.start("warning")
+    assert [e["flow"]["id"] for e in listing(api, filter="flow:ell")] == ["hello"]
+
+
+def test_users_are_paged(api: Api) -> None:
+    assert [u["id"] for u in listing(api, "/users", size=1, page=1, sort="id,asc")] == ["revoked"]
+    assert len(listing(api, "/users")) == 3
+
+
+def test_a_page_cap_holds_fewer_items_than_size_asks(emu: EmulatorServer, api: Api) -> None:
+    start_many(api, 5)
+    emu.set_api(page_cap=2)
+    assert len(listing(api, size=100)) == 2
+    assert len(listing(api, size=100, page=2)) == 1
+    assert len(listing(api, "/flows", size=100)) == 2
+    emu.reset()
+    assert len(listing(api, "/flows", size=100)) == 13

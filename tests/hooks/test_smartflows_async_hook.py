@@ -237,3 +237,43 @@ async def test_long_poll_does_not_block_the_event_loop(smartflows_emulator, smar
         await hook.get_progress(execution_id, wait_seconds=1)
         task.cancel()
     assert ticks >= 10  # the loop kept running during the one-second long-poll
+
+
+# --------------------------------------------------------------------------- listings (every page)
+
+
+@pytest.mark.asyncio
+async def test_list_flows_reads_every_page(smartflows_emulator, smartflows_conn):
+    for n in range(33):
+        smartflows_emulator.add_flow({"id": f"extra-{n:02d}", "steps": [{"message": "m", "percentage": 100}]})
+    async with SmartFlowsAsyncHook(smartflows_conn, **RETRY) as hook:
+        assert len(await hook.list_flows()) == 46
+        assert len(await hook.list_flows(page_size=20)) == 46
+    sizes = [r["query"] for r in smartflows_emulator.requests_to("GET", "/flows$")]
+    assert sizes == [{"page": "0", "size": "100"}] + [{"page": str(n), "size": "20"} for n in range(3)]
+
+
+@pytest.mark.asyncio
+async def test_list_executions_reads_every_page_newest_first(smartflows_emulator, smartflows_conn, sync_hook):
+    started = [sync_hook.start_execution("hello").id for _ in range(23)]
+    sync_hook.start_execution("warning")
+    async with SmartFlowsAsyncHook(smartflows_conn, **RETRY) as hook:
+        of_flow = await hook.list_executions("hello", page_size=10)
+        everything = await hook.list_executions()
+        filtered = await hook.list_executions(filter="flow:warning")
+    assert [e["id"] for e in of_flow] == started[::-1]
+    assert len(everything) == 24
+    assert len(filtered) == 1
+    (first, *_) = smartflows_emulator.requests_to("GET", "/flows/hello/executions$")
+    assert first["query"] == {"sort": "createdAt,desc", "page": "0", "size": "10"}
+
+
+@pytest.mark.asyncio
+async def test_list_stops_at_max_pages(smartflows_emulator, smartflows_conn, sync_hook):
+    for _ in range(5):
+        sync_hook.start_execution("hello")
+    async with SmartFlowsAsyncHook(smartflows_conn, **RETRY) as hook:
+        with pytest.raises(
+            SmartFlowsError, match=r"list_executions \(GET /api/v1/flows/executions\): 2 pages"
+        ):
+            await hook.list_executions(page_size=2, max_pages=2)

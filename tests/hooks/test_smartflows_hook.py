@@ -9,6 +9,7 @@ import pytest
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
     SmartFlowsAuthError,
+    SmartFlowsError,
     SmartFlowsInputError,
     SmartFlowsNotFoundError,
 )
@@ -257,6 +258,68 @@ def test_list_flows(smartflows_emulator, hook):
     flows = {flow["id"]: flow for flow in hook.list_flows()}
     assert {"hello", "invoice", "xml-letter", "approval"} <= set(flows)
     assert flows["hello"]["displayName"] == "Hello"
+
+
+def add_flows(emulator, count):
+    """``count`` more flows: 13 built-in + 33 = 46, the count that showed the defect on a vendor server."""
+    return [
+        emulator.add_flow({"id": f"extra-{n:02d}", "steps": [{"message": "m", "percentage": 100}]})
+        for n in range(count)
+    ]
+
+
+def test_list_flows_reads_past_the_servers_default_page(smartflows_emulator, hook):
+    add_flows(smartflows_emulator, 33)
+    assert len({flow["id"] for flow in hook.list_flows()}) == 46
+    (request,) = smartflows_emulator.requests_to("GET", "/flows$")
+    assert request["query"] == {"page": "0", "size": "100"}
+
+
+def test_list_executions_reads_every_page_newest_first(smartflows_emulator, hook):
+    started = [hook.start_execution("hello").id for _ in range(23)]
+    hook.start_execution("warning")
+    assert [e["id"] for e in hook.list_executions("hello", page_size=10)] == started[::-1]
+    assert len(hook.list_executions()) == 24
+    assert [e["id"] for e in hook.list_executions(filter="flow:warning")] != []
+    pages = [r["query"] for r in smartflows_emulator.requests_to("GET", "/flows/hello/executions$")]
+    assert [p["page"] for p in pages] == ["0", "1", "2"]
+
+
+def test_list_flows_follows_pages_until_a_short_one(smartflows_emulator, hook):
+    add_flows(smartflows_emulator, 33)
+    flows = hook.list_flows(page_size=15)
+    assert len({flow["id"] for flow in flows}) == len(flows) == 46
+    pages = [r["query"] for r in smartflows_emulator.requests_to("GET", "/flows$")]
+    assert pages == [{"page": str(n), "size": "15"} for n in range(4)]
+
+
+def test_list_flows_on_a_server_that_answers_20_whatever_size_asks(smartflows_emulator, hook):
+    add_flows(smartflows_emulator, 33)
+    smartflows_emulator.set_api(page_cap=20)
+    assert len(hook.list_flows()) == 46
+    assert len(smartflows_emulator.requests_to("GET", "/flows$")) == 3
+
+
+def test_list_flows_stops_at_max_pages_with_an_error_naming_the_call(smartflows_emulator, hook):
+    add_flows(smartflows_emulator, 33)
+    with pytest.raises(
+        SmartFlowsError,
+        match=r"list_flows \(GET /api/v1/flows\): 2 pages of 10 items did not reach the end of the "
+        r"listing\. Pass a larger max_pages",
+    ):
+        hook.list_flows(page_size=10, max_pages=2)
+    assert len(smartflows_emulator.requests_to("GET", "/flows$")) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"page_size": 0}, "page_size must be an integer >= 1"), ({"max_pages": True}, "max_pages must be")],
+    ids=["size-0", "pages-bool"],
+)
+def test_list_flows_checks_its_arguments(smartflows_emulator, hook, kwargs, match):
+    with pytest.raises(SmartFlowsInputError, match=match):
+        hook.list_flows(**kwargs)
+    assert smartflows_emulator.requests == []
 
 
 # --------------------------------------------------------------------------- cancel, answer
