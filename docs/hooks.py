@@ -7,7 +7,8 @@ copy that drifts: the benchmark figures (``benchmarks/RESULTS.md``, written by `
 between ``<!-- quickstart:start -->`` and ``<!-- quickstart:end -->``). ``shift=N`` moves the
 file's headings N levels down under the page's own title. Images the included file links to
 relatively are added to the site next to where the file lives (``benchmarks/b1_....png``), and
-the README's links into ``docs/`` become links between pages.
+the README's links into ``docs/`` become links between pages. The API reference's docstrings
+lose the Sphinx role prefixes (``:class:``) that mkdocstrings does not read.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ INCLUDE = re.compile(r"^<!-- include: (?P<path>\S+)(?P<options>(?: \w+=\S+)*) --
 IMAGE = re.compile(r"(!\[[^\]]*\]\()(?!https?://|/)([^)\s]+\.(?:png|svg|jpg))\)")
 HEADING = re.compile(r"^(#{1,5}) ", re.M)
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
+# Sphinx cross-reference roles of the docstrings (``:class:`X` ``), which mkdocstrings leaves as text.
+SPHINX_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|obj|exc):(?=<code>)")
 
 
 def _section(text: str, name: str, path: str) -> str:
@@ -89,3 +92,7 @@ def on_page_markdown(markdown: str, page: Page, **_: Any) -> str:
         return _included(match.group("path"), options)
 
     return INCLUDE.sub(replace, markdown)
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    return SPHINX_ROLE.sub("", html)
