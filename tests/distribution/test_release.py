@@ -3,8 +3,10 @@ needs (the example DAGs, the license, the docs' sources, a changelog entry for t
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -68,3 +70,12 @@ def test_license_is_the_apache_2_text_that_pyproject_declares() -> None:
     assert re.match(r"\s*Apache License\s+Version 2\.0, January 2004\s", text)
     assert "END OF TERMS AND CONDITIONS" in text
     assert 'license = "Apache-2.0"' in (ROOT / "pyproject.toml").read_text()
+
+
+@pytest.mark.parametrize("name", EXAMPLE_DAGS)
+def test_example_dag_imports_only_airflow_the_provider_and_the_standard_library(name: str) -> None:
+    tree = ast.parse((ROOT / "dags_examples" / name).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    roots = {module.split(".")[0] for module in imported}
+    assert roots <= {"airflow", "airflow_provider_smartflows", "__future__"} | sys.stdlib_module_names, roots
