@@ -95,3 +95,15 @@ bench: $(BENCH_STAMP)
 
 bench-smoke: $(BENCH_STAMP)
 	BENCH_COMMAND="make bench-smoke" $(BIN)/python -m benchmarks.run --smoke --out $(BENCH_SMOKE_OUT)
+
+# The documentation site (mkdocs.yml, docs/): the docs extra on top of the package, then a strict
+# build (a warning fails it: dead link or anchor, missing page, unreadable docstring) into site/.
+DOCS_STAMP := $(VENV)/.installed-docs
+
+$(DOCS_STAMP): pyproject.toml constraints.txt $(INSTALL)
+	$(INSTALL) $(VENV) constraints.txt ".[docs]"
+	touch $@
+
+.PHONY: docs
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

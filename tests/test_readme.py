@@ -1,4 +1,6 @@
-"""The README's examples are exercised, so they cannot rot."""
+"""The README and the documentation pages: their examples are exercised, so they cannot rot, and
+the README stays a front page (the checkout's two commands, then the pip user's quick start, which
+tests/distribution/test_quickstart.py runs verbatim)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,16 @@ from typing import Any
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-DAG_BLOCKS = [block for block in BLOCKS if "with DAG(" in block]
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCKS = [
+    (page, block)
+    for page in PAGES
+    for block in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
+]
+DAG_BLOCKS = [(page, block) for page, block in BLOCKS if "with DAG(" in block]
+DAG_ID = re.compile(r'DAG\("(\w+)"')
 
 
 def test_readme_has_the_two_commands_first() -> None:
@@ -19,8 +28,26 @@ def test_readme_has_the_two_commands_first() -> None:
     assert any(line.startswith("make test") for line in head)
 
 
-@pytest.mark.parametrize("block", DAG_BLOCKS, ids=[re.search(r'DAG\("(\w+)"', b)[1] for b in DAG_BLOCKS])
-def test_readme_dag_example_parses(block: str, tmp_path: Path) -> None:
+def test_readme_is_a_front_page() -> None:
+    lines = README.read_text().splitlines()
+    assert len(lines) <= 250, f"README.md has {len(lines)} lines: move the detail into docs/"
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings[0].startswith("## Quick start"), headings
+
+
+def test_readme_links_point_at_files_that_exist() -> None:
+    targets = re.findall(r"\]\((?!https?://|#)([^)#\s]+)", README.read_text())
+    assert "docs/index.md" in targets
+    missing = [target for target in targets if not (ROOT / target).exists()]
+    assert not missing
+
+
+@pytest.mark.parametrize(
+    "block",
+    [block for _, block in DAG_BLOCKS],
+    ids=[f"{page.name}:{DAG_ID.findall(block)[0]}" for page, block in DAG_BLOCKS],
+)
+def test_dag_example_parses(block: str, tmp_path: Path) -> None:
     try:
         from airflow.dag_processing.dagbag import DagBag  # Airflow >= 3.1
     except ImportError:
@@ -29,23 +56,32 @@ def test_readme_dag_example_parses(block: str, tmp_path: Path) -> None:
     (tmp_path / "example.py").write_text(block)
     bag = DagBag(dag_folder=str(tmp_path))
     assert bag.import_errors == {}
-    (dag_id,) = re.findall(r'DAG\("(\w+)"', block)
+    (dag_id,) = DAG_ID.findall(block)
     assert dag_id in bag.dags
 
 
+def test_every_dag_example_is_checked() -> None:
+    assert {page.name for page, _ in DAG_BLOCKS} >= {
+        "README.md",
+        "running-a-flow.md",
+        "waiting.md",
+        "batch.md",
+    }
+
+
 def _exec_block(marker: str) -> dict[str, Any]:
-    (block,) = [b for b in BLOCKS if marker in b]
+    ((page, block),) = [(page, b) for page, b in BLOCKS if marker in b]
     namespace: dict[str, Any] = {}
-    exec(compile(block, str(README), "exec"), namespace)
+    exec(compile(block, str(page), "exec"), namespace)
     return namespace
 
 
-def test_readme_hook_task_example_runs(smartflows_emulator: Any, smartflows_conn: str) -> None:
+def test_hook_task_example_runs(smartflows_emulator: Any, smartflows_conn: str) -> None:
     latest_flows = _exec_block("def latest_flows")["latest_flows"]
     assert "hello" in latest_flows.function()
 
 
-def test_readme_pytest_fixture_example_runs(smartflows_emulator: Any, smartflows_conn: str) -> None:
+def test_pytest_fixture_example_runs(smartflows_emulator: Any, smartflows_conn: str) -> None:
     example = _exec_block("def test_my_dag_generates_one_invoice")["test_my_dag_generates_one_invoice"]
     example(smartflows_emulator, smartflows_conn)
     assert smartflows_emulator.executions_started("invoice") == 1
