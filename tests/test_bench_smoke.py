@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # benchmark smoke (make bench-smoke)
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -163,6 +163,7 @@ def _peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.slow  # 1 GiB download
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_one_gib_document_streams_with_flat_server_memory(tmp_path: Path) -> None:
     scenario = {

@@ -10,10 +10,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from example_helpers import EXAMPLES
+import pytest
+
+from tests.examples.example_helpers import EXAMPLES
 
 if TYPE_CHECKING:
     from airflow_provider_smartflows.emulator import EmulatorServer
+
+pytestmark = pytest.mark.slow  # airflow dags test subprocesses
 
 BIN = Path(sys.executable).parent
 RECORDS = ["cli-1", "cli-2"]

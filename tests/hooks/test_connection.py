@@ -415,6 +415,7 @@ def test_uri_form_connection_with_an_http_host(smartflows_emulator, monkeypatch)
     assert hook.test_connection()[0]
 
 
+@pytest.mark.slow  # the airflow CLI
 def test_airflow_cli_connections_add_and_test(smartflows_emulator, tmp_path):
     """``airflow connections add --conn-type smartflows`` then ``airflow connections test``, good and revoked key."""
     env = {

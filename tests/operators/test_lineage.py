@@ -11,13 +11,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow_harness import make_dag
 
 from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsDownloadDocumentsOperator,
     SmartFlowsRunFlowOperator,
 )
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
+from tests.support.dag_runs import make_dag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider is not installed")
 pytestmark = [
+    pytest.mark.slow,  # a dag.test() run
     pytest.mark.usefixtures("smartflows_conn"),
     pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="the listener is registered the Airflow 3 way"),
 ]

@@ -29,6 +29,7 @@ from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsRunFlowOperator,
 )
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
+from tests.support.dag_runs import make_dag
 
 from .helpers import files_under
 
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.usefixtures("smartflows_conn"), pytest.mark.timeout(120)]
 
-from airflow_harness import make_dag  # noqa: E402  (put on sys.path by conftest.py)
 
 MIB = 1024 * 1024
 HOSTILE_NAMES = [
@@ -290,6 +290,7 @@ def test_async_hook_refuses_bad_ids_before_any_request(smartflows_emulator: Any)
     assert smartflows_emulator.requests == []
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_operators_refuse_hostile_input_before_any_request(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:

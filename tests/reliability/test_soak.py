@@ -43,7 +43,7 @@ from .helpers import files_under, record_figures, wait_until
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: soak
 
 EXECUTIONS = 500
 FAULT_RATE = 0.05

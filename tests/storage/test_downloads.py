@@ -161,6 +161,7 @@ def test_lineage_names(store: Store) -> None:
     assert (namespace, name) == expected[store.kind]
 
 
+@pytest.mark.slow  # 256 MiB download
 @pytest.mark.parametrize("store", ["s3", "azure", "gcs", "file"], indirect=True)
 def test_memory_of_a_256_mib_download_is_bounded(
     store: Store, smartflows_emulator: Any, hook: SmartFlowsHook

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .stack import free_port, stop_group
+from tests.support.processes import free_port, stop_group
 
 INSTALL_HINT = "install them (Debian: apt-get install -y postgresql redis-server) or run scripts/test_deployment.sh as root"
 

@@ -28,9 +28,10 @@ import pytest
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
 
 if TYPE_CHECKING:
-    from .stack import AirflowStack, EmulatorProcess
+    from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(420)]
+# slow: real Airflow services
+pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(420)]
 
 TASK = "batch"
 MAX_ACTIVE = 8  # the DAGs' max_active
