@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow  # benchmark smoke (make bench-smoke)
+# slow, serial: the benchmark smoke (make bench-smoke) starts real Airflow services
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 ROOT = Path(__file__).resolve().parent.parent
 

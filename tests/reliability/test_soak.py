@@ -43,7 +43,8 @@ from .helpers import files_under, record_figures, wait_until
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # slow: soak
+# slow, serial: a soak of 500 executions with real deadlines (make test runs it alone)
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(300)]
 
 EXECUTIONS = 500
 FAULT_RATE = 0.05

@@ -30,8 +30,8 @@ from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
 if TYPE_CHECKING:
     from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
-# slow: real Airflow services
-pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(420)]
+# slow, serial: real Airflow services (make test runs them alone, after the parallel pass)
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.system, pytest.mark.timeout(420)]
 
 TASK = "batch"
 MAX_ACTIVE = 8  # the DAGs' max_active

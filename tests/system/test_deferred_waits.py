@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
 # Functional waits below are bounded well inside this; it only guards against a hang.
-# slow: real Airflow services
-pytestmark = [pytest.mark.slow, pytest.mark.system, pytest.mark.timeout(480)]
+# slow, serial: real Airflow services (make test runs them alone, after the parallel pass)
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.system, pytest.mark.timeout(480)]
 
 FINAL_EXECUTION_STATES = {"Success", "Warning", "Error", "Canceled", "Interrupted"}
 PROGRESS_LINE = re.compile(r"execution ([0-9A-Za-z-]+): (\d+) % ")

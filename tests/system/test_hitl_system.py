@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 pytestmark = [
     pytest.mark.slow,  # real Airflow services
+    pytest.mark.serial,  # make test runs them alone, after the parallel pass
     pytest.mark.system,
     pytest.mark.timeout(600),
     pytest.mark.skipif(
