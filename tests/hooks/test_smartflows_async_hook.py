@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 
 import pytest
@@ -20,6 +19,8 @@ from airflow_provider_smartflows.exceptions import (
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.models import ExecutionStatus
+from tests.support.processes import nothing_listens_url
+from tests.support.waits import progress_until_async
 
 RETRY = {"retry_delay": 0.01, "max_retry_delay": 2.0}
 
@@ -30,12 +31,7 @@ def sync_hook(smartflows_conn):
 
 
 async def until_finished(hook, execution_id, deadline=30.0):
-    end = time.monotonic() + deadline
-    progress = await hook.get_progress(execution_id)
-    while not progress.status.is_terminal:
-        assert time.monotonic() < end, progress
-        progress = await hook.get_progress(execution_id, wait_seconds=2)
-    return progress
+    return await progress_until_async(hook, execution_id, timeout=deadline)
 
 
 @pytest.mark.asyncio
@@ -183,12 +179,9 @@ async def test_revoked_key(smartflows_emulator, set_conn):
 
 @pytest.mark.asyncio
 async def test_connection_refused_is_retried_then_raised(monkeypatch):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     monkeypatch.setenv(
         "AIRFLOW_CONN_SF_DOWN",
-        json.dumps({"conn_type": "smartflows", "host": f"http://127.0.0.1:{port}", "password": "k"}),
+        json.dumps({"conn_type": "smartflows", "host": nothing_listens_url(), "password": "k"}),
     )
     async with SmartFlowsAsyncHook("sf_down", retry_limit=1, **RETRY) as hook:
         with pytest.raises(SmartFlowsConnectionError, match="connection refused") as info:

@@ -30,6 +30,7 @@ from airflow_provider_smartflows.operators.smartflows import (
 )
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
 from tests.support.dag_runs import make_dag
+from tests.support.waits import progress_until
 
 from .helpers import files_under
 
@@ -69,10 +70,7 @@ def hook(smartflows_conn: str) -> Any:
 
 
 def finished(hook: SmartFlowsHook, flow_id: str) -> Any:
-    progress = hook.start_execution(flow_id)
-    while not progress.status.is_terminal:
-        progress = hook.get_progress(progress.id, wait_seconds=2)
-    return progress
+    return progress_until(hook, hook.start_execution(flow_id).id)
 
 
 # --------------------------------------------------------------------------- server data

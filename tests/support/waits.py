@@ -1,10 +1,11 @@
-"""One bounded poll for the tests: wait for a condition, fail (never hang) when it does not come."""
+"""One bounded poll for the tests: wait for a condition, fail (never hang) when it does not come;
+and the long-poll of an execution until it ends (``progress_until``), which many tests need."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -57,3 +58,49 @@ async def wait_until_async(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {_describe(message)}")
         await asyncio.sleep(interval)
+
+
+def _ended(progress: Any) -> bool:
+    return bool(progress.status.is_terminal)
+
+
+def progress_until(
+    hook: Any,
+    execution_id: str,
+    done: Callable[[Any], bool] = _ended,
+    *,
+    timeout: float = 30.0,
+    wait_seconds: int = 2,
+) -> Any:
+    """Long-poll the execution through ``hook`` (a ``SmartFlowsHook``) until ``done(progress)``
+    (default: the execution ended) and return that progress; fails after ``timeout`` seconds. The
+    server answers a long-poll as soon as something changes, so there is no sleep between polls."""
+    last = [hook.get_progress(execution_id)]
+
+    def step() -> Any:
+        if not done(last[0]):
+            last[0] = hook.get_progress(execution_id, wait_seconds=wait_seconds)
+        return last[0] if done(last[0]) else None
+
+    return wait_until(step, timeout, interval=0, message=lambda: f"execution {execution_id} (at {last[0]})")
+
+
+async def progress_until_async(
+    hook: Any,
+    execution_id: str,
+    done: Callable[[Any], bool] = _ended,
+    *,
+    timeout: float = 30.0,
+    wait_seconds: int = 2,
+) -> Any:
+    """``progress_until`` with a ``SmartFlowsAsyncHook``."""
+    last = [await hook.get_progress(execution_id)]
+
+    async def step() -> Any:
+        if not done(last[0]):
+            last[0] = await hook.get_progress(execution_id, wait_seconds=wait_seconds)
+        return last[0] if done(last[0]) else None
+
+    return await wait_until_async(
+        step, timeout, interval=0, message=lambda: f"execution {execution_id} (at {last[0]})"
+    )
