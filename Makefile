@@ -26,7 +26,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # files (--dist loadfile: module fixtures such as an example's DAG run stay in one process) and has
 # its own AIRFLOW_HOME, SQLite DB, emulator and moto server (tests/conftest.py).
 UNIT_WORKERS ?= 4
-TEST_WORKERS ?= 6
+TEST_WORKERS ?= 4
 PYTEST       := pytest -p no:cacheprovider
 XDIST_TEST   := -n $(TEST_WORKERS) --dist loadfile
 # A pass whose marks select nothing on a line (exit status 5) is no failure.
@@ -72,7 +72,8 @@ unit: $(STAMP)
 # Azurite, the Azure Blob emulator of tests/storage, comes from npm into .cache/azurite (skipped,
 # with its tests, where there is no npm). Two passes: everything that can share the machine on
 # TEST_WORKERS workers, then the tests marked `serial` (real Airflow services, soak, benchmark
-# smoke) one at a time, so that their services never compete for the two cores.
+# smoke, 1 GiB transfers, `airflow db migrate` + CLI runs) one at a time, so that they never
+# compete for the two cores (under that contention their bounded waits time out).
 test: lint
 	scripts/install_storage_emulators.sh $(VENV) constraints.txt
 	$(BIN)/$(PYTEST) -m "not serial" $(XDIST_TEST)

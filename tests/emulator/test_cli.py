@@ -166,6 +166,7 @@ def _peak_rss_kib(pid: int) -> int:
 
 
 @pytest.mark.slow  # 1 GiB download
+@pytest.mark.serial  # streams 1 GiB on both cores: make test runs it alone
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_one_gib_document_streams_with_flat_server_memory(tmp_path: Path) -> None:
     scenario = {

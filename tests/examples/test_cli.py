@@ -17,7 +17,9 @@ from tests.examples.example_helpers import EXAMPLES
 if TYPE_CHECKING:
     from airflow_provider_smartflows.emulator import EmulatorServer
 
-pytestmark = pytest.mark.slow  # airflow dags test subprocesses
+# slow, serial: `airflow db migrate` and `airflow dags test` subprocesses, CPU-bound (make test runs
+# them alone, after the parallel pass)
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 BIN = Path(sys.executable).parent
 RECORDS = ["cli-1", "cli-2"]

@@ -414,6 +414,7 @@ def test_uri_form_connection_with_an_http_host(smartflows_emulator, monkeypatch)
 
 
 @pytest.mark.slow  # the airflow CLI
+@pytest.mark.serial  # `airflow db migrate` and four CLI runs: CPU-bound, make test runs it alone
 def test_airflow_cli_connections_add_and_test(smartflows_emulator, tmp_path):
     """``airflow connections add --conn-type smartflows`` then ``airflow connections test``, good and revoked key."""
     env = {

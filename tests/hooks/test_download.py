@@ -187,6 +187,7 @@ def test_bad_destination_type(smartflows_emulator, hook):
 
 
 @pytest.mark.slow  # 1 GiB download
+@pytest.mark.serial  # streams 1 GiB on both cores: make test runs it alone
 @pytest.mark.parametrize("as_path", [False, True], ids=["file-uri", "object-storage-path"])
 def test_one_gib_download_keeps_the_heap_small(smartflows_emulator, hook, tmp_path, as_path):
     add_document_flow(smartflows_emulator, "t-gib", {"displayName": "Huge", "size": GIB})
