@@ -30,6 +30,10 @@ def sync_hook(smartflows_conn):
     return SmartFlowsHook(smartflows_conn, **RETRY)
 
 
+def waiting(progress):
+    return progress.status is ExecutionStatus.WAITING
+
+
 async def until_finished(hook, execution_id, deadline=30.0):
     return await progress_until_async(hook, execution_id, timeout=deadline)
 
@@ -62,9 +66,7 @@ async def test_one_session_for_the_whole_block(smartflows_emulator, smartflows_c
 async def test_long_poll_extends_the_request_timeout(smartflows_emulator, set_conn, sync_hook):
     execution_id = sync_hook.start_execution("signature").id
     async with SmartFlowsAsyncHook(set_conn(), timeout=0.5, retry_limit=0) as hook:
-        progress = await hook.get_progress(execution_id)
-        while progress.status is not ExecutionStatus.WAITING:
-            progress = await hook.get_progress(execution_id, wait_seconds=2)
+        await progress_until_async(hook, execution_id, waiting)
         started = time.monotonic()
         progress = await hook.get_progress(execution_id, wait_seconds=1)
     assert progress.status is ExecutionStatus.WAITING
@@ -224,9 +226,7 @@ async def test_long_poll_does_not_block_the_event_loop(smartflows_emulator, smar
 
     async with SmartFlowsAsyncHook(smartflows_conn, **RETRY) as hook:
         task = asyncio.create_task(ticker())
-        progress = await hook.get_progress(execution_id)
-        while progress.status is not ExecutionStatus.WAITING:
-            progress = await hook.get_progress(execution_id, wait_seconds=2)
+        await progress_until_async(hook, execution_id, waiting)
         await hook.get_progress(execution_id, wait_seconds=1)
         task.cancel()
     assert ticks >= 10  # the loop kept running during the one-second long-poll
