@@ -157,6 +157,53 @@ class EmulatorProcess:
         ]
 
 
+def _service_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
+    """The environment of every service: this process's minus its AIRFLOW_* settings, plus the
+    stack's (loopback ports, LocalExecutor with parallelism 2, short heartbeats)."""
+    base_url = f"http://127.0.0.1:{api_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__PARALLELISM="2",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__API__HOST="127.0.0.1",
+        AIRFLOW__API__PORT=str(api_port),
+        AIRFLOW__API__BASE_URL=base_url,
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{base_url}/execution/",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+        AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+        AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT="300",
+        # The task supervisor sometimes notices its task process's exit only when its select()
+        # times out (this interval, default 5 s), holding the worker slot that long.
+        AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
+        AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
+        AIRFLOW__TRIGGERER__CAPACITY="100",
+        # Tell the triggerer to stop at once on SIGTERM rather than drain for minutes.
+        AIRFLOW__CORE__KILLED_TASK_CLEANUP_TIME="5",
+    )
+    if not AIRFLOW_V_3_0_PLUS:
+        env.update(
+            AIRFLOW__WEBSERVER__WEB_SERVER_HOST="127.0.0.1",
+            AIRFLOW__WEBSERVER__WEB_SERVER_PORT=str(api_port),
+            AIRFLOW__WEBSERVER__BASE_URL=base_url,
+            AIRFLOW__WEBSERVER__WORKERS="1",
+            AIRFLOW__API__AUTH_BACKENDS="airflow.api.auth.backend.basic_auth",
+            # The batch test reads its summary XCom as JSON (deserialize=True): off by default.
+            AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT="True",
+            AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL="5",
+            AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
+            # Airflow 2 refuses LocalExecutor on SQLite outside its own tests; two worker
+            # slots and SQLite's busy timeout are enough for these few writers.
+            _AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK="1",
+        )
+    return env
+
+
 class AirflowStack:
     """Scheduler, triggerer(s), dag-processor, api-server (and Celery workers) in a temporary AIRFLOW_HOME.
 
@@ -181,46 +228,7 @@ class AirflowStack:
         self.worker_concurrency = worker_concurrency
         self.api_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.api_port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        self.env.update(
-            AIRFLOW_HOME=str(home),
-            AIRFLOW__CORE__DAGS_FOLDER=str(dags_folder),
-            AIRFLOW__CORE__LOAD_EXAMPLES="False",
-            AIRFLOW__CORE__EXECUTOR="LocalExecutor",
-            AIRFLOW__CORE__PARALLELISM="2",
-            AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
-            AIRFLOW__API__HOST="127.0.0.1",
-            AIRFLOW__API__PORT=str(self.api_port),
-            AIRFLOW__API__BASE_URL=self.base_url,
-            AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"{self.base_url}/execution/",
-            AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-            AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
-            AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT="300",
-            # The task supervisor sometimes notices its task process's exit only when its select()
-            # times out (this interval, default 5 s), holding the worker slot that long.
-            AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL="1",
-            AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
-            AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
-            AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
-            AIRFLOW__TRIGGERER__CAPACITY="100",
-            # Tell the triggerer to stop at once on SIGTERM rather than drain for minutes.
-            AIRFLOW__CORE__KILLED_TASK_CLEANUP_TIME="5",
-        )
-        if not AIRFLOW_V_3_0_PLUS:
-            self.env.update(
-                AIRFLOW__WEBSERVER__WEB_SERVER_HOST="127.0.0.1",
-                AIRFLOW__WEBSERVER__WEB_SERVER_PORT=str(self.api_port),
-                AIRFLOW__WEBSERVER__BASE_URL=self.base_url,
-                AIRFLOW__WEBSERVER__WORKERS="1",
-                AIRFLOW__API__AUTH_BACKENDS="airflow.api.auth.backend.basic_auth",
-                # The batch test reads its summary XCom as JSON (deserialize=True): off by default.
-                AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT="True",
-                AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL="5",
-                AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL="5",
-                # Airflow 2 refuses LocalExecutor on SQLite outside its own tests; two worker
-                # slots and SQLite's busy timeout are enough for these few writers.
-                _AIRFLOW__SKIP_DATABASE_EXECUTOR_COMPATIBILITY_CHECK="1",
-            )
+        self.env = _service_env(home, dags_folder, self.api_port)
         self.env.update(extra_env)
         self.procs: dict[str, subprocess.Popen[Any]] = {}
         self.fail_on_exit = False
