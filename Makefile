@@ -25,10 +25,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # it computes, so more workers than the machine's two cores pay off. Each worker takes whole test
 # files (--dist loadfile: module fixtures such as an example's DAG run stay in one process) and has
 # its own AIRFLOW_HOME, SQLite DB, emulator and moto server (tests/conftest.py).
-UNIT_WORKERS ?= 4
-TEST_WORKERS ?= 4
-PYTEST       := pytest -p no:cacheprovider
-XDIST_TEST   := -n $(TEST_WORKERS) --dist loadfile
+# The system tests (tests/system) start one Airflow stack per file; the stacks mostly wait on
+# their flows, so the files run side by side (one worker each), apart from the parallel pass.
+UNIT_WORKERS   ?= 4
+TEST_WORKERS   ?= 4
+SYSTEM_WORKERS ?= 3
+PYTEST         := pytest -p no:cacheprovider
+XDIST_TEST     := -n $(TEST_WORKERS) --dist loadfile
+XDIST_SYSTEM   := -n $(SYSTEM_WORKERS) --dist loadfile
 # A pass whose marks select nothing on a line (exit status 5) is no failure.
 NONE_SELECTED_OK := || test $$? -eq 5
 
@@ -70,21 +74,22 @@ unit: $(STAMP)
 	$(BIN)/$(PYTEST) -q -m "not slow" -n $(UNIT_WORKERS) --dist loadfile
 
 # Azurite, the Azure Blob emulator of tests/storage, comes from npm into .cache/azurite (skipped,
-# with its tests, where there is no npm). Two passes: everything that can share the machine on
-# TEST_WORKERS workers, then the tests marked `serial` (real Airflow services, soak, benchmark
-# smoke, 1 GiB transfers, `airflow db migrate` + CLI runs) one at a time, so that they never
-# compete for the two cores (under that contention their bounded waits time out).
+# with its tests, where there is no npm). Three passes: everything that can share the machine on
+# TEST_WORKERS workers; then the tests marked `serial`, which never run beside that pass (under
+# its contention their bounded waits time out): the system tests, one file per worker, and last
+# the rest (soak, benchmark smoke, 1 GiB transfers, `airflow db migrate` + CLI runs) one at a time.
 test: lint
 	scripts/install_storage_emulators.sh $(VENV) constraints.txt
 	$(BIN)/$(PYTEST) -m "not serial" $(XDIST_TEST)
-	$(BIN)/$(PYTEST) -m serial
+	$(BIN)/$(PYTEST) -m "serial and system" $(XDIST_SYSTEM)
+	$(BIN)/$(PYTEST) -m "serial and not system"
 
 # The provider in a production-shaped Airflow (tests/deployment): PostgreSQL, CeleryExecutor on
 # Redis, two workers, two triggerers. Installs postgresql/redis-server (root + apt-get) when missing.
 test-deployment: $(STAMP)
 	VENV_BIN=$(BIN) bash scripts/test_deployment.sh
 
-# The suite on another Airflow line (what differs: README, support matrix), in the same two passes
+# The suite on another Airflow line (what differs: README, support matrix), in the same passes
 # as `make test`, without what cannot differ between lines: the tests marked `airflow_agnostic`
 # (the emulator's own tests, the models, the pure rules: they ran on the primary line) and the
 # benchmark smoke test (it runs `make bench-smoke` in the primary venv, already done by `make test`).
@@ -94,7 +99,8 @@ test-compat:
 	@test -f $(COMPAT_CONSTRAINTS) || { echo "no $(COMPAT_CONSTRAINTS): COMPAT is one of $(COMPAT_LINES)" >&2; exit 2; }
 	$(MAKE) --no-print-directory $(COMPAT_VENV)/.installed
 	$(COMPAT_PYTEST) -m "not airflow_agnostic and not serial" $(XDIST_TEST)
-	$(COMPAT_PYTEST) -m "serial and not airflow_agnostic" $(NONE_SELECTED_OK)
+	$(COMPAT_PYTEST) -m "serial and system and not airflow_agnostic" $(XDIST_SYSTEM) $(NONE_SELECTED_OK)
+	$(COMPAT_PYTEST) -m "serial and not system and not airflow_agnostic" $(NONE_SELECTED_OK)
 
 clean:
 	rm -rf $(VENV) $(addprefix .venv-,$(COMPAT_LINES)) demo-output .pytest_cache .mypy_cache .ruff_cache

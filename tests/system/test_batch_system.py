@@ -30,7 +30,7 @@ from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_0_PLUS
 if TYPE_CHECKING:
     from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
-# slow, serial: real Airflow services (make test runs them alone, after the parallel pass)
+# slow, serial: real Airflow services (never beside the parallel pass; one worker per system file)
 pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.system, pytest.mark.timeout(420)]
 
 TASK = "batch"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
 # Functional waits below are bounded well inside this; it only guards against a hang.
-# slow, serial: real Airflow services (make test runs them alone, after the parallel pass)
+# slow, serial: real Airflow services (never beside the parallel pass; one worker per system file)
 pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.system, pytest.mark.timeout(480)]
 
 FINAL_EXECUTION_STATES = {"Success", "Warning", "Error", "Canceled", "Interrupted"}

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 pytestmark = [
     pytest.mark.slow,  # real Airflow services
-    pytest.mark.serial,  # make test runs them alone, after the parallel pass
+    pytest.mark.serial,  # never beside the parallel pass of make test (one worker per system file)
     pytest.mark.system,
     pytest.mark.timeout(600),
     pytest.mark.skipif(
