@@ -7,6 +7,7 @@ Shared helpers (processes, waits, the Airflow stack, the ``dag.test()`` harness)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -25,9 +26,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 # Airflow reads its configuration once, at first import: point it at a throw-away home so tests
-# never touch ~/airflow and never load the example DAGs.
+# never touch ~/airflow and never load the example DAGs. Removed when this process exits.
 if not os.environ.get("SMARTFLOWS_TESTS_KEEP_AIRFLOW_HOME"):
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="smartflows-tests-airflow-home-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 
