@@ -21,6 +21,20 @@ COMPAT_IGNORE_3.0  := tests/system
 TEST_EXTRAS     := dev,storage
 TEST_EXTRAS_3.0 := dev
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# pytest-xdist workers. The suite waits (long-polls, emulated flows, Airflow's own loops) more than
+# it computes, so more workers than the machine's two cores pay off. Each worker takes whole test
+# files (--dist loadfile: module fixtures such as an example's DAG run stay in one process) and has
+# its own AIRFLOW_HOME, SQLite DB, emulator and moto server (tests/conftest.py).
+# The system tests (tests/system) start one Airflow stack per file; the stacks mostly wait on
+# their flows, so the files run side by side (one worker each), apart from the parallel pass.
+UNIT_WORKERS   ?= 4
+TEST_WORKERS   ?= 4
+SYSTEM_WORKERS ?= 3
+PYTEST         := pytest -p no:cacheprovider
+XDIST_TEST     := -n $(TEST_WORKERS) --dist loadfile
+XDIST_SYSTEM   := -n $(SYSTEM_WORKERS) --dist loadfile
+# A pass whose marks select nothing on a line (exit status 5) is no failure.
+NONE_SELECTED_OK := || test $$? -eq 5
 
 .PRECIOUS: .venv-%/.installed
 .PHONY: install install-compat demo test test-compat test-deployment lint format unit bench bench-smoke clean
@@ -53,31 +67,40 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The quick loop: no system test, soak, benchmark smoke, big transfer or example DAG run
-# (tests/conftest.py marks them `slow`), on two pytest-xdist workers that each take whole test
-# files (module fixtures stay in one process; each worker has its own AIRFLOW_HOME, SQLite DB,
-# emulator and moto server).
+# The quick loop: leaves out what its file marks `slow` (a dag.test() run, an `airflow`
+# subprocess, real services, soak, benchmark smoke, hundreds of MiB, a killed process; a test using
+# the run_dag/airflow_db fixtures is `slow` whatever its file says).
 unit: $(STAMP)
-	$(BIN)/pytest -p no:cacheprovider -q -m "not slow" -n 2 --dist loadfile
+	$(BIN)/$(PYTEST) -q -m "not slow" -n $(UNIT_WORKERS) --dist loadfile
 
 # Azurite, the Azure Blob emulator of tests/storage, comes from npm into .cache/azurite (skipped,
-# with its tests, where there is no npm).
+# with its tests, where there is no npm). Three passes: everything that can share the machine on
+# TEST_WORKERS workers; then the tests marked `serial`, which never run beside that pass (under
+# its contention their bounded waits time out): the system tests, one file per worker, and last
+# the rest (soak, benchmark smoke, 1 GiB transfers, `airflow db migrate` + CLI runs) one at a time.
 test: lint
 	scripts/install_storage_emulators.sh $(VENV) constraints.txt
-	$(BIN)/pytest -p no:cacheprovider
+	$(BIN)/$(PYTEST) -m "not serial" $(XDIST_TEST)
+	$(BIN)/$(PYTEST) -m "serial and system" $(XDIST_SYSTEM)
+	$(BIN)/$(PYTEST) -m "serial and not system"
 
 # The provider in a production-shaped Airflow (tests/deployment): PostgreSQL, CeleryExecutor on
 # Redis, two workers, two triggerers. Installs postgresql/redis-server (root + apt-get) when missing.
 test-deployment: $(STAMP)
 	VENV_BIN=$(BIN) bash scripts/test_deployment.sh
 
-# The suite on another Airflow line (what differs: README, support matrix). The benchmark smoke
-# test runs `make bench-smoke` in the primary venv, already done by `make test`.
+# The suite on another Airflow line (what differs: README, support matrix), in the same passes
+# as `make test`, without what cannot differ between lines: the tests marked `airflow_agnostic`
+# (the emulator's own tests, the models, the pure rules: they ran on the primary line) and the
+# benchmark smoke test (it runs `make bench-smoke` in the primary venv, already done by `make test`).
+COMPAT_PYTEST = $(COMPAT_VENV)/bin/$(PYTEST) --ignore=tests/test_bench_smoke.py \
+	$(addprefix --ignore=,$(COMPAT_IGNORE_$(COMPAT)))
 test-compat:
 	@test -f $(COMPAT_CONSTRAINTS) || { echo "no $(COMPAT_CONSTRAINTS): COMPAT is one of $(COMPAT_LINES)" >&2; exit 2; }
 	$(MAKE) --no-print-directory $(COMPAT_VENV)/.installed
-	$(COMPAT_VENV)/bin/pytest -p no:cacheprovider --ignore=tests/test_bench_smoke.py \
-		$(addprefix --ignore=,$(COMPAT_IGNORE_$(COMPAT)))
+	$(COMPAT_PYTEST) -m "not airflow_agnostic and not serial" $(XDIST_TEST)
+	$(COMPAT_PYTEST) -m "serial and system and not airflow_agnostic" $(XDIST_SYSTEM) $(NONE_SELECTED_OK)
+	$(COMPAT_PYTEST) -m "serial and not system and not airflow_agnostic" $(NONE_SELECTED_OK)
 
 clean:
 	rm -rf $(VENV) $(addprefix .venv-,$(COMPAT_LINES)) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -47,8 +47,7 @@ def one_run(stack: Any, dag_id: str, count: int, seconds: float) -> dict[str, An
 
 
 def run(count: int, seconds: float, repeats: dict[str, int], work: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
-    from tests.system.stack import AirflowStack, EmulatorProcess
+    from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
     work.mkdir(parents=True, exist_ok=True)
     scen = work / "b2-scenario.json"

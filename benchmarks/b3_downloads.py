@@ -25,8 +25,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from benchmarks.common import (
     stop_group,
     summary,
 )
+from tests.support.processes import start_group, wait_listening
 
 SIZES = {"64 MiB": 64 * 2**20, "1 GiB": 2**30}
 STORES = ("file", "s3", "azure", "gcs")
@@ -212,23 +211,14 @@ class Server:
 
     def __init__(self, name: str, args: list[str], port: int, cwd: Path | None = None) -> None:
         self.name, self.port, self.url = name, port, f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{name} did not start") from None
-                time.sleep(0.05)
+        self.proc = start_group(args, cwd=cwd)
+        try:
+            wait_listening(port, self.proc, name)
+        except (AssertionError, RuntimeError) as error:
+            self.stop()
+            raise RuntimeError(f"{name} did not start") from error
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
         stop_group(self.proc, grace=10)
 
 

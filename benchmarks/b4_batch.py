@@ -93,7 +93,7 @@ def db_bytes_in_use(db: Path) -> int:
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of ``pid`` and its living descendants, and of the children they reaped."""
-    from tests.system.stack import descendants
+    from tests.support.airflow_stack import descendants
 
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
@@ -226,8 +226,7 @@ def _mapped_estimate(
 
 
 def run(count: int, mapped_count: int, max_active: int, speedup: float, work: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
-    from tests.system.stack import AirflowStack, EmulatorProcess
+    from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
     work.mkdir(parents=True, exist_ok=True)
     loads = {"start": loadavg()}

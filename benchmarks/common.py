@@ -15,12 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# The benchmarks run as `python -m benchmarks.<name>` from the repository root, so `tests` (the
+# test support package) imports like any package. One emulator process class and one
+# stop-by-PID for the system tests and the benchmarks; free_port and stop_group are re-exported
+# for the benchmark modules.
+from tests.support.airflow_stack import EmulatorProcess
+from tests.support.processes import free_port, stop_group  # noqa: F401 (re-exported for the benchmarks)
 
-# One emulator process class and one stop-by-PID for the system tests and the benchmarks;
-# free_port and stop_group are re-exported for the benchmark modules.
-from tests.system.stack import EmulatorProcess, free_port, stop_group  # noqa: E402, F401 (free_port: re-exported for the benchmarks)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def raise_nofile() -> None:

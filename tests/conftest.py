@@ -1,57 +1,43 @@
-"""Test-wide set-up: an isolated AIRFLOW_HOME (set before anything imports Airflow), the Airflow
-version marker, the `slow` marker that `make unit` leaves out, and a moto S3 server on loopback."""
+"""Test-wide set-up: an isolated AIRFLOW_HOME per pytest process (so per xdist worker; set before
+anything imports Airflow), the Airflow version marker, the `slow` marker that `make unit` leaves
+out, the real-Airflow fixtures of ``tests.support.dag_runs``, and a moto S3 server on loopback.
+
+Shared helpers (processes, waits, the Airflow stack, the ``dag.test()`` harness) live in
+``tests/support`` and are imported as ``tests.support.<module>``."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from typing import TYPE_CHECKING
 
 import pytest
 from packaging.version import Version
+
+from tests.support.processes import free_port, serving
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from typing import Any
 
 # Airflow reads its configuration once, at first import: point it at a throw-away home so tests
-# never touch ~/airflow and never load the example DAGs.
+# never touch ~/airflow and never load the example DAGs. Removed when this process exits.
 if not os.environ.get("SMARTFLOWS_TESTS_KEEP_AIRFLOW_HOME"):
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="smartflows-tests-airflow-home-")
+    atexit.register(shutil.rmtree, os.environ["AIRFLOW_HOME"], ignore_errors=True)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 
 
-# What `make unit` (`-m "not slow"`) leaves out, by node id prefix, with why: the quick loop has
-# no real Airflow services, soak, benchmark, `airflow` CLI subprocess, transfer of hundreds of MiB,
-# killed process or example DAG run (test_dagbag still parses every example; `make test` runs all).
-SLOW = {
-    "tests/system/": "real Airflow services",
-    "tests/reliability/test_soak.py": "soak",
-    "tests/test_bench_smoke.py": "benchmark smoke (`make bench-smoke`)",
-    "tests/examples/test_cli.py": "`airflow dags test` subprocesses",
-    "tests/examples/test_dynamics_records.py": "a DAG run of many mapped tasks",
-    "tests/examples/test_retries_and_alerts.py": "a DAG run that waits out real retry delays",
-    "tests/hooks/test_connection.py::test_airflow_cli_connections_add_and_test": "`airflow` CLI",
-    "tests/test_provider_info.py::test_airflow_providers_list_shows_the_provider": "`airflow` CLI",
-    "tests/hooks/test_download.py::test_one_gib_download": "1 GiB download",
-    "tests/emulator/test_cli.py::test_one_gib_document": "1 GiB download",
-    "tests/examples/test_batch_invoices.py": "a DAG run of many mapped tasks",
-    "tests/examples/test_xml_dataset.py": "an example DAG run (S3, data set)",
-    "tests/storage/test_atomic_writes.py::test_memory_of_a_256_mib_write_is_bounded": "256 MiB write",
-    "tests/storage/test_downloads.py::test_memory_of_a_256_mib_download_is_bounded": "256 MiB download",
-    "tests/storage/test_atomic_writes.py::test_sigkill_mid_stream_leaves_nothing": "killed writer process",
-    "tests/reliability/test_hostile_input.py::test_operators_refuse_hostile_input_before_any_request": (
-        "a DAG run of five failing tasks"
-    ),
-}
+# The real-Airflow fixtures (``airflow_db``, ``run_dag``: ``dag.test()`` runs) for every folder.
+pytest_plugins = ["tests.support.dag_runs"]
+
+# Fixtures that run real Airflow in-process: a test using them is `slow` whatever its file says.
+DAG_RUN_FIXTURES = ("run_dag", "airflow_db")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -62,18 +48,22 @@ def pytest_configure(config: pytest.Config) -> None:
         "not_line='3.0'); skipped with the reason on other versions.",
     )
     config.addinivalue_line(
-        "markers", "slow: left out of `make unit`; applied by tests/conftest.py (SLOW, system tests)"
+        "markers",
+        "slow: left out of `make unit` (`-m 'not slow'`): marked in the test files (a `dag.test()` run, "
+        "an `airflow` subprocess, real services, soak, hundreds of MiB, a killed process); tests/conftest.py "
+        "adds it to tests marked `system` and to tests that use a DAG-run fixture",
     )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the `slow` tests; skip, with a reason, tests of behaviour that the installed Airflow line
-    does not have."""
+    """Mark `slow` what cannot be quick whatever its file says (real services, `dag.test()` runs);
+    skip, with a reason, tests of behaviour that the installed Airflow line does not have."""
     from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
 
     installed = Version(AIRFLOW_VERSION).release[:3]
     for item in items:
-        if item.get_closest_marker("system") or any(item.nodeid.startswith(p) for p in SLOW):
+        fixtures = getattr(item, "fixturenames", ())
+        if item.get_closest_marker("system") or any(name in fixtures for name in DAG_RUN_FIXTURES):
             item.add_marker(pytest.mark.slow)
         for mark in item.iter_markers("airflow_version"):
             low, below = mark.kwargs.get("min"), mark.kwargs.get("below")
@@ -94,37 +84,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """A moto S3 server on 127.0.0.1 in its own process group, stopped by PID."""
+    """A moto S3 server on 127.0.0.1 in its own process group, stopped by PID (``serving``)."""
     executable = shutil.which("moto_server", path=os.path.dirname(sys.executable))
     if executable is None:
         pytest.skip("moto_server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    process = subprocess.Popen(
-        [executable, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert process.poll() is None, "moto_server exited"
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    port = free_port()
+    with serving("moto_server", [executable, "-H", "127.0.0.1", "-p", str(port)], port, timeout=30) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

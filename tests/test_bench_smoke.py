@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# slow, serial: the benchmark smoke (make bench-smoke) starts real Airflow services
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

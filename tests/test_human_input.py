@@ -15,6 +15,7 @@ from airflow_provider_smartflows.human_input import (
     request_text,
 )
 from airflow_provider_smartflows.models import ExecutionProgress
+from tests.support.waits import progress_until
 
 # A form as the vendor's JSON-schema-form shows them: sections, labels, a select with a titleMap.
 CONTRACT_FORM: dict[str, Any] = {
@@ -146,9 +147,7 @@ def test_the_emulator_s_approval_form_maps_and_its_valid_answer_is_accepted(smar
     execution_id = hook.start_execution("approval").id
     # Short long-polls: one answers early on a change, but a UserInput reached between two polls is
     # no change to the next one, which would then hold for its whole wait.
-    progress = hook.get_progress(execution_id, wait_seconds=1)
-    while progress.raw_status != "UserInput":
-        progress = hook.get_progress(execution_id, wait_seconds=1)
+    progress = progress_until(hook, execution_id, lambda p: p.raw_status == "UserInput", wait_seconds=1)
     form = form_params(progress.raw)
     assert {k: p["schema"]["type"] for k, p in form.params.items()} == {
         "approved": "boolean",

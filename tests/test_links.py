@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "dags"))
-
-import airflow_harness
 
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.operators.smartflows import SmartFlowsRunFlowOperator
 from airflow_provider_smartflows.sensors.smartflows import SmartFlowsExecutionSensor
 from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+from tests.support.dag_runs import make_dag
 
 AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
-
-# The real-Airflow fixtures (tests/dags/airflow_harness.py).
-airflow_db = airflow_harness.airflow_db
-run_dag = airflow_harness.run_dag
-make_dag = airflow_harness.make_dag
 
 
 def test_link_is_declared_on_the_operator_and_the_sensor() -> None:
@@ -31,6 +21,7 @@ def test_link_is_declared_on_the_operator_and_the_sensor() -> None:
         assert names == ["Smart Flows execution"]
 
 
+@pytest.mark.slow  # a dag.test() run
 @pytest.mark.parametrize(
     ("template", "expected"),
     [

@@ -30,6 +30,8 @@ from airflow_provider_smartflows.models import (
     safe_file_name,
 )
 
+pytestmark = pytest.mark.airflow_agnostic  # pure rules, the same on every Airflow line
+
 WIRE_STATUSES = [
     ("Queued", ExecutionStatus.QUEUED, False, False, False),
     ("Running", ExecutionStatus.RUNNING, False, False, False),

@@ -101,6 +101,7 @@ def test_task_runtime_providers_manager_registers_the_hook():
     assert hook_info.hook_class_name == HOOK_CLASS
 
 
+@pytest.mark.slow  # the airflow CLI
 def test_airflow_providers_list_shows_the_provider(tmp_path):
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
     result = subprocess.run(

@@ -43,6 +43,8 @@ from airflow_provider_smartflows.reconciled_start import (
     start_reconciled,
 )
 
+pytestmark = pytest.mark.airflow_agnostic  # pure rules, the same on every Airflow line
+
 T = 1_800_000_000.0  # the client's clock when the start was sent
 ME = UserIdentity.of({"id": "u1", "displayName": "Ada"})
 RECORDS = {"id": ["r1"], "entity": "account"}

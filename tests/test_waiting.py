@@ -30,6 +30,8 @@ from airflow_provider_smartflows.waiting import (
     wait_steps,
 )
 
+pytestmark = pytest.mark.airflow_agnostic  # pure rules, the same on every Airflow line
+
 LOG = logging.getLogger("test_waiting")
 
 

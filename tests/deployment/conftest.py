@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 from tests.system.backing import INSTALL_HINT, PostgresServer, RedisServer, missing_servers
-from tests.system.stack import AirflowStack, EmulatorProcess
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator

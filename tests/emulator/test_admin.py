@@ -19,6 +19,8 @@ from airflow_provider_smartflows.emulator import (
 
 from .helpers import Api, find_documents
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 
 class Admin:
     def __init__(self, emu: EmulatorServer) -> None:

@@ -14,6 +14,8 @@ from .helpers import Api, find_documents
 if TYPE_CHECKING:
     from airflow_provider_smartflows.emulator import EmulatorServer
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 DYNAMICS = {
     "id": ["INV-001", "INV-002"],
     "entity": "invoice",

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 GIB = 1024**3
 
 
@@ -163,6 +165,8 @@ def _peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.slow  # 1 GiB download
+@pytest.mark.serial  # streams 1 GiB on both cores: make test runs it alone
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_one_gib_document_streams_with_flat_server_memory(tmp_path: Path) -> None:
     scenario = {

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_smartflows.emulator import EmulatorServer
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 

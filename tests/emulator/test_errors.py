@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
     from .helpers import Api
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 
 def crash(emu: EmulatorServer, message: str = "boom from the test") -> requests.Response:
     """A real exception inside a handler (the admin self-test route raises RuntimeError)."""

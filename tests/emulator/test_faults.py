@@ -12,6 +12,8 @@ from airflow_provider_smartflows.emulator import EmulatorServer, ScenarioError
 
 from .helpers import Api, find_documents
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 
 def test_status_fault_with_retry_after_hits_times_then_stops(emu: EmulatorServer, api: Api) -> None:
     prog = api.start("hello")

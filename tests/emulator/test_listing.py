@@ -11,6 +11,8 @@ if TYPE_CHECKING:
 
     from .helpers import Api
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 XML = '<?xml version="1.0" encoding="UTF-8"?>\n<letter>\n  <to>Ann</to>\n</letter>\n'
 DYNAMICS = {"id": ["r-1", "r-2"], "entity": "account", "userId": "u-9"}
 

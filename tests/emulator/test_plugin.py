@@ -9,6 +9,8 @@ import pytest
 
 from airflow_provider_smartflows.emulator.content import extension_for
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 
 def test_loading_the_plugin_imports_neither_the_emulator_nor_aiohttp() -> None:
     code = (

@@ -10,6 +10,8 @@ import requests
 
 from .test_cli import launch, stop
 
+pytestmark = pytest.mark.airflow_agnostic  # the emulator's own behaviour, the same on every Airflow line
+
 if TYPE_CHECKING:
     from airflow_provider_smartflows.emulator import EmulatorServer
 

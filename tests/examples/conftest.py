@@ -7,24 +7,16 @@ per test), its connection, and a moto S3 server with one bucket.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dags"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from airflow_harness import airflow_db
-from example_helpers import S3_BUCKET, S3_CONN_ID
+from tests.examples.example_helpers import S3_BUCKET, S3_CONN_ID
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from airflow_provider_smartflows.emulator import EmulatorServer
-
-__all__ = ["airflow_db"]
 
 
 @pytest.fixture(scope="module")

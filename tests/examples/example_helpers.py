@@ -95,13 +95,12 @@ def run_example(dag: Any, emulator: Any, **test_kwargs: Any) -> ExampleRun:
     """
     Run ``dag`` with ``dag.test()`` (the ``airflow_db`` fixture must be active).
 
-    Unlike ``tests/dags/airflow_harness.run_dag``, the DAG's own callbacks stay in place (a recorder
+    Unlike ``tests.support.dag_runs.run_dag``, the DAG's own callbacks stay in place (a recorder
     of exceptions is appended), so the examples' alerting callbacks run for real. A mapped task's
     instances are keyed ``task_id[map_index]``.
     """
-    from airflow_harness import ErrorRecorder, _register, listening
-
     from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+    from tests.support.dag_runs import ErrorRecorder, _register, listening
 
     airflow_3 = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 

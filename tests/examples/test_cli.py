@@ -10,10 +10,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from example_helpers import EXAMPLES
+import pytest
+
+from tests.examples.example_helpers import EXAMPLES
 
 if TYPE_CHECKING:
     from airflow_provider_smartflows.emulator import EmulatorServer
+
+# slow, serial: `airflow db migrate` and `airflow dags test` subprocesses, CPU-bound (make test runs
+# them alone, after the parallel pass)
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
 
 BIN = Path(sys.executable).parent
 RECORDS = ["cli-1", "cli-2"]

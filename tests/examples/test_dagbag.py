@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from example_helpers import EXAMPLES
+
+from tests.examples.example_helpers import EXAMPLES
 
 EXPECTED = {
     "smartflows_generate_document",

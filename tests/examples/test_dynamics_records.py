@@ -7,12 +7,15 @@ import hashlib
 from typing import TYPE_CHECKING
 
 import pytest
-from example_helpers import ExampleRun, load_example, run_example
+
+from tests.examples.example_helpers import ExampleRun, load_example, run_example
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from airflow_provider_smartflows.emulator import EmulatorServer
+
+pytestmark = pytest.mark.slow  # a DAG run of many mapped tasks
 
 RECORDS = ["rec-a", "rec-b", "rec-c"]
 LOGICAL_DATE = datetime.datetime(2024, 5, 17, 6, 30, tzinfo=datetime.timezone.utc)

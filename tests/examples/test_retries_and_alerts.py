@@ -7,9 +7,9 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from example_helpers import ExampleRun, load_example, run_example
 
 from airflow_provider_smartflows.exceptions import SmartFlowsExecutionError
+from tests.examples.example_helpers import ExampleRun, load_example, run_example
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -42,10 +42,13 @@ def run(airflow_db: None, emulator_conn: EmulatorServer, module: Any, alert_file
 # Airflow 3.0's dag.test() keeps a deferred try's next_method/next_kwargs on the task instance: the
 # retry resumes in execute_complete with the failed try's event instead of starting again, so the
 # flaky task took 4 tries instead of 2 (seen on 3.0.6, not on 3.3).
-pytestmark = pytest.mark.airflow_version(
-    not_line="3.0",
-    reason="Airflow 3.0's dag.test() resumes a retried task from the previous try's deferral event",
-)
+pytestmark = [
+    pytest.mark.slow,  # a DAG run that waits out real retry delays
+    pytest.mark.airflow_version(
+        not_line="3.0",
+        reason="Airflow 3.0's dag.test() resumes a retried task from the previous try's deferral event",
+    ),
+]
 
 
 NO_EXCEPTION_IN_DAG_TEST = pytest.mark.airflow_version(

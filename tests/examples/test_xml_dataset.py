@@ -9,10 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 import jinja2
 import pytest
-from example_helpers import EXAMPLES, S3_BUCKET, S3_CONN_ID, ExampleRun, load_example, run_example
+
+from tests.examples.example_helpers import (
+    EXAMPLES,
+    S3_BUCKET,
+    S3_CONN_ID,
+    ExampleRun,
+    load_example,
+    run_example,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_smartflows.emulator import EmulatorServer
+
+pytestmark = pytest.mark.slow  # an example DAG run (S3, data set)
 
 LOGICAL_DATE = datetime.datetime(2024, 6, 3, 9, 0, tzinfo=datetime.timezone.utc)
 CONF = {

@@ -18,6 +18,7 @@ from airflow_provider_smartflows.hooks.connection import ALLOWED_EXTRAS, Connect
 from airflow_provider_smartflows.hooks.retry import is_retryable, parse_retry_after
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
+from tests.support.processes import nothing_listens_url
 
 
 def settings(host="https://sf.example.com", port=None, password="k", extra=None, timeout=None):
@@ -277,12 +278,9 @@ def test_test_connection_falls_back_to_system_info(smartflows_emulator, hook):
 
 
 def test_test_connection_when_nothing_listens(monkeypatch):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     monkeypatch.setenv(
         "AIRFLOW_CONN_SF_DOWN",
-        json.dumps({"conn_type": "smartflows", "host": f"http://127.0.0.1:{port}", "password": "k"}),
+        json.dumps({"conn_type": "smartflows", "host": nothing_listens_url(), "password": "k"}),
     )
     ok, message = SmartFlowsHook("sf_down", retry_limit=1, retry_delay=0.01).test_connection()
     assert not ok
@@ -422,6 +420,8 @@ def test_uri_form_connection_with_an_http_host(smartflows_emulator, monkeypatch)
     assert hook.test_connection()[0]
 
 
+@pytest.mark.slow  # the airflow CLI
+@pytest.mark.serial  # `airflow db migrate` and four CLI runs: CPU-bound, make test runs it alone
 def test_airflow_cli_connections_add_and_test(smartflows_emulator, tmp_path):
     """``airflow connections add --conn-type smartflows`` then ``airflow connections test``, good and revoked key."""
     env = {

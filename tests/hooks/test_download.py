@@ -7,7 +7,6 @@ import http.server
 import json
 import os
 import threading
-import time
 import tracemalloc
 from typing import ClassVar
 
@@ -18,6 +17,7 @@ from airflow.providers.common.compat.sdk import ObjectStoragePath
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.models import DownloadedDocument
+from tests.support.waits import progress_until
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -25,11 +25,7 @@ MIB = 1 << 20
 
 def run_flow(hook, flow_id):
     execution_id = hook.start_execution(flow_id).id
-    end = time.monotonic() + 30
-    progress = hook.get_progress(execution_id)
-    while not progress.status.is_terminal:
-        assert time.monotonic() < end, progress
-        progress = hook.get_progress(execution_id, wait_seconds=2)
+    progress_until(hook, execution_id, timeout=30)
     return hook.list_documents(execution_id)
 
 
@@ -197,6 +193,8 @@ def test_bad_destination_type(smartflows_emulator, hook):
         hook.download_document("d1", 42)
 
 
+@pytest.mark.slow  # 1 GiB download
+@pytest.mark.serial  # streams 1 GiB on both cores: make test runs it alone
 @pytest.mark.parametrize("as_path", [False, True], ids=["file-uri", "object-storage-path"])
 def test_one_gib_download_keeps_the_heap_small(smartflows_emulator, hook, tmp_path, as_path):
     add_document_flow(smartflows_emulator, "t-gib", {"displayName": "Huge", "size": GIB})

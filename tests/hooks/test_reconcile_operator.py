@@ -6,20 +6,13 @@ The rules themselves: ``tests/test_reconcile.py``; the hook over HTTP: ``test_re
 from __future__ import annotations
 
 import datetime
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError, SmartFlowsStartUnknownError
 from airflow_provider_smartflows.operators.smartflows import SmartFlowsRunFlowOperator
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dags"))
-
-from airflow_harness import airflow_db, make_dag, run_dag
-
-__all__ = ["airflow_db", "run_dag"]
+from tests.support.dag_runs import make_dag
 
 pytestmark = [pytest.mark.usefixtures("smartflows_conn"), pytest.mark.timeout(120)]
 
@@ -48,6 +41,7 @@ def run_flow(
     return run_dag(dag)
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_the_created_execution_is_adopted_and_the_task_succeeds(
     run_dag: Any, smartflows_emulator: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -64,6 +58,7 @@ def test_the_created_execution_is_adopted_and_the_task_succeeds(
     assert "it is the only one of the executions of flow 'hello'" in out
 
 
+@pytest.mark.slow  # a dag.test() run
 @NEEDS_TASK_STATE_STORE
 def test_an_adopted_execution_is_stored_for_reattach(run_dag: Any, smartflows_emulator: Any) -> None:
     smartflows_emulator.add_fault("reset", method="POST", path=START, when="after")
@@ -74,6 +69,7 @@ def test_an_adopted_execution_is_stored_for_reattach(run_dag: Any, smartflows_em
     assert len(smartflows_emulator.requests_to("POST", START)) == 1
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_a_start_proven_not_created_is_started_again_once(
     run_dag: Any, smartflows_emulator: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -86,6 +82,7 @@ def test_a_start_proven_not_created_is_started_again_once(
     assert f"Started flow hello again as execution {created['id']}" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_a_start_that_cannot_be_reconciled_fails_without_airflow_retries(
     run_dag: Any, smartflows_emulator: Any
 ) -> None:
@@ -101,6 +98,7 @@ def test_a_start_that_cannot_be_reconciled_fails_without_airflow_retries(
     assert smartflows_emulator.executions_started() == 1
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_reconciling_can_be_turned_off(run_dag: Any, smartflows_emulator: Any) -> None:
     smartflows_emulator.add_fault("status", status=500, method="POST", path=START, when="after")
     result = run_flow(run_dag, reconcile_ambiguous_start=False)

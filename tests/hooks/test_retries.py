@@ -5,7 +5,6 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-import socket
 import time
 from datetime import datetime
 
@@ -16,6 +15,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsConnectionError,
 )
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
+from tests.support.processes import nothing_listens_url
 
 RETRY_LINE = re.compile(r"Smart Flows (\w+) (\S+) failed \(([^)]*)\); retry (\d+) of (\d+) in ([\d.]+) s")
 
@@ -202,12 +202,9 @@ def test_start_gives_up_on_persistent_503_without_claiming_a_start(smartflows_em
 
 
 def test_start_is_retried_when_the_connection_is_refused(monkeypatch, retry_lines):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     monkeypatch.setenv(
         "AIRFLOW_CONN_SF_DOWN",
-        json.dumps({"conn_type": "smartflows", "host": f"http://127.0.0.1:{port}", "password": "k"}),
+        json.dumps({"conn_type": "smartflows", "host": nothing_listens_url(), "password": "k"}),
     )
     hook = SmartFlowsHook("sf_down", retry_limit=2, retry_delay=0.01)
     with pytest.raises(SmartFlowsConnectionError, match="connection refused") as info:

@@ -13,6 +13,7 @@ from airflow_provider_smartflows.emulator.server import EmulatorServer
 from airflow_provider_smartflows.exceptions import SmartFlowsError
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
+from tests.support.waits import progress_until
 
 CANARY = "sf-canary-7f3a9c1e5b2d4f60a8e1"
 
@@ -41,9 +42,7 @@ def exercise(hook, emulator, tmp_path):
     """Every kind of call and failure, collecting the texts and reprs of what it raised."""
     texts = [repr(hook), str(hook.__dict__), repr(hook.settings)]
     assert hook.test_connection()[0]
-    progress = hook.start_execution("hello")
-    while not progress.status.is_terminal:
-        progress = hook.get_progress(progress.id, wait_seconds=2)
+    progress = progress_until(hook, hook.start_execution("hello").id)
     (document,) = hook.list_documents(progress.id)
     hook.download_document(document.id, f"{tmp_path}/")
     emulator.add_fault("status", path="/flows$", status=500, times=None, body=f"echo {CANARY}")

@@ -25,6 +25,7 @@ from airflow_provider_smartflows.hooks.sessions import (
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.models import ExecutionStatus
+from tests.support.waits import wait_until_async
 
 HOUR = 3600.0
 
@@ -45,10 +46,11 @@ def running(smartflows_emulator: Any, smartflows_conn: str) -> Any:
 
 async def parked(emulator: Any, count: int, timeout: float = 20.0) -> None:
     """Until ``count`` long-polls are parked in the emulator (bounded: a failure never hangs)."""
-    deadline = time.monotonic() + timeout
-    while sum(e["long_polls"] for e in emulator.executions) < count:
-        assert time.monotonic() < deadline, "the long-polls never all reached the server"
-        await asyncio.sleep(0.02)
+    await wait_until_async(
+        lambda: sum(e["long_polls"] for e in emulator.executions) >= count,
+        timeout,
+        message=f"{count} long-polls to reach the server",
+    )
 
 
 @pytest.mark.asyncio

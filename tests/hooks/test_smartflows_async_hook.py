@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 
 import pytest
@@ -20,6 +19,8 @@ from airflow_provider_smartflows.exceptions import (
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.models import ExecutionStatus
+from tests.support.processes import nothing_listens_url
+from tests.support.waits import progress_until_async
 
 RETRY = {"retry_delay": 0.01, "max_retry_delay": 2.0}
 
@@ -29,13 +30,12 @@ def sync_hook(smartflows_conn):
     return SmartFlowsHook(smartflows_conn, **RETRY)
 
 
+def waiting(progress):
+    return progress.status is ExecutionStatus.WAITING
+
+
 async def until_finished(hook, execution_id, deadline=30.0):
-    end = time.monotonic() + deadline
-    progress = await hook.get_progress(execution_id)
-    while not progress.status.is_terminal:
-        assert time.monotonic() < end, progress
-        progress = await hook.get_progress(execution_id, wait_seconds=2)
-    return progress
+    return await progress_until_async(hook, execution_id, timeout=deadline)
 
 
 @pytest.mark.asyncio
@@ -66,9 +66,7 @@ async def test_one_session_for_the_whole_block(smartflows_emulator, smartflows_c
 async def test_long_poll_extends_the_request_timeout(smartflows_emulator, set_conn, sync_hook):
     execution_id = sync_hook.start_execution("signature").id
     async with SmartFlowsAsyncHook(set_conn(), timeout=0.5, retry_limit=0) as hook:
-        progress = await hook.get_progress(execution_id)
-        while progress.status is not ExecutionStatus.WAITING:
-            progress = await hook.get_progress(execution_id, wait_seconds=2)
+        await progress_until_async(hook, execution_id, waiting)
         started = time.monotonic()
         progress = await hook.get_progress(execution_id, wait_seconds=1)
     assert progress.status is ExecutionStatus.WAITING
@@ -183,12 +181,9 @@ async def test_revoked_key(smartflows_emulator, set_conn):
 
 @pytest.mark.asyncio
 async def test_connection_refused_is_retried_then_raised(monkeypatch):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     monkeypatch.setenv(
         "AIRFLOW_CONN_SF_DOWN",
-        json.dumps({"conn_type": "smartflows", "host": f"http://127.0.0.1:{port}", "password": "k"}),
+        json.dumps({"conn_type": "smartflows", "host": nothing_listens_url(), "password": "k"}),
     )
     async with SmartFlowsAsyncHook("sf_down", retry_limit=1, **RETRY) as hook:
         with pytest.raises(SmartFlowsConnectionError, match="connection refused") as info:
@@ -231,9 +226,7 @@ async def test_long_poll_does_not_block_the_event_loop(smartflows_emulator, smar
 
     async with SmartFlowsAsyncHook(smartflows_conn, **RETRY) as hook:
         task = asyncio.create_task(ticker())
-        progress = await hook.get_progress(execution_id)
-        while progress.status is not ExecutionStatus.WAITING:
-            progress = await hook.get_progress(execution_id, wait_seconds=2)
+        await progress_until_async(hook, execution_id, waiting)
         await hook.get_progress(execution_id, wait_seconds=1)
         task.cancel()
     assert ticks >= 10  # the loop kept running during the one-second long-poll

@@ -15,6 +15,7 @@ from airflow_provider_smartflows.exceptions import (
 )
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.models import DocumentRef, ExecutionStatus
+from tests.support.waits import progress_until
 
 DYNAMICS = {"id": ["rec-1", "rec-2"], "entity": "account", "userId": "u-1", "organizationUniqueName": "org"}
 XML = '<?xml version="1.0" encoding="utf-8"?><letter><to>Ann</to></letter>'
@@ -22,12 +23,7 @@ XML = '<?xml version="1.0" encoding="utf-8"?><letter><to>Ann</to></letter>'
 
 def wait_for(hook, execution_id, predicate, deadline=30.0):
     """Long-poll until ``predicate(progress)``; the server answers as soon as something changes."""
-    end = time.monotonic() + deadline
-    progress = hook.get_progress(execution_id)
-    while not predicate(progress):
-        assert time.monotonic() < end, f"execution {execution_id} stuck at {progress}"
-        progress = hook.get_progress(execution_id, wait_seconds=2)
-    return progress
+    return progress_until(hook, execution_id, predicate, timeout=deadline)
 
 
 def finished(hook, execution_id):

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow_harness import make_dag
 
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
 from airflow_provider_smartflows.operators.smartflows import (
@@ -17,6 +16,7 @@ from airflow_provider_smartflows.operators.smartflows import (
 )
 from airflow_provider_smartflows.storage import unique_names
 from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+from tests.support.dag_runs import make_dag
 
 AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
@@ -47,6 +47,7 @@ def local(uri: str) -> Path:
     return Path(uri[len("file://") :])
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_downloads_every_document_of_the_execution_to_a_folder(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:
@@ -60,6 +61,7 @@ def test_downloads_every_document_of_the_execution_to_a_folder(
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(local(u).name for u in uris)
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_document_ids_to_an_exact_file(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
     result = generate_and_download(
         run_dag,
@@ -75,6 +77,7 @@ def test_document_ids_to_an_exact_file(run_dag: Any, smartflows_emulator: Any, t
     assert sha256(local(uri).read_bytes()) == smartflows_emulator.document_sha256(document_id)
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_several_documents_need_a_folder(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
     result = generate_and_download(run_dag, "multi-docs", destination=f"file://{tmp_path}/one-file.pdf")
     assert isinstance(result.error("download"), SmartFlowsInputError)
@@ -82,6 +85,7 @@ def test_several_documents_need_a_folder(run_dag: Any, smartflows_emulator: Any,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # a dag.test() run
 @pytest.mark.parametrize(
     ("overwrite", "state"), [(False, "failed"), (True, "success")], ids=["keep", "overwrite"]
 )
@@ -149,6 +153,7 @@ def proven_overlap(completions: list[float], latency: float) -> int:
     return best
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_fifty_documents_download_in_parallel(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
     flow_id = many_documents_flow(smartflows_emulator, 50)
     smartflows_emulator.add_fault("latency", path="/content$", latency=LATENCY, times=1000)
@@ -163,6 +168,7 @@ def test_fifty_documents_download_in_parallel(run_dag: Any, smartflows_emulator:
     assert proven_overlap(completions, LATENCY) >= 3  # 4 workers; 1 would be sequential
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_max_concurrency_one_is_sequential(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
     flow_id = many_documents_flow(smartflows_emulator, 6)
     smartflows_emulator.add_fault("latency", path="/content$", latency=LATENCY, times=1000)
@@ -171,6 +177,7 @@ def test_max_concurrency_one_is_sequential(run_dag: Any, smartflows_emulator: An
     assert proven_overlap(content_completions(smartflows_emulator), LATENCY) == 1
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_first_failure_stops_the_rest_and_leaves_nothing(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:
@@ -201,6 +208,7 @@ def s3_bucket(moto_bucket: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any
         yield s3
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_downloads_to_s3(run_dag: Any, smartflows_emulator: Any, s3_bucket: Any) -> None:
     result = generate_and_download(
         run_dag,
@@ -222,6 +230,7 @@ def test_downloads_to_s3(run_dag: Any, smartflows_emulator: Any, s3_bucket: Any)
         assert sha256(body) == smartflows_emulator.document_sha256(document_id)
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_outlet_asset_event_lists_the_written_files(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:

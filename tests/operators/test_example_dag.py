@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a dag.test() run
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "dags_examples" / "smartflows_generate_document.py"
 
 

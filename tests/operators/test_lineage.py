@@ -11,13 +11,13 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow_harness import make_dag
 
 from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsDownloadDocumentsOperator,
     SmartFlowsRunFlowOperator,
 )
 from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+from tests.support.dag_runs import make_dag
 
 AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 pytest.importorskip("airflow.providers.openlineage", reason="the OpenLineage provider is not installed")
 pytestmark = [
+    pytest.mark.slow,  # a dag.test() run
     pytest.mark.usefixtures("smartflows_conn"),
     pytest.mark.skipif(not AIRFLOW_V_3_0_PLUS, reason="the listener is registered the Airflow 3 way"),
 ]

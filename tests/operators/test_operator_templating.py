@@ -6,13 +6,14 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
-from airflow_harness import make_dag
 
 from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsDownloadDocumentsOperator,
     SmartFlowsRunFlowOperator,
 )
+from tests.support.dag_runs import make_dag
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 EXECUTION_ID = "{{ ti.xcom_pull(task_ids='generate')['execution_id'] }}"
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_xml_data_is_rendered_from_a_template_file(
     run_dag: Any, smartflows_emulator: Any, smartflows_conn: str, tmp_path: Path
 ) -> None:
@@ -40,6 +42,7 @@ def test_xml_data_is_rendered_from_a_template_file(
     assert post["body_bytes"] == len(b"<letter><to>Ann &amp; Bob</to></letter>")
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_folder_given_as_a_path_object(
     run_dag: Any, smartflows_emulator: Any, smartflows_conn: str, tmp_path: Path
 ) -> None:

@@ -15,10 +15,10 @@ from airflow_provider_smartflows.exceptions import (
 )
 from airflow_provider_smartflows.operators.smartflows import SmartFlowsRunFlowOperator
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS
+from tests.support.dag_runs import make_dag
 
 pytestmark = pytest.mark.usefixtures("smartflows_conn")
 
-from airflow_harness import make_dag  # noqa: E402  (put on sys.path by conftest.py)
 
 NEEDS_TASK_STATE_STORE = pytest.mark.airflow_version(
     min="3.3", reason="the task state store (ResumableJobMixin reattach) arrived in Airflow 3.3"
@@ -32,6 +32,7 @@ def run_flow(run_dag: Any, **kwargs: Any) -> Any:
     return run_dag(dag)
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_success_returns_the_result_and_pushes_the_execution(
     run_dag: Any, smartflows_emulator: Any, deferrable: bool
@@ -49,8 +50,9 @@ def test_success_returns_the_result_and_pushes_the_execution(
     assert smartflows_emulator.executions_started("hello") == 1
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_deferrable_waits_in_the_trigger(run_dag: Any, smartflows_emulator: Any) -> None:
-    smartflows_emulator.set_speedup(10)  # the first check sees it running: it must defer
+    smartflows_emulator.set_speedup(1)  # real speed: the first check surely sees it running, so it defers
     result = run_flow(run_dag, flow_id="hello", deferrable=True, poll_interval=5)
     assert result.states["generate"] == "success"
     execution_id = result.xcom("generate")["execution_id"]
@@ -58,6 +60,7 @@ def test_deferrable_waits_in_the_trigger(run_dag: Any, smartflows_emulator: Any)
     assert any("timeout" in request["query"] for request in polls)
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 @pytest.mark.parametrize(
     ("flow_id", "status", "expected"),
@@ -78,6 +81,7 @@ def test_failed_execution_raises_with_the_flow_messages(
     assert expected in str(error)
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_canceled_execution_fails(run_dag: Any, smartflows_emulator: Any, deferrable: bool) -> None:
     # Cancelled by someone else (here: a thread) while the task waits for the signature.
@@ -111,6 +115,7 @@ def test_canceled_execution_fails(run_dag: Any, smartflows_emulator: Any, deferr
     assert error.status == "Canceled"
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 @pytest.mark.parametrize(
     ("fail_on_warning", "state"), [(False, "success"), (True, "failed")], ids=["tolerated", "fails"]
@@ -134,6 +139,7 @@ def test_warning_policy(
         assert "finished with a warning: DeliveryWarning" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_user_input_is_answered_once(run_dag: Any, smartflows_emulator: Any, deferrable: bool) -> None:
     result = run_flow(
@@ -149,6 +155,7 @@ def test_user_input_is_answered_once(run_dag: Any, smartflows_emulator: Any, def
     assert result.xcom("generate")["status"] == "Success"
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_user_input_without_answers_fails_listing_the_form_keys(
     run_dag: Any, smartflows_emulator: Any, deferrable: bool
@@ -159,6 +166,7 @@ def test_user_input_without_answers_fails_listing_the_form_keys(
     assert "form's keys: approved, comment" in str(error)
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_select_flow_fails_clearly(run_dag: Any, smartflows_emulator: Any) -> None:
     result = run_flow(run_dag, flow_id=None)
     error = result.error("generate")
@@ -167,6 +175,7 @@ def test_select_flow_fails_clearly(run_dag: Any, smartflows_emulator: Any) -> No
     assert "flow_id" in str(error)
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_timeout_cancels_the_execution(run_dag: Any, smartflows_emulator: Any, deferrable: bool) -> None:
     result = run_flow(run_dag, flow_id="signature", deferrable=deferrable, poll_interval=1, timeout=1.5)
@@ -177,6 +186,7 @@ def test_timeout_cancels_the_execution(run_dag: Any, smartflows_emulator: Any, d
     assert [e["status"] for e in smartflows_emulator.executions] == ["Canceled"]
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_timeout_leaves_the_execution_when_cancel_on_kill_is_off(
     run_dag: Any, smartflows_emulator: Any
 ) -> None:
@@ -185,6 +195,7 @@ def test_timeout_leaves_the_execution_when_cancel_on_kill_is_off(
     assert smartflows_emulator.requests_to("DELETE", "/flows/executions/") == []
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_unknown_status_fails_naming_it(run_dag: Any, smartflows_emulator: Any, deferrable: bool) -> None:
     result = run_flow(run_dag, flow_id="archived", deferrable=deferrable, poll_interval=1)
@@ -192,6 +203,7 @@ def test_unknown_status_fails_naming_it(run_dag: Any, smartflows_emulator: Any, 
     assert "'Archived'" in str(error)
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_without_waiting_returns_right_after_the_start(run_dag: Any, smartflows_emulator: Any) -> None:
     result = run_flow(run_dag, flow_id="signature", wait_for_completion=False)
     value = result.xcom("generate")
@@ -200,6 +212,7 @@ def test_without_waiting_returns_right_after_the_start(run_dag: Any, smartflows_
     assert smartflows_emulator.requests_to("GET", "/progress") != []
 
 
+@pytest.mark.slow  # a dag.test() run
 @NEEDS_TASK_STATE_STORE
 @MODES
 def test_retry_reattaches_to_the_running_execution(
@@ -224,6 +237,7 @@ def test_retry_reattaches_to_the_running_execution(
     assert (value["execution_id"], value["status"]) == (smartflows_emulator.executions[0]["id"], "Success")
 
 
+@pytest.mark.slow  # a dag.test() run
 @NEEDS_TASK_STATE_STORE
 def test_retry_after_success_returns_the_finished_execution(run_dag: Any, smartflows_emulator: Any) -> None:
     tries: list[int] = []
@@ -248,6 +262,7 @@ def test_retry_after_success_returns_the_finished_execution(run_dag: Any, smartf
     assert len(value["document_ids"]) == 1
 
 
+@pytest.mark.slow  # a dag.test() run
 @pytest.mark.airflow_version(below="3.3", reason="Airflow >= 3.3 reattaches (the tests above)")
 def test_retry_without_a_task_state_store_starts_a_new_execution_and_says_so(
     run_dag: Any, smartflows_emulator: Any, capsys: pytest.CaptureFixture[str]
@@ -263,6 +278,7 @@ def test_retry_without_a_task_state_store_starts_a_new_execution_and_says_so(
     assert "try 2 starts a new Smart Flows execution" in output
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_deferring_says_whether_a_kill_cancels_the_execution(
     run_dag: Any, smartflows_emulator: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -276,6 +292,7 @@ def test_deferring_says_whether_a_kill_cancels_the_execution(
     assert said is not AIRFLOW_V_3_3_PLUS
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_retry_after_a_failed_execution_starts_a_new_one(run_dag: Any, smartflows_emulator: Any) -> None:
     result = run_flow(run_dag, flow_id="flaky", retries=1, retry_delay=datetime.timedelta(seconds=0))
     assert isinstance(result.errors["generate"][0], SmartFlowsExecutionError)

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from collections.abc import Callable
+from typing import Any
 
 #: Figures of the last run, for RELIABILITY.md (gitignored).
 LAST_RUN = Path(__file__).resolve().parent / ".last_run.json"
@@ -22,15 +19,6 @@ def record_figures(section: str, figures: dict[str, Any]) -> None:
         data = {}
     data[section] = {"recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **figures}
     LAST_RUN.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def wait_until(predicate: Callable[[], bool], *, timeout: float = 15.0, what: str = "condition") -> None:
-    """Poll ``predicate`` until true; a functional bound (fails the test), not a timing assertion."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def quick_flow(flow_id: str, **extra: Any) -> dict[str, Any]:

@@ -40,8 +40,9 @@ from airflow_provider_smartflows.hooks.reconcile import ADOPTED, STARTED, STARTE
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.models import ExecutionStatus
+from tests.support.waits import progress_until, wait_until
 
-from .helpers import files_under, quick_flow, record_figures, wait_until
+from .helpers import files_under, quick_flow, record_figures
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -289,9 +290,7 @@ def prepare(call: str, hook: SmartFlowsHook) -> Target:
         return Target()
     if call == "cancel":
         return Target(execution_id=hook.start_execution("mx-long").id)
-    progress = hook.start_execution("mx")
-    while not progress.status.is_terminal:
-        progress = hook.get_progress(progress.id, wait_seconds=1)
+    progress = progress_until(hook, hook.start_execution("mx").id, wait_seconds=1)
     assert progress.status is ExecutionStatus.SUCCESS
     (document,) = progress.documents
     return Target(execution_id=progress.id, document_id=document.id)
@@ -342,7 +341,7 @@ def settle(emulator: Any, fault: str) -> dict[str, Any]:
     def late_start_done(seconds: float) -> None:
         method, path = ROUTES["start"]
         late = lambda: any(r["fault"] == "latency" for r in emulator.requests_to(method, path))  # noqa: E731
-        wait_until(late, what="the late start")
+        wait_until(late, 15, interval=0.02, message="the late start")
 
     return {"settle_time": 0, "sleep": late_start_done}
 
@@ -375,7 +374,12 @@ def check_no_duplicate(emulator: Any, call: str, outcome: Outcome) -> None:
     assert outcome.started is not None
     if outcome.started:
         # A slow or cut answer: the server creates the execution when its handler runs.
-        wait_until(lambda: emulator.executions_started() >= outcome.started, what="the late start")
+        wait_until(
+            lambda: emulator.executions_started() >= outcome.started,
+            15,
+            interval=0.02,
+            message="the late start",
+        )
     assert emulator.executions_started() == outcome.started
 
 

@@ -29,6 +29,8 @@ from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsRunFlowOperator,
 )
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
+from tests.support.dag_runs import make_dag
+from tests.support.waits import progress_until
 
 from .helpers import files_under
 
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.usefixtures("smartflows_conn"), pytest.mark.timeout(120)]
 
-from airflow_harness import make_dag  # noqa: E402  (put on sys.path by conftest.py)
 
 MIB = 1024 * 1024
 HOSTILE_NAMES = [
@@ -69,10 +70,7 @@ def hook(smartflows_conn: str) -> Any:
 
 
 def finished(hook: SmartFlowsHook, flow_id: str) -> Any:
-    progress = hook.start_execution(flow_id)
-    while not progress.status.is_terminal:
-        progress = hook.get_progress(progress.id, wait_seconds=2)
-    return progress
+    return progress_until(hook, hook.start_execution(flow_id).id)
 
 
 # --------------------------------------------------------------------------- server data
@@ -290,6 +288,7 @@ def test_async_hook_refuses_bad_ids_before_any_request(smartflows_emulator: Any)
     assert smartflows_emulator.requests == []
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_operators_refuse_hostile_input_before_any_request(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:

@@ -17,12 +17,13 @@ import pytest
 
 from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsStartUnknownError
 from airflow_provider_smartflows.operators.smartflows import SmartFlowsRunFlowOperator
+from tests.support.dag_runs import make_dag
 
 from .helpers import quick_flow
 
-pytestmark = [pytest.mark.usefixtures("smartflows_conn"), pytest.mark.timeout(120)]
+# slow: a dag.test() run
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("smartflows_conn"), pytest.mark.timeout(120)]
 
-from airflow_harness import make_dag  # noqa: E402  (put on sys.path by conftest.py)
 
 MODES = pytest.mark.parametrize("deferrable", [False, True], ids=["sync", "deferrable"])
 TWO_SECONDS_AT_50X = 100  # step seconds of the flow (the fixture's speed-up is 50)

@@ -33,12 +33,12 @@ from airflow_provider_smartflows.operators.smartflows import (
 )
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
 from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
+from tests.support.dag_runs import make_dag
 
 from .helpers import quick_flow, record_figures
 
 pytestmark = pytest.mark.timeout(120)
 
-from airflow_harness import make_dag  # noqa: E402  (put on sys.path by conftest.py)
 
 AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
@@ -113,6 +113,7 @@ def _without_dag_test_mask_requests(text: str) -> str:
     return "".join(line for line in lines if not ("Sending request" in line and "msg=MaskSecret(" in line))
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_canary_key_leaks_nowhere_in_a_dag_run(
     run_dag: Any,
     canary_emulator: Any,

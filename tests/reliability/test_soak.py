@@ -37,13 +37,15 @@ from airflow_provider_smartflows.hooks.reconcile import ADOPTED, STARTED
 from airflow_provider_smartflows.hooks.retry import is_retryable
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
+from tests.support.waits import wait_until
 
-from .helpers import files_under, record_figures, wait_until
+from .helpers import files_under, record_figures
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.timeout(300)
+# slow, serial: a soak of 500 executions with real deadlines (make test runs it alone)
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(300)]
 
 EXECUTIONS = 500
 FAULT_RATE = 0.05
@@ -94,7 +96,8 @@ def soak_emulator() -> Any:
         with contextlib.suppress(AssertionError):
             wait_until(
                 lambda: sum(r["fault"] == "latency" for r in server.requests) >= latency_hits,
-                timeout=LATENCY + 2,
+                LATENCY + 2,
+                interval=0.02,
             )
     finally:
         server.stop()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from airflow_harness import make_dag
 
 from airflow_provider_smartflows.exceptions import SmartFlowsExecutionError
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.sensors.smartflows import SmartFlowsExecutionSensor
+from tests.support.dag_runs import make_dag
 
 pytestmark = pytest.mark.usefixtures("smartflows_conn")
 
@@ -29,6 +29,7 @@ def start(flow_id: str) -> str:
     return SmartFlowsHook().start_execution(flow_id).id
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_waits_for_success_and_returns_the_result(
     run_dag: Any, smartflows_emulator: Any, deferrable: bool
@@ -43,6 +44,7 @@ def test_waits_for_success_and_returns_the_result(
     assert result.xcom("wait", "execution_url") == value["execution_url"]
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_failed_execution_fails_with_the_flow_messages(
     run_dag: Any, smartflows_emulator: Any, deferrable: bool
@@ -53,6 +55,7 @@ def test_failed_execution_fails_with_the_flow_messages(
     assert "Field CustomerName missing in data set" in str(error)
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_answers_user_input(run_dag: Any, smartflows_emulator: Any, deferrable: bool) -> None:
     execution_id = start("approval")
@@ -63,6 +66,7 @@ def test_answers_user_input(run_dag: Any, smartflows_emulator: Any, deferrable: 
     assert len(smartflows_emulator.requests_to("POST", rf"/executions/{execution_id}/progress$")) == 1
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_timeout_leaves_the_execution_running(
     run_dag: Any, smartflows_emulator: Any, deferrable: bool

@@ -1,5 +1,6 @@
 """Store fixtures: Azurite (Azure Blob) and a GCS emulator, each a server on 127.0.0.1 in its own
-process group, stopped by PID; S3 is the session moto server of tests/conftest.py.
+process group, stopped by PID (``tests.support.processes.serving``); S3 is the session moto
+server of tests/conftest.py.
 
 ``store`` is parametrised over file, s3, gcs and azure: each test gets an empty bucket/container
 of its own and the Airflow connection to it (environment variables), removed afterwards.
@@ -10,11 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +26,7 @@ from tests.storage.stores import (
     azurite_connection_string,
     connection_env,
 )
+from tests.support.processes import free_port, serving
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -38,49 +36,17 @@ AZURITE = ROOT / ".cache" / "azurite" / "node_modules" / ".bin" / "azurite-blob"
 STORES = ["file", "s3", "gcs", "azure"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _server(name: str, args: list[str], port: int, cwd: str | None = None) -> Iterator[str]:
-    process = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                assert process.poll() is None, f"{name} exited with {process.returncode}"
-                assert time.monotonic() < deadline, f"{name} did not start"
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # it may have exited by itself
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @pytest.fixture(scope="session")
 def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not AZURITE.exists() or shutil.which("node") is None:
         pytest.skip("Azurite is not installed: run scripts/install_storage_emulators.sh")
     pytest.importorskip("adlfs")
     pytest.importorskip("airflow.providers.microsoft.azure")
-    port = _free_port()
+    port = free_port()
     work = tmp_path_factory.mktemp("azurite")
     args = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence"]
     args += ["--skipApiVersionCheck", "--loose", "--silent"]
-    with _server("azurite-blob", args, port, cwd=str(work)) as url:
+    with serving("azurite-blob", args, port, cwd=str(work)) as url:
         yield url
 
 
@@ -90,9 +56,9 @@ def gcs_endpoint() -> Iterator[str]:
     executable = shutil.which("gcp-storage-emulator", path=os.path.dirname(sys.executable))
     if executable is None:
         pytest.skip("gcp-storage-emulator is not installed: run scripts/install_storage_emulators.sh")
-    port = _free_port()
+    port = free_port()
     args = [executable, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"]
-    with _server("gcp-storage-emulator", args, port) as url:
+    with serving("gcp-storage-emulator", args, port) as url:
         yield url
 
 

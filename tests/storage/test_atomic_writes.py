@@ -90,6 +90,7 @@ def test_size_mismatch_at_commit_leaves_nothing(store: Store) -> None:
     assert store.keys() == []
 
 
+@pytest.mark.slow  # a killed writer process
 def test_sigkill_mid_stream_leaves_nothing(store: Store) -> None:
     block = DEFAULT_BLOCK_SIZES[store.kind]
     env = {**os.environ, **store.env}
@@ -216,6 +217,7 @@ def test_a_committed_writer_refuses_more(store: Store) -> None:
     assert store.read("doc.pdf") == b"x"
 
 
+@pytest.mark.slow  # 256 MiB write
 def test_memory_of_a_256_mib_write_is_bounded(store: Store) -> None:
     """The write's own RSS (peak during it minus RSS before it), measured in a subprocess."""
     size = 256 * MIB

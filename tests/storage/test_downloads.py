@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError
 from airflow_provider_smartflows.hooks.download import DOCUMENT_ID_KEY, EXECUTION_ID_KEY
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.storage import SHA256_KEY, lineage_dataset
+from tests.support.waits import progress_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -48,11 +48,7 @@ def generate(emulator: Any, hook: SmartFlowsHook, *documents: dict) -> tuple[str
         }
     )
     execution_id = hook.start_execution(flow_id).id
-    deadline = time.monotonic() + 60
-    progress = hook.get_progress(execution_id)
-    while not progress.status.is_terminal:
-        assert time.monotonic() < deadline, progress
-        progress = hook.get_progress(execution_id, wait_seconds=2)
+    progress_until(hook, execution_id, timeout=60)
     return execution_id, [ref.id for ref in hook.list_documents(execution_id)]
 
 
@@ -179,6 +175,7 @@ def test_lineage_names(store: Store) -> None:
     assert (namespace, name) == expected[store.kind]
 
 
+@pytest.mark.slow  # 256 MiB download
 @pytest.mark.parametrize("store", ["s3", "azure", "gcs", "file"], indirect=True)
 def test_memory_of_a_256_mib_download_is_bounded(
     store: Store, smartflows_emulator: Any, hook: SmartFlowsHook

@@ -14,14 +14,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from .stack import free_port, stop_group
+from tests.support.processes import free_port, stop_group, wait_listening
+from tests.support.waits import wait_until
 
 INSTALL_HINT = "install them (Debian: apt-get install -y postgresql redis-server) or run scripts/test_deployment.sh as root"
 
@@ -51,21 +50,6 @@ def missing_servers() -> list[str]:
         except KeyError:
             missing.append("the unprivileged 'postgres' user (PostgreSQL cannot run as root)")
     return missing
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[Any], log: Path, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited ({proc.returncode}) at start:\n{log.read_text()[-3000:]}")
-        with socket.socket() as sock:
-            sock.settimeout(1)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(
-        f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s:\n{log.read_text()[-3000:]}"
-    )
 
 
 class PostgresServer:
@@ -137,22 +121,21 @@ class PostgresServer:
             args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir, **self._as_user
         )
         log.close()
-        wait_for_port(self.port, self.proc, self.log_path, "PostgreSQL")
+        wait_listening(self.port, self.proc, "PostgreSQL", log=self.log_path)
         self._wait_until_accepting()
 
     def _wait_until_accepting(self, timeout: float = 60) -> None:
         """The port listens before recovery ends ("the database system is starting up")."""
         import psycopg2
 
-        deadline = time.monotonic() + timeout
-        while True:
+        def accepting() -> bool:
             try:
                 psycopg2.connect(f"host=127.0.0.1 port={self.port} user={self.user} dbname=postgres").close()
-                return
             except psycopg2.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+                return False
+            return True
+
+        wait_until(accepting, timeout, interval=0.1, message="PostgreSQL to accept connections")
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT: clients disconnected, no wait for them), SIGKILL after 20 s."""
@@ -196,7 +179,7 @@ class RedisServer:
         log = self.log_path.open("w")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        wait_for_port(self.port, self.proc, self.log_path, "redis-server")
+        wait_listening(self.port, self.proc, "redis-server", log=self.log_path)
 
     @property
     def url(self) -> str:

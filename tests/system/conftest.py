@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from .stack import AirflowStack, EmulatorProcess
+from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
 if TYPE_CHECKING:
     from collections.abc import Generator, Iterator

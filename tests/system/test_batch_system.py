@@ -30,9 +30,10 @@ from airflow_provider_smartflows.version_compat import AIRFLOW_VERSION
 AIRFLOW_V_3_0_PLUS = int(AIRFLOW_VERSION.split(".")[0]) >= 3
 
 if TYPE_CHECKING:
-    from .stack import AirflowStack, EmulatorProcess
+    from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
-pytestmark = [pytest.mark.system, pytest.mark.timeout(420)]
+# slow, serial: real Airflow services (never beside the parallel pass; one worker per system file)
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.system, pytest.mark.timeout(420)]
 
 TASK = "batch"
 MAX_ACTIVE = 8  # the DAGs' max_active

@@ -22,10 +22,11 @@ import pytest
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from .stack import AirflowStack, EmulatorProcess
+    from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
 # Functional waits below are bounded well inside this; it only guards against a hang.
-pytestmark = [pytest.mark.system, pytest.mark.timeout(480)]
+# slow, serial: real Airflow services (never beside the parallel pass; one worker per system file)
+pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.system, pytest.mark.timeout(480)]
 
 FINAL_EXECUTION_STATES = {"Success", "Warning", "Error", "Canceled", "Interrupted"}
 PROGRESS_LINE = re.compile(r"execution ([0-9A-Za-z-]+): (\d+) % ")

@@ -19,13 +19,14 @@ import pytest
 
 from airflow_provider_smartflows.human_input import ANSWER_OPTION, CLOSED_OPTION
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS
-
-from .stack import AirflowStack, EmulatorProcess
+from tests.support.airflow_stack import AirflowStack, EmulatorProcess
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 pytestmark = [
+    pytest.mark.slow,  # real Airflow services
+    pytest.mark.serial,  # never beside the parallel pass of make test (one worker per system file)
     pytest.mark.system,
     pytest.mark.timeout(600),
     pytest.mark.skipif(

@@ -13,6 +13,7 @@ import pytest
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.human_input import prompt_key
 from airflow_provider_smartflows.triggers.hitl import SmartFlowsHumanInputTrigger
+from tests.support.waits import progress_until, wait_until_async
 
 pytestmark = pytest.mark.usefixtures("smartflows_conn")
 
@@ -21,11 +22,9 @@ def at_form(flow_id: str = "approval") -> tuple[str, str]:
     """Start ``flow_id`` and wait (long-poll) until it asks for input; (execution id, prompt key)."""
     hook = SmartFlowsHook(retry_limit=0)
     execution_id = hook.start_execution(flow_id).id
-    deadline = time.monotonic() + 20
-    progress = hook.get_progress(execution_id)
-    while progress.raw_status != "UserInput":
-        assert time.monotonic() < deadline, f"{flow_id} never asked for input"
-        progress = hook.get_progress(execution_id, wait_seconds=5)
+    progress = progress_until(
+        hook, execution_id, lambda p: p.raw_status == "UserInput", timeout=20, wait_seconds=5
+    )
     return execution_id, prompt_key(progress.raw)
 
 
@@ -43,10 +42,10 @@ async def first_event(trigger: SmartFlowsHumanInputTrigger) -> dict[str, Any]:
 
 async def polls_parked(emulator: Any, execution_id: str, count: int) -> None:
     """Wait (bounded) until the trigger has long-polled ``count`` times: it is watching."""
-    deadline = time.monotonic() + 10
-    while len(emulator.requests_to("GET", rf"/executions/{execution_id}/progress$")) < count:
-        assert time.monotonic() < deadline, "the trigger never polled"
-        await asyncio.sleep(0.02)
+    path = rf"/executions/{execution_id}/progress$"
+    await wait_until_async(
+        lambda: len(emulator.requests_to("GET", path)) >= count, 10, message="the trigger to poll"
+    )
 
 
 def test_serialize_returns_the_init_kwargs() -> None:

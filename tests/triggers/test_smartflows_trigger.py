@@ -13,6 +13,7 @@ import pytest
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
 from airflow_provider_smartflows.waiting import long_poll_seconds
+from tests.support.waits import wait_until_async
 
 pytestmark = pytest.mark.usefixtures("smartflows_conn")
 
@@ -35,10 +36,7 @@ async def first_event(trigger: SmartFlowsExecutionTrigger) -> dict[str, Any]:
 
 async def until(condition: Any, timeout: float = 10.0) -> None:
     """Wait for a condition on the emulator's state (bounded: a failing test never hangs)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+    await wait_until_async(condition, timeout, message="the condition on the emulator's state")
 
 
 def progress_requests(emulator: Any, execution_id: str) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """What the batch's tests share: records, the run of a one-task DAG, and the manifest it wrote.
 
-Test-local for now (imported by the test modules next to it, whose folder pytest puts on the
-path); it belongs in the shared test support package once there is one.
+Local to the batch's test modules (tests.operators.batch.batch_helpers); the dag.test() harness
+itself is tests.support.dag_runs.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow_harness import make_dag  # put on sys.path by tests/operators/conftest.py
 
 from airflow_provider_smartflows.operators.batch import SmartFlowsRunFlowBatchOperator
 from airflow_provider_smartflows.operators.batch.state import BatchStore
+from tests.support.dag_runs import make_dag
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -7,11 +7,18 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from batch_helpers import DYNAMICS, MODES, customers, manifest, run_batch, starts_by_account
 
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.operators.batch import SmartFlowsRunFlowBatchOperator
 from airflow_provider_smartflows.validation import parse_priority
+from tests.operators.batch.batch_helpers import (
+    DYNAMICS,
+    MODES,
+    customers,
+    manifest,
+    run_batch,
+    starts_by_account,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -19,6 +26,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.usefixtures("smartflows_conn")
 
 
+@pytest.mark.slow  # a dag.test() run
 @MODES
 def test_one_execution_per_record_with_documents_and_manifest(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path, deferrable: bool
@@ -69,8 +77,9 @@ def test_one_execution_per_record_with_documents_and_manifest(
         assert document["sha256"] == smartflows_emulator.document_sha256(document["document_id"])
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_a_completed_batch_runs_nothing_again(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:
-    from airflow_harness import make_dag
+    from tests.support.dag_runs import make_dag
 
     def build() -> None:
         for task_id in ("first", "again"):
@@ -92,6 +101,7 @@ def test_a_completed_batch_runs_nothing_again(run_dag: Any, smartflows_emulator:
     assert len(smartflows_emulator.executions) == 3
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_a_templated_priority_is_sent_as_a_number(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:
@@ -103,6 +113,7 @@ def test_a_templated_priority_is_sent_as_a_number(
     assert [request["query"]["priority"] for request in requests] == ["7", "7"]
 
 
+@pytest.mark.slow  # a dag.test() run
 def test_a_priority_that_is_no_number_fails_before_anything_starts(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:

@@ -6,12 +6,20 @@ import datetime
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from batch_helpers import DYNAMICS, MODES, customers, manifest, run_batch, starts_by_account
+
+from tests.operators.batch.batch_helpers import (
+    DYNAMICS,
+    MODES,
+    customers,
+    manifest,
+    run_batch,
+    starts_by_account,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.usefixtures("smartflows_conn")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("smartflows_conn")]  # dag.test() runs
 
 
 AMBIGUOUS = {

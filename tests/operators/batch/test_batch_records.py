@@ -6,15 +6,15 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from airflow_harness import make_dag  # put on sys.path by tests/operators/conftest.py
-from batch_helpers import DYNAMICS, customers, manifest, run_batch, starts_by_account
 
 from airflow_provider_smartflows.operators.batch import SmartFlowsRunFlowBatchOperator
+from tests.operators.batch.batch_helpers import DYNAMICS, customers, manifest, run_batch, starts_by_account
+from tests.support.dag_runs import make_dag
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-pytestmark = pytest.mark.usefixtures("smartflows_conn")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("smartflows_conn")]  # dag.test() runs
 
 
 def test_records_from_an_xcom(run_dag: Any, smartflows_emulator: Any, tmp_path: Path) -> None:

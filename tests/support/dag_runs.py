@@ -1,13 +1,15 @@
 """Run DAGs with real Airflow (``dag.test()``) in the tests: a SQLite metadata DB per session.
 
-``tests/conftest.py`` points ``AIRFLOW_HOME`` at a throw-away folder before Airflow is imported;
-this module creates the metadata tables there once (``initdb``: a create-all plus stamp, about a
-second) and registers each test's DAG in the DB, which ``dag.test()`` needs. Deferred tasks run
-their trigger in-process (``dag.test()``'s inline triggerer), task retries happen for real, and
-``task_state_store`` (Airflow >= 3.3) is the metadata DB's.
+``tests/conftest.py`` points ``AIRFLOW_HOME`` at a throw-away folder before Airflow is imported
+(one per pytest process, so one per xdist worker); this module creates the metadata tables there
+once (``initdb``: a create-all plus stamp, about a second) and registers each test's DAG in the
+DB, which ``dag.test()`` needs. Deferred tasks run their trigger in-process (``dag.test()``'s
+inline triggerer), task retries happen for real, and ``task_state_store`` (Airflow >= 3.3) is the
+metadata DB's.
 
-The fixtures are imported by ``tests/operators/conftest.py`` and ``tests/sensors/conftest.py``.
-"""
+``tests/conftest.py`` loads this module as a plugin, so the ``airflow_db`` and ``run_dag``
+fixtures are everywhere; a test that uses them runs ``dag.test()`` and is ``slow`` (marked in its
+file; ``tests/conftest.py`` adds the mark where it was forgotten). ``make_dag`` builds the DAG."""
 
 from __future__ import annotations
 
