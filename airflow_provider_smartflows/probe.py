@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from collections.abc import Mapping
@@ -425,6 +426,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _logs_to_stderr() -> None:
+    """Airflow 2's logging writes its INFO lines (``Retrieving connection ...``) to stdout: move every
+    stdout handler to stderr, so stdout carries the report alone (``--json`` stays parseable)."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if not isinstance(handler, logging.StreamHandler) or handler.stream is not sys.stdout:
+                continue
+            if hasattr(handler, "_use_stderr"):  # Airflow 2's RedirectStdHandler: stream is a property
+                handler._use_stderr = True
+            else:
+                handler.setStream(sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The console script ``smartflows-probe``: 0 nothing to fix, 1 problems found, 2 could not ask."""
     from airflow.providers.common.compat.sdk import AirflowNotFoundException
@@ -432,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     from airflow_provider_smartflows.exceptions import SmartFlowsError
 
     args = _parser().parse_args(argv)
+    _logs_to_stderr()
     if not args.long_poll_seconds > 0:
         print("smartflows-probe: error: --long-poll-seconds must be > 0", file=sys.stderr)
         return 2
