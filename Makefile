@@ -33,6 +33,9 @@ SYSTEM_WORKERS ?= 3
 PYTEST         := pytest -p no:cacheprovider
 XDIST_TEST     := -n $(TEST_WORKERS) --dist loadfile
 XDIST_SYSTEM   := -n $(SYSTEM_WORKERS) --dist loadfile
+# Airflow 2's stack (gunicorn webserver) is heavier: two stacks at a time on the compat lines.
+COMPAT_SYSTEM_WORKERS ?= 2
+XDIST_COMPAT_SYSTEM   := -n $(COMPAT_SYSTEM_WORKERS) --dist loadfile
 # A pass whose marks select nothing on a line (exit status 5) is no failure.
 NONE_SELECTED_OK := || test $$? -eq 5
 
@@ -99,7 +102,7 @@ test-compat:
 	@test -f $(COMPAT_CONSTRAINTS) || { echo "no $(COMPAT_CONSTRAINTS): COMPAT is one of $(COMPAT_LINES)" >&2; exit 2; }
 	$(MAKE) --no-print-directory $(COMPAT_VENV)/.installed
 	$(COMPAT_PYTEST) -m "not airflow_agnostic and not serial" $(XDIST_TEST)
-	$(COMPAT_PYTEST) -m "serial and system and not airflow_agnostic" $(XDIST_SYSTEM) $(NONE_SELECTED_OK)
+	$(COMPAT_PYTEST) -m "serial and system and not airflow_agnostic" $(XDIST_COMPAT_SYSTEM) $(NONE_SELECTED_OK)
 	$(COMPAT_PYTEST) -m "serial and not system and not airflow_agnostic" $(NONE_SELECTED_OK)
 
 clean:

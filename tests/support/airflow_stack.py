@@ -193,6 +193,10 @@ def _service_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]
             AIRFLOW__WEBSERVER__WEB_SERVER_PORT=str(api_port),
             AIRFLOW__WEBSERVER__BASE_URL=base_url,
             AIRFLOW__WEBSERVER__WORKERS="1",
+            # gunicorn's master gives up after 120 s without an answer: a loaded machine (stacks of
+            # parallel system test files) starts slower than that; the stack's own wait bounds it.
+            AIRFLOW__WEBSERVER__WEB_SERVER_MASTER_TIMEOUT="600",
+            AIRFLOW__WEBSERVER__WEB_SERVER_WORKER_TIMEOUT="600",
             AIRFLOW__API__AUTH_BACKENDS="airflow.api.auth.backend.basic_auth",
             # The batch test reads its summary XCom as JSON (deserialize=True): off by default.
             AIRFLOW__API__ENABLE_XCOM_DESERIALIZE_SUPPORT="True",
