@@ -22,7 +22,11 @@ from airflow_provider_smartflows.exceptions import (
 )
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.human_bridge import HumanInputBridge
-from airflow_provider_smartflows.links import XCOM_EXECUTION_ID, XCOM_EXECUTION_URL
+from airflow_provider_smartflows.links import (
+    XCOM_EXECUTION_ID,
+    XCOM_EXECUTION_URL,
+    remember_execution_url,
+)
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.text import one_line
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
@@ -120,6 +124,7 @@ class ExecutionWaiter:
         ti = context["ti"]
         ti.xcom_push(key=XCOM_EXECUTION_ID, value=execution_id)
         ti.xcom_push(key=XCOM_EXECUTION_URL, value=url)
+        remember_execution_url(self.task, url)
         return url
 
     def result(self, execution_id: str, status: str | None, document_ids: Sequence[str]) -> dict[str, Any]:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 BODY_EXCERPT_CHARS = 300
 
+#: Reason of a TLS handshake that failed for another cause than the certificate (both hooks).
+TLS_HANDSHAKE_FAILED = "TLS error"
 #: Reason of a failed TLS certificate check (both hooks): says what to change.
 TLS_UNTRUSTED = (
     "TLS certificate verification failed (the server's certificate is not trusted: set the "
@@ -160,10 +162,16 @@ def connection_error(
     settings: ConnectionSettings, method: str, path: str, *, request_sent: bool, reason: str
 ) -> SmartFlowsConnectionError:
     """The error for a request that got no HTTP answer (refused, reset, timeout, TLS)."""
+    advice = "Check that the server is up and reachable from Airflow (host, port, proxies, ca_bundle)."
+    if reason == TLS_HANDSHAKE_FAILED and settings.base_url.startswith("https://"):
+        # The usual cause: a plain-HTTP server (the emulator) named by a Host without a scheme.
+        advice = (
+            "A Host without a scheme means https: if the server speaks plain HTTP (the emulator, "
+            "a local server), write http:// in the connection's Host, e.g. http://127.0.0.1:8099. " + advice
+        )
     return SmartFlowsConnectionError(
         f"Could not complete {method} {path} on Smart Flows at {settings.base_url} "
-        f"({settings.label}): {reason}. Check that the server is up and "
-        "reachable from Airflow (host, port, proxies, ca_bundle).",
+        f"({settings.label}): {reason}. {advice}",
         method=method,
         path=path,
         conn_id=settings.conn_id,

@@ -52,6 +52,7 @@ from airflow_provider_smartflows.hooks.api import (
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
 from airflow_provider_smartflows.hooks.download import open_document_target, save_chunks
 from airflow_provider_smartflows.hooks.errors import (
+    TLS_HANDSHAKE_FAILED,
     TLS_UNTRUSTED,
     caused_by,
     connection_error,
@@ -88,7 +89,7 @@ def _network_reason(exc: requests.RequestException) -> tuple[bool, str]:
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False, "connect timeout"
     if isinstance(exc, requests.exceptions.SSLError):
-        return False, TLS_UNTRUSTED if caused_by(exc, ssl.SSLCertVerificationError) else "TLS error"
+        return False, TLS_UNTRUSTED if caused_by(exc, ssl.SSLCertVerificationError) else TLS_HANDSHAKE_FAILED
     if isinstance(exc, requests.exceptions.ConnectionError):
         from urllib3.exceptions import NewConnectionError
 
