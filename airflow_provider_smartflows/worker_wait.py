@@ -12,6 +12,8 @@ resumes by name.
 
 from __future__ import annotations
 
+import datetime
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -56,6 +58,19 @@ if TYPE_CHECKING:
     from airflow_provider_smartflows.waiting import ExecutionEvent
 
 __all__ = ["ExecutionWaiter", "SmartFlowsExecutionWaitMixin", "WaitingTask"]
+
+
+def timeout_detail(task: Any, end_time: float | None) -> str:
+    """`` (timeout=600 s, waited 601 s: raise the task's timeout ...)`` for a timeout's message."""
+    timeout = getattr(task, "timeout", None)
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    elif isinstance(timeout, datetime.timedelta):  # a sensor's
+        seconds = timeout.total_seconds()
+    else:
+        return ""
+    waited = f", waited {time.time() - (end_time - seconds):.0f} s" if end_time else ""
+    return f" (timeout={seconds:g} s{waited}: raise the task's `timeout` parameter if the flow needs longer)"
 
 
 class WaitingTask(Protocol):
@@ -268,7 +283,7 @@ class ExecutionWaiter:
         if status == EVENT_TIMEOUT:
             self.on_timeout(execution_id)
             raise SmartFlowsTimeoutError(
-                f"{event.get('message')}. "
+                f"{event.get('message')}{timeout_detail(self.task, event.get('end_time'))}. "
                 + (
                     "It was cancelled."
                     if self.task.cancel_on_kill

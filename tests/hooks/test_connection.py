@@ -446,6 +446,9 @@ echo "== revoked"; airflow connections test sf_revoked || true
     assert result.returncode == 0, result.stderr[-3000:]
     good, revoked = result.stdout.split("== good", 1)[1].split("== revoked", 1)
     assert "Connection success!" in good
+    # The hook's message, which Airflow's CLI does not print itself: logged at INFO.
+    good_output = good + result.stderr.split("== revoked", 1)[0]
+    assert "Connected to Smart Flows 4.0.0-emulator as" in good_output
     assert "Connection failed!" in revoked
     assert "refused the API key of the connection" in revoked
     assert "sf_revoked" not in revoked.split("Connection failed!", 1)[1]
