@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
+from airflow_provider_smartflows.filesystems import check_filesystem_available as check_filesystem_available
 from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:

@@ -12,6 +12,8 @@ resumes by name.
 
 from __future__ import annotations
 
+import datetime
+import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
@@ -22,7 +24,11 @@ from airflow_provider_smartflows.exceptions import (
 )
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.human_bridge import HumanInputBridge
-from airflow_provider_smartflows.links import XCOM_EXECUTION_ID, XCOM_EXECUTION_URL
+from airflow_provider_smartflows.links import (
+    XCOM_EXECUTION_ID,
+    XCOM_EXECUTION_URL,
+    remember_execution_url,
+)
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.text import one_line
 from airflow_provider_smartflows.triggers.smartflows import SmartFlowsExecutionTrigger
@@ -52,6 +58,19 @@ if TYPE_CHECKING:
     from airflow_provider_smartflows.waiting import ExecutionEvent
 
 __all__ = ["ExecutionWaiter", "SmartFlowsExecutionWaitMixin", "WaitingTask"]
+
+
+def timeout_detail(task: Any, end_time: float | None) -> str:
+    """`` (timeout=600 s, waited 601 s: raise the task's timeout ...)`` for a timeout's message."""
+    timeout = getattr(task, "timeout", None)
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    elif isinstance(timeout, datetime.timedelta):  # a sensor's
+        seconds = timeout.total_seconds()
+    else:
+        return ""
+    waited = f", waited {time.time() - (end_time - seconds):.0f} s" if end_time else ""
+    return f" (timeout={seconds:g} s{waited}: raise the task's `timeout` parameter if the flow needs longer)"
 
 
 class WaitingTask(Protocol):
@@ -120,6 +139,7 @@ class ExecutionWaiter:
         ti = context["ti"]
         ti.xcom_push(key=XCOM_EXECUTION_ID, value=execution_id)
         ti.xcom_push(key=XCOM_EXECUTION_URL, value=url)
+        remember_execution_url(self.task, url)
         return url
 
     def result(self, execution_id: str, status: str | None, document_ids: Sequence[str]) -> dict[str, Any]:
@@ -263,7 +283,7 @@ class ExecutionWaiter:
         if status == EVENT_TIMEOUT:
             self.on_timeout(execution_id)
             raise SmartFlowsTimeoutError(
-                f"{event.get('message')}. "
+                f"{event.get('message')}{timeout_detail(self.task, event.get('end_time'))}. "
                 + (
                     "It was cancelled."
                     if self.task.cancel_on_kill

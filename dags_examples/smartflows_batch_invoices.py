@@ -79,7 +79,8 @@ with DAG(
         record_key="customer_id",
         data_template={"entity": "account", "id": ["{record[account_id]}"]},
         destination="{{ params.destination }}{{ ds }}/{record[customer_id]}.pdf",
-        manifest_uri="{{ params.destination }}{{ ds }}/manifest.jsonl",
+        # Unique per run ({{ ds }} is not: two runs of the same day would share a checkpoint).
+        manifest_uri="{{ params.destination }}{{ ds }}/manifests/{{ run_id }}.jsonl",
         max_active=10,
         record_retries=1,
         max_failed_records=0.01,

@@ -54,3 +54,30 @@ def test_link_points_at_the_execution(
         # Airflow 2's UI calls get_link() when the page asks for it.
         (ti,) = result.dag_run.get_task_instances()
         assert link.get_link(dag.get_task("generate"), ti_key=ti.key) == url
+
+
+@pytest.mark.slow  # a dag.test() run
+def test_failure_before_the_start_logs_no_missing_xcom(
+    run_dag: Any,
+    smartflows_emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # An unknown flow fails before anything starts: the task never wrote ``execution_url``, and the
+    # link must not look it up (Airflow 3 logged "[error] XCom not found" under the real error).
+    monkeypatch.setenv("AIRFLOW_CONN_SMARTFLOWS_DEFAULT", smartflows_emulator.connection_json())
+    dag = make_dag(
+        "link_failed",
+        lambda: SmartFlowsRunFlowOperator(task_id="generate", flow_id="no-such-flow", poll_interval=2),
+    )
+    result = run_dag(dag)
+    assert result.error("generate") is not None
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err + caplog.text
+    assert "XCom not found" not in logged
+    if AIRFLOW_V_3_0_PLUS:
+        assert result.xcom("generate", SmartFlowsExecutionLink().xcom_key) in (None, "")
+    else:
+        (ti,) = result.dag_run.get_task_instances()
+        assert SmartFlowsExecutionLink().get_link(dag.get_task("generate"), ti_key=ti.key) == ""

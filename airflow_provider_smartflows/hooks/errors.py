@@ -5,9 +5,11 @@ Messages name the connection by ``ConnectionSettings.label`` and never contain t
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from airflow_provider_smartflows.exceptions import (
@@ -20,12 +22,14 @@ from airflow_provider_smartflows.hooks.connection import API_PREFIX
 from airflow_provider_smartflows.hooks.retry import is_retryable, parse_retry_after
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Sequence
 
     from airflow_provider_smartflows.hooks.connection import ConnectionSettings
 
 BODY_EXCERPT_CHARS = 300
 
+#: Reason of a TLS handshake that failed for another cause than the certificate (both hooks).
+TLS_HANDSHAKE_FAILED = "TLS error"
 #: Reason of a failed TLS certificate check (both hooks): says what to change.
 TLS_UNTRUSTED = (
     "TLS certificate verification failed (the server's certificate is not trusted: set the "
@@ -99,10 +103,14 @@ def _error_text(
             "Use the key of a Smart Flows user allowed to do this."
         )
     if status_code == 404:
+        purge = (
+            ""  # a flow is not purged: the id is wrong or the key cannot see it
+            if subject and subject.startswith("Flow ")
+            else "; executions and documents may also have been purged by the server's clean-up"
+        )
         return SmartFlowsNotFoundError, (
             f"{subject or 'The resource'} was not found on Smart Flows ({conn}, {what} answered 404)"
-            f"{detail}. Check the id; executions and documents may also have been purged by the "
-            "server's clean-up."
+            f"{detail}. Check the id{purge}."
         )
     then = (
         "It will be retried."
@@ -110,6 +118,30 @@ def _error_text(
         else "Check the Smart Flows server and its logs."
     )
     return SmartFlowsApiError, f"Smart Flows {what} answered {status_code} ({conn}){detail}. {then}"
+
+
+def closest_flows(flows: Sequence[Any], flow_id: str, count: int = 5) -> str:
+    """`` The closest flows this API key can see: 'a' (A), ...`` for an unknown flow id (closest by
+    id and display name; the first few when none is close)."""
+    labels: dict[str, str] = {}  # flow id -> how the message names it
+    texts: dict[str, str] = {}  # lower-cased id or display name -> flow id
+    for flow in flows:
+        if not isinstance(flow, Mapping) or flow.get("id") in (None, ""):
+            continue
+        found, name = str(flow["id"]), flow.get("displayName")
+        labels[found] = repr(found) + (f" ({name})" if name else "")
+        texts.setdefault(found.lower(), found)
+        if name:
+            texts.setdefault(str(name).lower(), found)
+    if not labels:
+        return " The API key sees no flow at all: check the rights of its user."
+    matches = difflib.get_close_matches(flow_id.lower(), list(texts), n=count * 2, cutoff=0.3)
+    chosen = list(dict.fromkeys(texts[match] for match in matches))[:count]
+    if chosen:
+        return f" The closest flows this API key can see: {', '.join(labels[i] for i in chosen)}."
+    shown = sorted(labels)[:count]
+    more = f" and {len(labels) - len(shown)} more" if len(labels) > len(shown) else ""
+    return f" The flows this API key can see: {', '.join(labels[i] for i in shown)}{more}."
 
 
 def error_from_status(
@@ -160,10 +192,16 @@ def connection_error(
     settings: ConnectionSettings, method: str, path: str, *, request_sent: bool, reason: str
 ) -> SmartFlowsConnectionError:
     """The error for a request that got no HTTP answer (refused, reset, timeout, TLS)."""
+    advice = "Check that the server is up and reachable from Airflow (host, port, proxies, ca_bundle)."
+    if reason == TLS_HANDSHAKE_FAILED and settings.base_url.startswith("https://"):
+        # The usual cause: a plain-HTTP server (the emulator) named by a Host without a scheme.
+        advice = (
+            "A Host without a scheme means https: if the server speaks plain HTTP (the emulator, "
+            "a local server), write http:// in the connection's Host, e.g. http://127.0.0.1:8099. " + advice
+        )
     return SmartFlowsConnectionError(
         f"Could not complete {method} {path} on Smart Flows at {settings.base_url} "
-        f"({settings.label}): {reason}. Check that the server is up and "
-        "reachable from Airflow (host, port, proxies, ca_bundle).",
+        f"({settings.label}): {reason}. {advice}",
         method=method,
         path=path,
         conn_id=settings.conn_id,

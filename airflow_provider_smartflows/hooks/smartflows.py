@@ -52,8 +52,10 @@ from airflow_provider_smartflows.hooks.api import (
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
 from airflow_provider_smartflows.hooks.download import open_document_target, save_chunks
 from airflow_provider_smartflows.hooks.errors import (
+    TLS_HANDSHAKE_FAILED,
     TLS_UNTRUSTED,
     caused_by,
+    closest_flows,
     connection_error,
     may_have_started_error,
 )
@@ -88,7 +90,7 @@ def _network_reason(exc: requests.RequestException) -> tuple[bool, str]:
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False, "connect timeout"
     if isinstance(exc, requests.exceptions.SSLError):
-        return False, TLS_UNTRUSTED if caused_by(exc, ssl.SSLCertVerificationError) else "TLS error"
+        return False, TLS_UNTRUSTED if caused_by(exc, ssl.SSLCertVerificationError) else TLS_HANDSHAKE_FAILED
     if isinstance(exc, requests.exceptions.ConnectionError):
         from urllib3.exceptions import NewConnectionError
 
@@ -320,6 +322,10 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         request = start_request(flow_id, data, dataset_id, priority)
         try:
             progress = self._call(request)
+        except SmartFlowsNotFoundError as err:
+            if not flow_id:
+                raise
+            raise type(err)(err.message + self._flows_hint(flow_id), **err.fields()) from err
         except SmartFlowsApiError as err:
             if _may_have_started(err):
                 raise may_have_started_error(err, flow_id) from err
@@ -331,6 +337,14 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             progress.status,
         )
         return progress
+
+    def _flows_hint(self, flow_id: str) -> str:
+        """The flows closest to an unknown ``flow_id`` that the key can see ("" if unlisted)."""
+        try:
+            return closest_flows(self.list_flows(), flow_id)
+        except SmartFlowsError as err:
+            self.log.debug("Could not list the flows for an unknown flow id: %s", err)
+            return ""
 
     def start_execution_reconciled(
         self,
@@ -545,7 +559,9 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         user = _first_text(me, "displayName", "name", "username", "login", "email") or "an unnamed user"
         role = _first_text(me, "role") or _first_text(info, "role")
         version = _first_text(info, "version") or "(version unknown)"
-        return True, f"Connected to Smart Flows {version} as {user}" + (f" ({role})" if role else "")
+        message = f"Connected to Smart Flows {version} as {user}" + (f" ({role})" if role else "")
+        _show_test_message(message)
+        return True, message
 
     def _probe(
         self, request: ApiRequest[Any], settings: ConnectionSettings, session: requests.Session
@@ -555,6 +571,16 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             return read_answer(request, _answer(self._send(request, settings, session)), settings)
         except SmartFlowsNotFoundError:
             return None
+
+
+def _show_test_message(message: str) -> None:
+    """Show a successful test's message where Airflow does not: the UI shows the returned message,
+    but ``airflow connections test`` prints only "Connection success!" and disables logging while it
+    runs (unless ``--verbose``): then the message is printed, otherwise logged at INFO."""
+    if logging.root.manager.disable >= logging.CRITICAL:
+        print(message)
+    else:
+        logging.getLogger(__name__).info("%s", message)
 
 
 def _first_text(data: object, *keys: str) -> str | None:

@@ -31,7 +31,11 @@ from airflow_provider_smartflows.hooks.api import (
     read_answer,
 )
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_smartflows.hooks.errors import TLS_UNTRUSTED, connection_error
+from airflow_provider_smartflows.hooks.errors import (
+    TLS_HANDSHAKE_FAILED,
+    TLS_UNTRUSTED,
+    connection_error,
+)
 from airflow_provider_smartflows.hooks.inputs import validate_id
 from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
 from airflow_provider_smartflows.hooks.sessions import (
@@ -69,7 +73,7 @@ def _network_reason(exc: BaseException) -> tuple[bool, str]:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return False, TLS_UNTRUSTED
     if isinstance(exc, aiohttp.ClientSSLError):
-        return False, "TLS error"
+        return False, TLS_HANDSHAKE_FAILED
     if isinstance(exc, aiohttp.ClientConnectorError):
         return False, "connection refused"
     if isinstance(exc, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):

@@ -12,7 +12,7 @@ from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.lineage import operator_lineage
-from airflow_provider_smartflows.storage import destination_path, object_path
+from airflow_provider_smartflows.storage import check_filesystem_available, destination_path, object_path
 from airflow_provider_smartflows.transfer import HookPool, document_targets, download_all
 from airflow_provider_smartflows.validation import check_int
 
@@ -106,6 +106,7 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
         )
 
     def execute(self, context: Context) -> list[str]:
+        check_filesystem_available(self.destination)  # before any request: names the extra to install
         document_ids = self._document_ids()
         destination, is_folder = destination_path(self.destination, self.destination_conn_id)
         if not document_ids:

@@ -54,7 +54,8 @@ def test_one_invoice_per_customer_and_a_manifest(
 ) -> None:
     day = output / "2024-05-31"
     assert sorted(p.name for p in day.glob("*.pdf")) == [f"C{n:05d}.pdf" for n in range(1, CUSTOMERS + 1)]
-    lines = [json.loads(line) for line in (day / "manifest.jsonl").read_text().splitlines()]
+    manifest = day / "manifests" / f"{run.dag_run.run_id}.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
     assert sorted(line["key"] for line in lines) == [f"C{n:05d}" for n in range(1, CUSTOMERS + 1)]
     for line in lines:
         (document,) = line["documents"]
@@ -66,7 +67,7 @@ def test_one_invoice_per_customer_and_a_manifest(
 
 def test_the_xcom_is_a_summary(run: ExampleRun, output: Path) -> None:
     summary = run.xcom("generate_invoices")
-    assert summary["manifest"] == f"file://{output}/2024-05-31/manifest.jsonl"
+    assert summary["manifest"] == f"file://{output}/2024-05-31/manifests/{run.dag_run.run_id}.jsonl"
     assert (summary["total"], summary["succeeded"], summary["failed"], summary["documents"]) == (
         CUSTOMERS,
         CUSTOMERS,

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 
-from airflow_provider_smartflows.exceptions import SmartFlowsInputError
+from airflow_provider_smartflows.exceptions import SmartFlowsConnectionError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import ALLOWED_EXTRAS, ConnectionSettings
 from airflow_provider_smartflows.hooks.retry import is_retryable, parse_retry_after
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
@@ -446,6 +446,9 @@ echo "== revoked"; airflow connections test sf_revoked || true
     assert result.returncode == 0, result.stderr[-3000:]
     good, revoked = result.stdout.split("== good", 1)[1].split("== revoked", 1)
     assert "Connection success!" in good
+    # The hook's message, which Airflow's CLI does not print itself: logged at INFO.
+    good_output = good + result.stderr.split("== revoked", 1)[0]
+    assert "Connected to Smart Flows 4.0.0-emulator as" in good_output
     assert "Connection failed!" in revoked
     assert "refused the API key of the connection" in revoked
     assert "sf_revoked" not in revoked.split("Connection failed!", 1)[1]
@@ -457,3 +460,26 @@ echo "== revoked"; airflow connections test sf_revoked || true
 def test_hooks_refuse_a_non_positive_timeout(hook_class: type, timeout: float) -> None:
     with pytest.raises(SmartFlowsInputError, match="timeout must be a number of seconds > 0"):
         hook_class("smartflows_default", timeout=timeout)
+
+
+def test_bare_host_on_a_plain_http_server_says_to_write_http(smartflows_emulator, monkeypatch):
+    """A Host without a scheme means https: on a plain-HTTP server the error says to write http://."""
+    host = smartflows_emulator.base_url.split("://", 1)[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SF_BARE",
+        json.dumps({"conn_type": "smartflows", "host": host, "password": "k"}),
+    )
+    hook = SmartFlowsHook("sf_bare", retry_limit=1, retry_delay=0.01)
+    try:
+        with pytest.raises(SmartFlowsConnectionError) as raised:
+            hook.list_flows()
+        ok, message = hook.test_connection()
+    finally:
+        hook.close()
+    text = str(raised.value)
+    assert f"https://{host}" in text
+    assert "TLS error" in text
+    assert "A Host without a scheme means https" in text
+    assert "write http://" in text
+    assert not ok
+    assert "write http://" in message

@@ -404,3 +404,22 @@ def test_revoked_key_is_an_auth_error(smartflows_emulator, set_conn):
         hook.get_progress("e1")
     assert info.value.status_code == 401
     assert info.value.conn_id == "sf_test"
+
+
+def test_unknown_flow_names_the_closest_flows_the_key_can_see(smartflows_emulator, hook):
+    """A 404 on a start: the flows closest to the id (by id and display name), no purge advice."""
+    with pytest.raises(SmartFlowsNotFoundError) as raised:
+        hook.start_execution("helo")
+    error = raised.value
+    assert error.status_code == 404
+    assert error.method == "POST"
+    message = str(error)
+    assert "Flow 'helo' was not found" in message
+    assert "The closest flows this API key can see: 'hello'" in message
+    assert "purged" not in message
+    assert smartflows_emulator.executions == []
+
+
+def test_unknown_execution_keeps_the_purge_advice(hook):
+    with pytest.raises(SmartFlowsNotFoundError, match="purged by the server's clean-up"):
+        hook.get_execution("no-such-execution")

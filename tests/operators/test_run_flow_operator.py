@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from typing import Any
 
 import pytest
@@ -181,6 +182,8 @@ def test_timeout_cancels_the_execution(run_dag: Any, smartflows_emulator: Any, d
     result = run_flow(run_dag, flow_id="signature", deferrable=deferrable, poll_interval=1, timeout=1.5)
     error = result.error("generate")
     assert isinstance(error, SmartFlowsTimeoutError)
+    # The message names the timeout, the time waited and the parameter to raise.
+    assert re.search(r"timeout=1\.5 s, waited \d+ s: raise the task's `timeout` parameter", str(error))
     execution_id = result.xcom("generate", "execution_id")
     assert len(smartflows_emulator.requests_to("DELETE", execution_id)) == 1
     assert [e["status"] for e in smartflows_emulator.executions] == ["Canceled"]

@@ -19,6 +19,7 @@ from airflow_provider_smartflows.operators.batch.records import RecordInput, Rec
 from airflow_provider_smartflows.operators.batch.run import BatchOptions, BatchRun
 from airflow_provider_smartflows.operators.batch.state import BatchState, BatchStore
 from airflow_provider_smartflows.reconcile import DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
+from airflow_provider_smartflows.storage import check_filesystem_available
 from airflow_provider_smartflows.validation import (
     check_int,
     check_number,
@@ -58,7 +59,8 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
 
     :param flow_id: the flow to run for every record.
     :param manifest_uri: object-storage URI of the results manifest (JSON Lines); the checkpoint is
-        ``<manifest_uri>.checkpoint.json``. Make it unique per run (e.g. with ``{{ ds }}``).
+        ``<manifest_uri>.checkpoint.json``. Make it unique per run with ``{{ run_id }}``
+        (``{{ ds }}`` is not: two runs of the same day would share one checkpoint).
     :param manifest_conn_id: storage connection of ``manifest_uri``.
     :param records: the records (a list; dicts for field access; used as they are, not rendered),
         an XCom of one, or a template rendering to JSON text of one. An XCom is pulled again on
@@ -216,6 +218,9 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
     # --- entry points ---------------------------------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # Before anything starts: a store whose filesystem is not installed names the extra.
+        for what in ("manifest_uri", "records_uri", "destination"):
+            check_filesystem_available(getattr(self, what), what)
         run = self._batch_run(context)
         state = run.open(self._owner(context), context["ti"].try_number)
         return self._drive(run, state, [])

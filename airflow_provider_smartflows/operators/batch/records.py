@@ -8,7 +8,7 @@ is small and JSON-safe, so a batch resumes where it stopped: a list by index, an
 offset (one seek, not a re-read).
 
 Every error is a :class:`SmartFlowsInputError` naming the line, raised before anything is started
-for that record.
+for that record; the batch adds what it had started (:func:`started_before`).
 """
 
 from __future__ import annotations
@@ -210,14 +210,34 @@ def _jsonl_records(lines: _LineReader) -> Iterator[tuple[Record, Cursor]]:
             value = json.loads(text)
         except ValueError as err:
             raise SmartFlowsInputError(
-                f"Line {lines.line} of {lines.uri} is not valid JSON ({err}); fix the line, nothing "
-                "was started for it."
+                f"Line {lines.line} of {lines.uri} is not valid JSON ({_json_problem(err)}); fix the line."
             ) from None
         if not isinstance(value, dict):
             raise SmartFlowsInputError(
                 f"Line {lines.line} of {lines.uri} is a JSON {type(value).__name__}, not an object."
             )
         yield Record(lines.line, value), lines.cursor()
+
+
+def _json_problem(err: ValueError) -> str:
+    """What is wrong in a line, placed by column only: the line number is the object's, not the
+    decoder's (which counts the line's own newline: "line 2 column 1")."""
+    if not isinstance(err, json.JSONDecodeError):
+        return str(err)
+    where = f"at column {err.colno}" if err.lineno == 1 else "at the end of the line"
+    return f"{err.msg} {where}"
+
+
+def started_before(err: SmartFlowsInputError, started: int) -> SmartFlowsInputError:
+    """``err`` saying what the batch had started when the record was found bad."""
+    if started == 0:
+        note = "Nothing at all was started: every record is checked before the first start."
+    else:
+        note = (
+            f"{started} record{'s were' if started != 1 else ' was'} started before it; "
+            "nothing was started for this one."
+        )
+    return SmartFlowsInputError(f"{err.message} {note}", **err.fields())
 
 
 def _csv_records(lines: _LineReader, header: list[str] | None) -> Iterator[tuple[Record, Cursor]]:
@@ -300,7 +320,7 @@ def format_template(template: str, record: Record, what: str, *, safe: bool = Fa
     except KeyError as err:
         raise SmartFlowsInputError(
             f"Line {record.line}: {what} {template!r} needs the field {err.args[0]!r}, which the "
-            f"record lacks ({_fields(record.value)}); nothing was started for it."
+            f"record lacks ({_fields(record.value)})."
         ) from None
     except (IndexError, AttributeError, ValueError, TypeError) as err:
         raise SmartFlowsInputError(
@@ -340,7 +360,7 @@ def fill_data_template(template: Any, record: Record) -> Any:
             if name not in record.value:
                 raise SmartFlowsInputError(
                     f"Line {record.line}: data_template needs the field {name!r}, which the record "
-                    f"lacks ({_fields(record.value)}); nothing was started for it."
+                    f"lacks ({_fields(record.value)})."
                 )
             return record.value[name]
         return format_template(template, record, "data_template")
@@ -360,7 +380,7 @@ def render_xml(render: Callable[[dict[str, Any]], str], record: Record) -> str:
     except UndefinedError as err:
         raise SmartFlowsInputError(
             f"Line {record.line}: the XML template uses something the record lacks ({err.message}; "
-            f"{_fields(record.value)}); nothing was started for it."
+            f"{_fields(record.value)})."
         ) from None
     except TemplateError as err:
         raise SmartFlowsInputError(f"Line {record.line}: the XML template failed: {err}.") from None

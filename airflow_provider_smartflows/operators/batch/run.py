@@ -23,7 +23,7 @@ from airflow_provider_smartflows.exceptions import (
 )
 from airflow_provider_smartflows.operators.batch.outcomes import RecordOutcomes
 from airflow_provider_smartflows.operators.batch.reconcile import Ambiguous, StartReconciler
-from airflow_provider_smartflows.operators.batch.records import Cursor, KeySet
+from airflow_provider_smartflows.operators.batch.records import Cursor, KeySet, started_before
 from airflow_provider_smartflows.operators.batch.state import (
     FAILED,
     PENDING,
@@ -142,12 +142,15 @@ class BatchRun:
         """Check every record's input (nothing is started on bad input), then the first checkpoint."""
         total = 0
         keys = KeySet()
-        for record, _cursor in self.source.read(Cursor()):
-            keyed = self.inputs.keyed(record)
-            self.inputs.flow_input(keyed)
-            if self.inputs.key_field:  # line numbers are unique
-                keys.add(keyed, self.source, self.inputs.key_field)
-            total += 1
+        try:
+            for record, _cursor in self.source.read(Cursor()):
+                keyed = self.inputs.keyed(record)
+                self.inputs.flow_input(keyed)
+                if self.inputs.key_field:  # line numbers are unique
+                    keys.add(keyed, self.source, self.inputs.key_field)
+                total += 1
+        except SmartFlowsInputError as err:
+            raise started_before(err, 0) from None
         if total == 0:
             self.log.warning("The %s has no records: nothing to run.", self.source.describe())
         state = BatchState(owner=owner, flow_id=self.inputs.flow_id, total=total, started_at=time.time())
@@ -282,7 +285,10 @@ class BatchRun:
             return False
         free = self.options.max_active - len(state.running())
         wave = [entry for entry in state.entries if entry.state == PENDING][:free]
-        wave += self._take_new(state, free - len(wave))
+        try:
+            wave += self._take_new(state, free - len(wave))
+        except SmartFlowsInputError as err:  # the records changed since they were checked
+            raise started_before(err, sum(1 for entry in state.entries if entry.execution_id)) from None
         if not wave:
             return False
         now = time.time()

@@ -81,9 +81,13 @@ def test_records_streamed_from_a_local_object(
             '{"customer_id": "c1", "account": "a1"}\n{"customer_id": "c2"}\n',
             "Line 2: data_template needs the field 'account'",
         ),
+        (
+            '{"customer_id": "c1", "account": "a1"}\n{"customer_id": "c2", "account": "a2"\n',
+            "Line 2 of",
+        ),
         (None, "Cannot read the records object"),
     ],
-    ids=["malformed-line", "missing-template-field", "unreadable-object"],
+    ids=["malformed-line", "missing-template-field", "truncated-line", "unreadable-object"],
 )
 def test_bad_input_fails_with_the_line_before_starting_anything(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path, source: str | None, expected: str
@@ -93,7 +97,13 @@ def test_bad_input_fails_with_the_line_before_starting_anything(
         path.write_text(source)
     result = run_batch(run_dag, tmp_path, records_uri=f"file://{path}", data_template=DYNAMICS)
     assert result.states["batch"] == "failed"
-    assert expected in str(result.error("batch"))
+    error = str(result.error("batch"))
+    assert expected in error
+    # One line number (not the decoder's own "line 2 column 1"), and what was started: nothing.
+    assert " column 1 " not in error
+    assert "line 2 column" not in error
+    assert "Nothing at all was started" in error
+    assert "nothing was started for it" not in error
     assert smartflows_emulator.executions == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -116,3 +117,41 @@ def test_a_retry_resumes_from_the_checkpoint_and_starts_nothing_twice(
     assert starts_by_account(smartflows_emulator) == {f"acc-{n}": 1 for n in range(1, 11)}
     assert sorted(line["line"] for line in manifest(tmp_path)) == list(range(1, 11))
     assert {line["status"] for line in manifest(tmp_path)} == {"succeeded"}
+
+
+@pytest.mark.parametrize("store", ["file", "s3"])
+def test_manifest_unique_per_run_with_run_id(
+    run_dag: Any,
+    smartflows_emulator: Any,
+    tmp_path: Path,
+    moto_bucket: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    store: str,
+) -> None:
+    """The documented advice, ``{{ run_id }}`` in ``manifest_uri``: the rendered id (``:`` and ``+``
+    in ``manual__2026-...T08:53:21+00:00``) is a valid object key on file:// and s3://, and each run
+    gets its own manifest and checkpoint."""
+    with contextlib.ExitStack() as stack:
+        if store == "s3":
+            s3 = stack.enter_context(moto_bucket(monkeypatch, "aws_batch", "batch"))
+            base, conn = "s3://batch/manifests", {"manifest_conn_id": "aws_batch"}
+        else:
+            base, conn = f"file://{tmp_path}/manifests", {}
+        for _ in range(2):
+            result = run_batch(
+                run_dag,
+                tmp_path,
+                records=customers(2),
+                record_key="customer_id",
+                data_template=DYNAMICS,
+                manifest_uri=base + "/{{ run_id }}.jsonl",
+                **conn,
+            )
+            assert result.states["batch"] == "success", result.errors
+        if store == "s3":
+            keys = [item["Key"] for item in s3.list_objects_v2(Bucket="batch")["Contents"]]
+        else:
+            keys = [p.name for p in (tmp_path / "manifests").iterdir()]
+        manifests = [key for key in keys if key.endswith(".jsonl")]
+        assert len(manifests) == 2
+        assert all(":" in key and "+" in key for key in manifests)
