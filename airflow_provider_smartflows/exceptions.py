@@ -111,6 +111,12 @@ class SmartFlowsNotFoundError(SmartFlowsApiError):
     """The execution, document or flow does not exist (404), or was purged by the server."""
 
 
+class SmartFlowsExecutionGoneError(SmartFlowsNotFoundError):
+    """An execution a task waits for no longer exists (404): purged by the server's clean-up, or deleted."""
+
+    execution_id: str | None = None
+
+
 class SmartFlowsExecutionError(SmartFlowsError):
     """A flow execution finished without success (Error, Canceled, Interrupted, ...)."""
 
@@ -159,6 +165,13 @@ class SmartFlowsDownloadError(SmartFlowsError):
     uri: str | None = None
     bucket: str | None = None
     conn_id: str | None = None
+
+
+class SmartFlowsDocumentGoneError(SmartFlowsDownloadError, AirflowFailException):
+    """The document to download no longer exists (404): purged by the server's clean-up, or deleted.
+
+    Airflow does not retry it: the document does not come back (run the flow again for a new one).
+    """
 
 
 class SmartFlowsListingError(SmartFlowsError):

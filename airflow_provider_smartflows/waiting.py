@@ -12,11 +12,12 @@ Every wait ends in one :class:`ExecutionEvent`, the JSON payload of the trigger'
 the operators' synchronous wait returns)::
 
     {"kind": "execution",
-     "status": "success" | "failed" | "timeout" | "error" | "input_required",
+     "status": "success" | "failed" | "timeout" | "error" | "input_required" | "gone",
      "execution_id": "...", "execution_status": "Success" | ... | None,
      "message": "...", "document_ids": ["...", ...], "end_time": <epoch seconds> | None}
 
-``input_required`` means the execution waits for a person (``UserInput`` or ``SelectFlow``).
+``input_required`` means the execution waits for a person (``UserInput`` or ``SelectFlow``);
+``gone`` that the server no longer knows it (404: purged by its clean-up, or deleted).
 Every event a task resumes from carries its ``kind`` (:data:`EventKind`): the execution's outcome,
 the human-input trigger's :class:`HumanWaitEvent`, or a person's :class:`HumanAnswerEvent`;
 :func:`typed_event` gives one its kind when it was written without (by Airflow, or by an older
@@ -32,7 +33,11 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypedDict, TypeVar, cast
 
-from airflow_provider_smartflows.exceptions import SmartFlowsApiError, SmartFlowsError
+from airflow_provider_smartflows.exceptions import (
+    SmartFlowsApiError,
+    SmartFlowsError,
+    SmartFlowsNotFoundError,
+)
 from airflow_provider_smartflows.models import MAX_WAIT_SECONDS, ExecutionStatus
 from airflow_provider_smartflows.text import one_line
 
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_ERROR",
     "EVENT_FAILED",
+    "EVENT_GONE",
     "EVENT_INPUT_REQUIRED",
     "EVENT_SUCCESS",
     "EVENT_TIMEOUT",
@@ -65,6 +71,7 @@ __all__ = [
     "SyncStepHook",
     "document_ids_steps",
     "event_status_for",
+    "execution_gone_message",
     "execution_result",
     "long_poll_seconds",
     "make_event",
@@ -79,13 +86,15 @@ __all__ = [
     "with_document_ids",
 ]
 
-EventStatus = Literal["success", "failed", "timeout", "error", "input_required"]
+EventStatus = Literal["success", "failed", "timeout", "error", "input_required", "gone"]
 
 EVENT_SUCCESS: EventStatus = "success"
 EVENT_FAILED: EventStatus = "failed"
 EVENT_TIMEOUT: EventStatus = "timeout"
 EVENT_ERROR: EventStatus = "error"
 EVENT_INPUT_REQUIRED: EventStatus = "input_required"
+#: The server answered 404 for the execution: purged by its clean-up (or deleted) while it was waited for.
+EVENT_GONE: EventStatus = "gone"
 
 EventKind = Literal["execution", "human_wait", "answer"]
 
@@ -215,6 +224,14 @@ def make_event(
     }
 
 
+def execution_gone_message(execution_id: str, last_status: str | None) -> str:
+    """The one sentence for an execution the server no longer knows (a 404 while waiting)."""
+    return (
+        f"Smart Flows execution {execution_id} disappeared from the server (404; last status seen: "
+        f"{last_status or 'none'}): it was purged by the server's clean-up or deleted"
+    )
+
+
 def event_status_for(status: ExecutionStatus, *, fail_on_warning: bool) -> EventStatus | None:
     """The event status that ends a wait on ``status``; None while the execution keeps running."""
     if status is ExecutionStatus.WARNING and fail_on_warning:
@@ -330,7 +347,14 @@ class ExecutionWatch:
         )
 
     def error_event(self, err: SmartFlowsError) -> ExecutionEvent:
-        """The ``error`` event for an error that ended the wait (the triggerer cannot raise it)."""
+        """The ``error`` event for an error that ended the wait (the triggerer cannot raise it);
+        ``gone`` for a 404: the execution no longer exists."""
+        if isinstance(err, SmartFlowsNotFoundError):
+            return self.event(
+                EVENT_GONE,
+                execution_status=self.last_status,
+                message=execution_gone_message(self.execution_id, self.last_status),
+            )
         retryable = isinstance(err, SmartFlowsApiError) and err.retryable
         what = f" ({self.failures} transient failures in a row)" if retryable else ""
         return self.event(EVENT_ERROR, execution_status=self.last_status, message=f"{err}{what}")

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsError,
     SmartFlowsExecutionError,
+    SmartFlowsExecutionGoneError,
+    SmartFlowsNotFoundError,
     SmartFlowsTimeoutError,
 )
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
@@ -36,6 +38,7 @@ from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFL
 from airflow_provider_smartflows.waiting import (
     EVENT_ERROR,
     EVENT_FAILED,
+    EVENT_GONE,
     EVENT_INPUT_REQUIRED,
     EVENT_SUCCESS,
     EVENT_TIMEOUT,
@@ -43,6 +46,7 @@ from airflow_provider_smartflows.waiting import (
     KIND_EXECUTION,
     ExecutionWatch,
     document_ids_steps,
+    execution_gone_message,
     execution_result,
     run_steps,
     typed_event,
@@ -83,6 +87,8 @@ class WaitingTask(Protocol):
     cancel_on_kill: bool
     deferrable: bool
     user_input: Any
+    #: What a retry does about an execution that disappeared (ends the error message).
+    gone_advice: str
 
     @property
     def hook(self) -> SmartFlowsHook: ...
@@ -198,21 +204,36 @@ class ExecutionWaiter:
         """
         answered = list(answered or [])
         while True:
-            if self.task.deferrable:
-                # One cheap check first: a finished execution needs no trip to the triggerer.
-                event = self.watch(execution_id, end_time).on_progress(self.hook.get_progress(execution_id))
-                if event is None:
-                    self.task.defer(
-                        trigger=self._trigger(execution_id, end_time),
-                        method_name="execute_complete",
-                        kwargs={"end_time": end_time, "answered": answered},
-                    )
-                event = self.with_documents(event)
-            else:
-                event = run_steps(wait_steps(self.watch(execution_id, end_time)), self.hook)
+            watch = self.watch(execution_id, end_time)
+            try:
+                event = self._wait_once(watch, answered)
+            except SmartFlowsNotFoundError as err:  # purged by the server's clean-up, or deleted
+                raise self.gone_error(execution_id, watch.last_status) from err
             result = self.handle_event(context, event, answered)
             if result is not None:
                 return result
+
+    def _wait_once(self, watch: ExecutionWatch, answered: list[str]) -> ExecutionEvent:
+        """One wait until the execution is final or needs a person (deferring when ``deferrable``)."""
+        if not self.task.deferrable:
+            return run_steps(wait_steps(watch), self.hook)
+        # One cheap check first: a finished execution needs no trip to the triggerer.
+        event = watch.on_progress(self.hook.get_progress(watch.execution_id))
+        if event is None:
+            self.task.defer(
+                trigger=self._trigger(watch.execution_id, watch.end_time),
+                method_name="execute_complete",
+                kwargs={"end_time": watch.end_time, "answered": answered},
+            )
+        return self.with_documents(event)
+
+    def gone_error(self, execution_id: str, last_status: str | None) -> SmartFlowsExecutionGoneError:
+        """The error for an execution the server no longer knows (404 while waiting for it)."""
+        return SmartFlowsExecutionGoneError(
+            f"{execution_gone_message(execution_id, last_status)}. {self.task.gone_advice}",
+            execution_id=execution_id,
+            status_code=404,
+        )
 
     # --- resuming: the one dispatcher -----------------------------------------------------------
 
@@ -295,6 +316,8 @@ class ExecutionWaiter:
         if status == EVENT_INPUT_REQUIRED:
             self.human.answer_form(context, execution_id, event.get("end_time"), answered)
             return None
+        if status == EVENT_GONE:
+            raise self.gone_error(execution_id, execution_status)
         if status == EVENT_ERROR:
             raise SmartFlowsError(
                 f"Waiting for Smart Flows execution {execution_id} failed: {event.get('message')}",
@@ -345,6 +368,11 @@ class SmartFlowsExecutionWaitMixin:
     max_consecutive_failures: int = 10
     #: The execution this task started or waits for (``on_kill`` and lineage read it).
     _execution_id: str | None = None
+    #: Ends the error for an execution that disappeared while waited for (the run operator's case).
+    gone_advice: str = (
+        "This try failed; a retry of this task starts a new execution (the vanished one is not "
+        "reattached to)."
+    )
 
     smartflows_conn_id: str
     poll_interval: float

@@ -144,6 +144,22 @@ async def admin_release(request: web.Request) -> web.Response:
     return web.json_response(progress_json(state, ex))
 
 
+@admin_routes.delete("/_emulator/executions/{exec_id}")
+async def admin_purge_execution(request: web.Request) -> web.Response:
+    """Purge an execution and its documents, as the server's clean-up does (then they answer 404)."""
+    ex = execution_of(request)
+    state_of(request).purge_execution(ex)
+    return web.json_response({"purged": ex.id})
+
+
+@admin_routes.delete("/_emulator/documents/{doc_id}")
+async def admin_purge_document(request: web.Request) -> web.Response:
+    """Purge one document, as the server's clean-up does (then it answers 404)."""
+    doc = document_of(request)
+    state_of(request).purge_document(doc)
+    return web.json_response({"purged": doc.id})
+
+
 @admin_routes.get("/_emulator/documents/{doc_id}/sha256")
 async def admin_document_sha256(request: web.Request) -> web.Response:
     """sha256 and size of the bytes the content route sends."""

@@ -213,6 +213,8 @@ async def get_progress(request: web.Request) -> web.Response:
     # A final execution never changes again: waiting out the timeout would only stall clients.
     if timeout > 0 and state.status(ex).status in NOT_FINAL:
         await _wait_for_change(state, ex, timeout)
+        if ex.removed:  # purged (or reset) while the poll was parked: it is gone, like on the server
+            raise ApiError(404, f"Flow execution {ex.id} not found")
     return web.json_response(progress_json(state, ex))
 
 

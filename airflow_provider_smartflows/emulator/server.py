@@ -323,14 +323,15 @@ class EmulatorServer:
 
         return self._call(count)
 
-    def _document(self, document_id: str) -> Any:
-        def find(s: EmulatorState) -> Any:
-            doc = s.documents.get(document_id)
-            if doc is None:
-                raise KeyError(f"unknown document {document_id}")
-            return doc
+    @staticmethod
+    def _document_in(s: EmulatorState, document_id: str) -> Any:
+        doc = s.documents.get(document_id)
+        if doc is None:
+            raise KeyError(f"unknown document {document_id}")
+        return doc
 
-        return self._call(find)
+    def _document(self, document_id: str) -> Any:
+        return self._call(lambda s: self._document_in(s, document_id))
 
     def document_sha256(self, document_id: str) -> str:
         """Hex sha256 of the bytes the content route sends (computed by the same generator)."""
@@ -341,6 +342,25 @@ class EmulatorServer:
 
     def document_size(self, document_id: str) -> int:
         return int(self._document(document_id).content.size)
+
+    def purge_execution(self, execution_id: str) -> None:
+        """Purge an execution and its documents like the server's clean-up: then they answer 404."""
+
+        def do(s: EmulatorState) -> None:
+            ex = s.executions.get(execution_id)
+            if ex is None:
+                raise KeyError(f"unknown execution {execution_id}")
+            s.purge_execution(ex)
+
+        self._call(do)
+
+    def purge_document(self, document_id: str) -> None:
+        """Purge one document like the server's clean-up: then it answers 404."""
+
+        def do(s: EmulatorState) -> None:
+            s.purge_document(self._document_in(s, document_id))
+
+        self._call(do)
 
     def release(self, execution_id: str) -> None:
         """Leave ``Waiting`` (same as the callback route); ValueError if it is not Waiting."""

@@ -406,6 +406,24 @@ class EmulatorState:
         self._touch(ex)
         return True
 
+    def purge_execution(self, ex: Execution) -> None:
+        """Forget the execution and its documents, as the server's clean-up does: both answer 404."""
+        self.executions.pop(ex.id, None)
+        for doc in ex.documents or []:
+            self.documents.pop(doc.id, None)
+        for callback, exec_id in list(self.callbacks.items()):
+            if exec_id == ex.id:
+                del self.callbacks[callback]
+        ex.removed = True  # a long-poll parked on it answers now (with 404: it is gone)
+        ex.notify()
+
+    def purge_document(self, doc: DocumentRecord) -> None:
+        """Forget one document (its execution still lists nothing for it): it answers 404."""
+        self.documents.pop(doc.id, None)
+        ex = self.executions.get(doc.execution_id)
+        if ex is not None and ex.documents is not None:
+            ex.documents = [other for other in ex.documents if other.id != doc.id]
+
     # --- documents ---------------------------------------------------------------------------
 
     def _materialize(self, ex: Execution, snap: Snapshot) -> None:

@@ -10,15 +10,21 @@ local unnamed file + link): nothing is visible at the target before the commit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsError
+from airflow_provider_smartflows.exceptions import (
+    SmartFlowsDocumentGoneError,
+    SmartFlowsDownloadError,
+    SmartFlowsError,
+    SmartFlowsNotFoundError,
+)
 from airflow_provider_smartflows.models import DownloadedDocument
 from airflow_provider_smartflows.storage import open_atomic
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
@@ -29,6 +35,22 @@ log = logging.getLogger(__name__)
 #: Object metadata keys (Azure allows letters, digits and "_" only).
 DOCUMENT_ID_KEY = "smartflows_document_id"
 EXECUTION_ID_KEY = "smartflows_execution_id"
+
+
+@contextlib.contextmanager
+def document_gone(document_id: str, target: object) -> Iterator[None]:
+    """Turn a 404 for the document into :class:`SmartFlowsDocumentGoneError` (never retried)."""
+    try:
+        yield
+    except SmartFlowsNotFoundError as err:
+        raise SmartFlowsDocumentGoneError(
+            f"Document {document_id!r} was not found on Smart Flows (404): it was purged by the "
+            f"server's clean-up or deleted, so it cannot be saved to {target}; nothing was written. It does "
+            "not come back: run the flow again for a new document, or keep documents for longer in "
+            "the server's clean-up settings.",
+            document_id=document_id,
+            uri=str(target),
+        ) from err
 
 
 def open_document_target(

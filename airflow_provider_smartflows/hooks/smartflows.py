@@ -50,7 +50,7 @@ from airflow_provider_smartflows.hooks.api import (
     start_request,
 )
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
-from airflow_provider_smartflows.hooks.download import open_document_target, save_chunks
+from airflow_provider_smartflows.hooks.download import document_gone, open_document_target, save_chunks
 from airflow_provider_smartflows.hooks.errors import (
     TLS_HANDSHAKE_FAILED,
     TLS_UNTRUSTED,
@@ -505,7 +505,8 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         content_type: str | None = None
         target = path
         if is_folder:
-            info = self.get_document(document_id)
+            with document_gone(document_id, destination):
+                info = self.get_document(document_id)
             content_type = info.content_type
             target = path / info.file_name
         # The target checks run here, before the content request: a refused target costs no download.
@@ -518,7 +519,11 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             execution_id=validate_id(execution_id, "execution") if execution_id else None,
             block_size=block_size,
         )
-        with writer, self._open_stream(content_request(document_id)) as response:
+        with (
+            writer,
+            document_gone(document_id, target),
+            self._open_stream(content_request(document_id)) as response,
+        ):
             downloaded = save_chunks(
                 response.iter_content(chunk_size=chunk_size),
                 writer,

@@ -10,6 +10,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin,
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
     SmartFlowsInputError,
+    SmartFlowsNotFoundError,
     SmartFlowsStartUnknownError,
 )
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
@@ -18,6 +19,7 @@ from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.reconcile import ADOPTED, DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
 from airflow_provider_smartflows.reconciled_start import STARTED_AGAIN
+from airflow_provider_smartflows.text import one_line
 from airflow_provider_smartflows.validation import check_reconcile_timing, parse_priority
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
 from airflow_provider_smartflows.worker_wait import SmartFlowsExecutionWaitMixin
@@ -28,6 +30,10 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_smartflows.human_bridge import AskInAirflow
+
+#: The status a reattaching retry gives a stored execution the server answers 404 for (purged):
+#: neither active nor succeeded, so ``ResumableJobMixin`` starts a new execution.
+EXECUTION_GONE = "<gone from the server: 404>"
 
 
 class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin, BaseOperator):
@@ -46,6 +52,9 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
     also to a task that is cleared and run again (the store outlives the try; pass
     ``durable=False`` to always start a new execution). Below Airflow 3.3 there is no task state
     store: every try starts a new execution (a retry's log says "Reattach unavailable").
+    A stored execution the server no longer knows (404: purged by its clean-up, or deleted) is
+    logged with its id and the retry starts a new one; a 404 while waiting fails the try with
+    :class:`SmartFlowsExecutionGoneError`, and a retry starts anew.
 
     A start POST whose outcome is unknown (connection reset after sending, read timeout, 500) is
     reconciled (``reconcile_ambiguous_start``): the flow's executions are listed, and the one the
@@ -162,14 +171,26 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         return execution_id
 
     def get_job_status(self, external_id: Any, context: Context) -> str:
-        progress = self.hook.get_progress(str(external_id))
+        try:
+            progress = self.hook.get_progress(str(external_id))
+        except SmartFlowsNotFoundError as err:
+            # Purged by the server's clean-up (or deleted): nothing to reattach to, start anew.
+            self.log.warning(
+                "Smart Flows execution %s stored by an earlier try is gone from the server (404: purged "
+                "by its clean-up or deleted), so this try starts a new execution: %s",
+                external_id,
+                one_line(err, 300),
+            )
+            return EXECUTION_GONE
         return progress.raw_status or ExecutionStatus.UNKNOWN.value
 
     def is_job_active(self, status: str) -> bool:
         # An unknown status counts as active: reattaching reports it, starting anew could duplicate.
-        return not ExecutionStatus.parse(status).is_terminal
+        return status != EXECUTION_GONE and not ExecutionStatus.parse(status).is_terminal
 
     def is_job_succeeded(self, status: str) -> bool:
+        if status == EXECUTION_GONE:
+            return False
         parsed = ExecutionStatus.parse(status)
         return parsed is ExecutionStatus.SUCCESS or (
             parsed is ExecutionStatus.WARNING and not self.fail_on_warning

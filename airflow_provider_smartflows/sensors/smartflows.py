@@ -16,6 +16,7 @@ from airflow.providers.common.compat.sdk import (
 )
 from airflow.triggers.base import StartTriggerArgs
 
+from airflow_provider_smartflows.exceptions import SmartFlowsNotFoundError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.human_bridge import check_ask_available
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
@@ -48,7 +49,9 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
     (``Warning`` policy, ``user_input`` answers, failures with the flow's messages) and the same
     result: ``{"execution_id", "status", "document_ids", "execution_url"}``. The sensor never
     cancels the execution (it did not start it); reaching ``timeout`` raises
-    ``AirflowSensorTimeout``.
+    ``AirflowSensorTimeout``. An execution the server no longer knows (404: purged by its
+    clean-up, or deleted) fails the sensor with :class:`SmartFlowsExecutionGoneError`; the sensor
+    starts nothing, so only running the task that started the execution again helps.
 
     :param execution_id: the execution to wait for (templated), e.g.
         ``"{{ ti.xcom_pull('start', key='execution_id') }}"``.
@@ -78,6 +81,10 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         timeout=None,
     )
     start_from_trigger = False
+    gone_advice = (
+        "This sensor did not start it and never starts one, so a retry fails the same way: run the "
+        "task that started the execution again for a new one."
+    )
 
     def __init__(
         self,
@@ -154,7 +161,11 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         execution_id = str(self.execution_id)
         if self._poke_watch is None:  # one per try: it logs changes only and counts unknown statuses
             self._poke_watch = self.waiter.watch(execution_id, None)
-        event = self._poke_watch.on_progress(self.hook.get_progress(execution_id))
+        try:
+            progress = self.hook.get_progress(execution_id)
+        except SmartFlowsNotFoundError as err:  # purged by the server's clean-up, or deleted
+            raise self.waiter.gone_error(execution_id, self._poke_watch.last_status) from err
+        event = self._poke_watch.on_progress(progress)
         if event is None:
             return False
         result = self.waiter.handle_event(context, self.waiter.with_documents(event), self._answered)

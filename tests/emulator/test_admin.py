@@ -114,6 +114,50 @@ def test_release_route(admin: Admin, api: Api) -> None:
     assert admin("POST", f"/executions/{prog['id']}/release").status_code == 409
 
 
+def test_purge_an_execution_and_a_document(emu: EmulatorServer, admin: Admin, api: Api) -> None:
+    """The server's clean-up: after a purge the API answers 404 for it, as the vendor's does."""
+    final, _ = api.run("hello")
+    (doc,) = find_documents(final["model"])
+    other, _ = api.run("hello")
+    (other_doc,) = find_documents(other["model"])
+    assert admin("DELETE", f"/documents/{other_doc['id']}").json() == {"purged": other_doc["id"]}
+    assert api.get(f"/documents/{other_doc['id']}").status_code == 404
+    assert api.get(f"/flows/executions/{other['id']}/progress").status_code == 200
+    assert admin("DELETE", f"/executions/{final['id']}").json() == {"purged": final["id"]}
+    assert api.get(f"/flows/executions/{final['id']}/progress").status_code == 404
+    assert api.get(f"/flows/executions/{final['id']}").status_code == 404
+    assert api.get(f"/documents/{doc['id']}").status_code == 404
+    assert admin("DELETE", f"/executions/{final['id']}").status_code == 404
+    assert admin("DELETE", f"/documents/{other_doc['id']}").status_code == 404
+    running = api.start("slow")["id"]
+    emu.purge_execution(running)
+    assert api.get(f"/flows/executions/{running}/progress").status_code == 404
+    with pytest.raises(KeyError):
+        emu.purge_document("no-such-document")
+
+
+def test_a_parked_long_poll_answers_404_when_its_execution_is_purged(admin: Admin, api: Api) -> None:
+    import threading
+
+    running = api.start("slow")["id"]
+    answers: list[int] = []
+    poll = threading.Thread(
+        target=lambda: answers.append(
+            api.get(f"/flows/executions/{running}/progress", params={"timeout": 20}).status_code
+        )
+    )
+    poll.start()
+    try:
+        for _ in range(100):
+            if any(ex["id"] == running and ex.get("long_polls") for ex in admin("GET", "/executions").json()):
+                break
+            threading.Event().wait(0.05)
+        admin("DELETE", f"/executions/{running}")
+    finally:
+        poll.join(timeout=10)
+    assert answers == [404]
+
+
 # --- Python API and the pytest plugin ------------------------------------------------------
 
 

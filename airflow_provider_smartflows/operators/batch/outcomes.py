@@ -18,6 +18,7 @@ from airflow_provider_smartflows.storage import numbered_name
 from airflow_provider_smartflows.transfer import HookPool, in_parallel
 from airflow_provider_smartflows.waiting import (
     EVENT_FAILED,
+    EVENT_GONE,
     EVENT_INPUT_REQUIRED,
     EVENT_SUCCESS,
     EVENT_TIMEOUT,
@@ -68,6 +69,8 @@ class RecordOutcomes:
                 succeeded.append((entry, event))
             elif status == EVENT_FAILED:
                 self._finish_failure(state, entry, event)
+            elif status == EVENT_GONE:
+                self._finish_gone(state, entry, event)
             elif status == EVENT_INPUT_REQUIRED:
                 self._cancel(entry, "it waits for a person, which a batch cannot answer")
                 state.close(
@@ -134,6 +137,21 @@ class RecordOutcomes:
             status,
             "; ".join(messages) or "no details",
         )
+        self._retry_or_fail(state, entry, status, messages)
+
+    def _finish_gone(self, state: BatchState, entry: Entry, event: ExecutionEvent) -> None:
+        """The record's execution disappeared (404: purged or deleted): its outcome and documents are
+        lost, so it counts as a failed execution: started anew while ``record_retries`` allow."""
+        retried = entry.attempt <= self.options.record_retries
+        then = "a new execution is started (record_retries)" if retried else "the record failed"
+        message = f"{event['message']}; {then}"
+        self.log.warning("record %s (line %d): %s", entry.key, entry.line, message)
+        self._retry_or_fail(state, entry, event["execution_status"], [message])
+
+    def _retry_or_fail(
+        self, state: BatchState, entry: Entry, status: str | None, messages: list[str]
+    ) -> None:
+        """Start the record again while ``record_retries`` allow, else record it as failed."""
         if entry.attempt <= self.options.record_retries:
             entry.previous.append(
                 {"execution_id": entry.execution_id, "execution_status": status, "messages": messages}
