@@ -530,13 +530,8 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
                 headers=response.headers,
                 transport_errors=(requests.RequestException,),
             )
-        self.log.info(
-            "Saved Smart Flows document %s to %s (%d bytes, sha256 %s)",
-            document_id,
-            downloaded.uri,
-            downloaded.size,
-            downloaded.sha256,
-        )
+        log = "Saved Smart Flows document %s to %s (%d bytes, sha256 %s)"
+        self.log.info(log, document_id, downloaded.uri, downloaded.size, downloaded.sha256)
         return downloaded
 
     # ----------------------------------------------------------------- connection test
