@@ -44,7 +44,8 @@ def document_gone(document_id: str, target: object) -> Iterator[None]:
         yield
     except SmartFlowsNotFoundError as err:
         raise SmartFlowsDocumentGoneError(
-            f"Document {document_id!r} was not found on Smart Flows (404): it was purged by the "
+            f"Document {document_id!r} was not found on Smart Flows (connection {err.conn_id!r}, "
+            f"{err.method} {err.path} answered 404): it was purged by the "
             f"server's clean-up or deleted, so it cannot be saved to {target}; nothing was written. It does "
             "not come back: run the flow again for a new document, or keep documents for longer in "
             "the server's clean-up settings.",

@@ -271,7 +271,10 @@ def test_downloading_a_purged_document_fails_clearly_and_is_not_retried(
     assert (result.states["download"], result.tries["download"]) == ("failed", 1)
     error = result.error("download")
     assert isinstance(error, SmartFlowsDocumentGoneError)
-    assert f"Document {document.id!r} was not found on Smart Flows (404)" in str(error)
+    assert (
+        f"Document {document.id!r} was not found on Smart Flows (connection 'smartflows_default', GET "
+        in str(error)
+    )
     assert "purged by the server's clean-up" in str(error)
     assert len(smartflows_emulator.requests_to("GET", rf"/documents/{document.id}")) == 1
     assert list(tmp_path.iterdir()) == []

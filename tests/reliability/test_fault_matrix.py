@@ -32,6 +32,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
     SmartFlowsAuthError,
     SmartFlowsConnectionError,
+    SmartFlowsDocumentGoneError,
     SmartFlowsDownloadError,
     SmartFlowsError,
     SmartFlowsNotFoundError,
@@ -115,6 +116,8 @@ FAULTS: dict[str, dict[str, Any]] = {
 A401 = r"refused the API key of connection 'sf_matrix' \({P} answered 401\).*put a valid key in the connection's API key field"
 A403 = r"lacks the rights for {P} \(403\).*Use the key of a Smart Flows user allowed to do this"
 N404 = r"{S} was not found on Smart Flows \(connection 'sf_matrix', {P} answered 404\).*Check the id"
+#: A document's content gone (purged): never retried, nothing written, says it does not come back.
+GONE = r"{S} was not found on Smart Flows \(connection 'sf_matrix', {P} answered 404\): it was purged.*nothing was written"
 NOT_JSON = r"{P} answered 200 with a body that is not the expected JSON \(connection 'sf_matrix'\).*Is the Host the Smart Flows server"
 MAYBE = r"Starting flow 'mx' failed after the request reached Smart Flows \(connection 'sf_matrix'\).*An execution of the flow may have been started; it was not retried.*Check the flow's executions on the server before running it again"
 GAVE_UP = r"{P} answered {code} \(connection 'sf_matrix'\).*It will be retried"
@@ -212,6 +215,7 @@ MATRIX: dict[str, dict[str, Outcome]] = {
     "content": {
         **_TRANSIENT_GET,
         "truncate": err(SmartFlowsDownloadError, CUT, 1),
+        "404": err(SmartFlowsDocumentGoneError, GONE, 1),
         "html-200": limit(SAVED_AS_IS, 1),
         "invalid-json": limit(SAVED_AS_IS, 1),
         "unknown-status": na(BINARY),
