@@ -100,6 +100,8 @@ CANCEL_EXECUTION = {
 }
 #: Listings (every one paged: ``page`` 0-based, ``size``, ``sort=field,asc|desc``, ``filter=field:value``).
 LIST_FLOWS = Endpoint("GET", "/flows", _flows)
+#: One flow: ``{flow}`` is its id or its path.
+GET_FLOW = Endpoint("GET", "/flows/{flow}", _any_json)
 LIST_EXECUTIONS = Endpoint("GET", "/flows/executions", _executions)
 GET_DOCUMENT = Endpoint("GET", "/documents/{document_id}", DocumentInfo.from_json)
 #: Binary content, streamed by the sync hook (``parse`` is unused).
@@ -235,6 +237,12 @@ def answer_request(execution_id: str, answers: Mapping[str, Any]) -> ApiRequest[
     body = answers_body(execution_id, answers)
     headers = {"Content-Type": JSON_CONTENT_TYPE}
     return ANSWER_USER_INPUT.request(execution_id=execution_id, body=body, headers=headers, subject=subject)
+
+
+def flow_request(flow: str) -> ApiRequest[Any]:
+    """``GET /flows/{flow}``: the flow of that id or path (a name that is not one: 404)."""
+    flow = validate_id(flow, "flow")
+    return GET_FLOW.request(flow=flow, subject=f"Flow {flow!r}")
 
 
 def document_request(document_id: str) -> ApiRequest[DocumentInfo]:

@@ -27,6 +27,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsInputError,
     SmartFlowsNotFoundError,
 )
+from airflow_provider_smartflows.flow_names import resolve_flow_name
 from airflow_provider_smartflows.hooks.api import (
     GET_CURRENT_USER,
     GET_SYSTEM_INFO,
@@ -43,6 +44,7 @@ from airflow_provider_smartflows.hooks.api import (
     execution_request,
     executions_paging,
     flow_executions_request,
+    flow_request,
     flows_paging,
     progress_request,
     read_answer,
@@ -433,6 +435,14 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
     ) -> list[dict[str, Any]]:
         """The flows visible to the API key's user (raw Flow objects), every page (:class:`.api.Paging`)."""
         return read_pages(flows_paging(page_size, max_pages), self._call)
+
+    def get_flow(self, flow: str) -> Any:
+        """One flow (the raw Flow object), by id or path (``GET /flows/{flow}``)."""
+        return self._call(flow_request(flow))
+
+    def resolve_flow(self, name: str) -> tuple[str, str]:
+        """``(id, displayName)`` of the flow ``name`` means (:func:`~airflow_provider_smartflows.flow_names.resolve_flow_name`)."""
+        return resolve_flow_name(name, self.get_flow, self.list_flows)
 
     def list_executions(
         self,

@@ -12,6 +12,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsInputError,
     SmartFlowsStartUnknownError,
 )
+from airflow_provider_smartflows.flow_names import check_flow_choice
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.human_bridge import check_ask_available
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_smartflows.human_bridge import AskInAirflow
+
+
+#: XCom key of the flow a ``flow_name`` resolved to: ``{"flow_id", "flow_name"}``.
+FLOW_XCOM_KEY = "smartflows_flow"
 
 
 class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin, BaseOperator):
@@ -56,8 +61,12 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
     which Airflow does not retry: check them on the server before clearing the task. The rule and
     its limits: RELIABILITY.md.
 
-    :param flow_id: flow id or name; without it Smart Flows asks for a flow (``SelectFlow``), which
-        fails the task.
+    :param flow_id: flow id or name; without it (and without ``flow_name``) Smart Flows asks for a
+        flow (``SelectFlow``), which fails the task.
+    :param flow_name: the flow's display name, instead of ``flow_id`` (not both): resolved to its id
+        once, before the start (``GET /flows/{name}``, else the flow list matched on ``displayName``,
+        exact first, then case-insensitive); no match or several fail the task before anything
+        starts. The result carries ``flow_id`` and ``flow_name``.
     :param data: input: None, a dict (Dynamics/Sugar plugin JSON), or XML text/bytes; a string
         ending with ``.xml`` or ``.xml.j2`` is a template file rendered from the DAG's search path.
     :param dataset_id: data set of the flow to feed with ``data``.
@@ -87,7 +96,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         created (the server may still be writing the execution).
     """
 
-    template_fields: Sequence[str] = ("flow_id", "data", "dataset_id", "priority", "user_input")
+    template_fields: Sequence[str] = ("flow_id", "flow_name", "data", "dataset_id", "priority", "user_input")
     # data="letter.xml" (or .xml.j2) is read from the DAG's template search path and rendered.
     template_ext: Sequence[str] = (".xml", ".xml.j2")
     template_fields_renderers = {"data": "py", "user_input": "json"}
@@ -100,6 +109,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         self,
         *,
         flow_id: str | None = None,
+        flow_name: str | None = None,
         data: dict[str, Any] | str | bytes | None = None,
         dataset_id: str | None = None,
         priority: int | str | None = None,
@@ -117,7 +127,9 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_flow_choice(flow_id, flow_name, kwargs.get("task_id", "SmartFlowsRunFlowOperator"))
         self.flow_id = flow_id
+        self.flow_name = flow_name
         self.data = data
         self.dataset_id = dataset_id
         self.priority = priority
@@ -139,10 +151,40 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
             raise SmartFlowsInputError(f"timeout must be > 0 seconds or None, got {timeout!r}")
         self._execution_id: str | None = None
         self._outcome: dict[str, Any] | None = None
+        #: ``{"flow_id", "flow_name"}`` once ``flow_name`` is resolved (also in XCom, for a resume).
+        self._flow: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         check_ask_available(self.user_input, self.task_id)  # before anything starts
-        return self.execute_resumable(context)
+        return self._with_flow(context, self.execute_resumable(context))
+
+    def execute_complete(self, context: Context, event: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._with_flow(context, super().execute_complete(context, event, *args, **kwargs))
+
+    def resume_after_person(self, context: Context, event: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._with_flow(context, super().resume_after_person(context, event, *args, **kwargs))
+
+    # --- flow_name ------------------------------------------------------------------------------
+
+    def _resolve_flow(self, context: Context) -> str | None:
+        """The flow id to start: ``flow_id``, or ``flow_name`` resolved (once, stored in XCom)."""
+        if not self.flow_name:
+            self._flow = {"flow_id": self.flow_id or None, "flow_name": None}
+            return self.flow_id or None
+        check_flow_choice(self.flow_id, self.flow_name, self.task_id)  # both rendered now
+        flow_id, name = self.hook.resolve_flow(str(self.flow_name))
+        self.log.info("Flow name %r resolved to flow %s (%r)", self.flow_name, flow_id, name)
+        self._flow = {"flow_id": flow_id, "flow_name": name}
+        context["ti"].xcom_push(key=FLOW_XCOM_KEY, value=self._flow)
+        return flow_id
+
+    def _with_flow(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """The result with the flow's ``flow_id`` and ``flow_name`` (those resolved, when known)."""
+        flow = self._flow
+        if flow is None and self.flow_name:
+            flow = context["ti"].xcom_pull(task_ids=self.task_id, key=FLOW_XCOM_KEY)
+        flow = flow or {"flow_id": self.flow_id or None, "flow_name": None}
+        return {**result, "flow_id": flow.get("flow_id"), "flow_name": flow.get("flow_name")}
 
     # --- ResumableJobMixin --------------------------------------------------------------------
 
@@ -155,7 +197,8 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
                 context["ti"].try_number,
             )
         priority = parse_priority(self.priority)  # a rendered template is text
-        execution_id, status = self._start_execution(priority)
+        flow_id = self._resolve_flow(context)  # before anything starts
+        execution_id, status = self._start_execution(flow_id, priority)
         self._execution_id = execution_id
         url = self._push_execution_xcoms(context, execution_id)
         self.log.info("Smart Flows execution %s (%s) in the UI: %s", execution_id, status, url)
@@ -211,13 +254,13 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
 
     # --- a start whose outcome is unknown ------------------------------------------------------
 
-    def _start_execution(self, priority: Any) -> tuple[str, str]:
+    def _start_execution(self, flow_id: str | None, priority: Any) -> tuple[str, str]:
         """
         POST the start; with ``reconcile_ambiguous_start`` an unknown outcome is reconciled by the
         hook (adopted, or started again once). Returns (execution id, status to log); an outcome
         that stays unknown raises :class:`SmartFlowsStartUnknownError`.
         """
-        flow_id, dataset_id = self.flow_id or None, self.dataset_id or None
+        dataset_id = self.dataset_id or None
         try:
             if not self.reconcile_ambiguous_start:
                 progress = self.hook.start_execution(
