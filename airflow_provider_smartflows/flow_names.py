@@ -14,6 +14,9 @@ from airflow_provider_smartflows.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+#: XCom key of the flow a ``flow_name`` resolved to, ``{"flow_id", "flow_name"}``: a resumed task
+#: (after a deferral) reads it instead of resolving again.
+FLOW_XCOM_KEY = "smartflows_flow"
 #: Closest names listed by an error about a name that matches no flow.
 CLOSEST_NAMES = 5
 

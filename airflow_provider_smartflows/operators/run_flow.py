@@ -12,7 +12,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsInputError,
     SmartFlowsStartUnknownError,
 )
-from airflow_provider_smartflows.flow_names import check_flow_choice
+from airflow_provider_smartflows.flow_names import FLOW_XCOM_KEY, check_flow_choice
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.human_bridge import check_ask_available
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_smartflows.human_bridge import AskInAirflow
-
-
-#: XCom key of the flow a ``flow_name`` resolved to: ``{"flow_id", "flow_name"}``.
-FLOW_XCOM_KEY = "smartflows_flow"
 
 
 class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin, BaseOperator):
