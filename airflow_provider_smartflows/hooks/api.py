@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
-from airflow_provider_smartflows.exceptions import SmartFlowsListingError
+from airflow_provider_smartflows.exceptions import SmartFlowsInputError, SmartFlowsListingError
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, CANCEL_PATHS, ConnectionSettings
 from airflow_provider_smartflows.hooks.errors import error_from_status, not_json_error
 from airflow_provider_smartflows.hooks.inputs import (
@@ -90,6 +90,8 @@ class Endpoint(Generic[T]):
 
 
 START_EXECUTION = Endpoint("POST", "/flows/executions", ExecutionProgress.from_json)
+#: The prompt-free start: every user input takes its default value; answers a FlowExecution.
+START_SKIPPING_INPUT = Endpoint("POST", "/flows/executions/start", Execution.from_json)
 GET_PROGRESS = Endpoint("GET", "/flows/executions/{execution_id}/progress", ExecutionProgress.from_json)
 ANSWER_USER_INPUT = Endpoint("POST", "/flows/executions/{execution_id}/progress", ExecutionProgress.from_json)
 GET_EXECUTION = Endpoint("GET", "/flows/executions/{execution_id}", Execution.from_json)
@@ -205,6 +207,24 @@ def start_request(
     body, headers = prepare_start_body(data, flow_id)
     subject = f"Flow {flow_id!r}" if flow_id else None
     return START_EXECUTION.request(params=params, body=body, headers=headers, subject=subject)
+
+
+def start_skipping_input_request(
+    flow_id: str | None, data: object, dataset_id: str | None, priority: int | None
+) -> ApiRequest[Execution]:
+    """``POST /flows/executions/start?flow=``: the start that skips every user input. Whether the
+    server reads a body there is unconfirmed: the input is sent when given."""
+    if not flow_id:
+        raise SmartFlowsInputError("skip_user_input=True needs the flow to run (flow_id or flow_name).")
+    params: dict[str, Any] = {"flow": validate_id(flow_id, "flow")}
+    if dataset_id is not None:
+        params["datasetId"] = validate_id(dataset_id, "dataset")
+    if priority is not None:
+        params["priority"] = validate_priority(priority)
+    body, headers = prepare_start_body(data, flow_id)
+    return START_SKIPPING_INPUT.request(
+        params=params, body=body, headers=headers, subject=f"Flow {flow_id!r}"
+    )
 
 
 def progress_request(execution_id: str, wait_seconds: float | None) -> ApiRequest[ExecutionProgress]:

@@ -50,6 +50,7 @@ from airflow_provider_smartflows.hooks.api import (
     read_answer,
     read_pages,
     start_request,
+    start_skipping_input_request,
 )
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
 from airflow_provider_smartflows.hooks.download import open_document_target, save_chunks
@@ -310,7 +311,8 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         *,
         dataset_id: str | None = None,
         priority: int | None = None,
-    ) -> ExecutionProgress:
+        skip_user_input: bool = False,
+    ) -> ExecutionProgress | Execution:
         """
         Start a flow execution (``POST /flows/executions``); never retried once the server may have acted.
 
@@ -318,10 +320,13 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         :param data: None (no input), a dict (Dynamics/Sugar JSON) or XML as str or bytes.
         :param dataset_id: the data set the XML belongs to.
         :param priority: execution priority, if the server supports it.
+        :param skip_user_input: start through ``POST /flows/executions/start?flow=``: every user
+            input takes its default value (no ``UserInput`` stop); answers the execution itself.
         """
-        request = start_request(flow_id, data, dataset_id, priority)
+        build = start_skipping_input_request if skip_user_input else start_request
+        request: ApiRequest[Any] = build(flow_id, data, dataset_id, priority)
         try:
-            progress = self._call(request)
+            progress: ExecutionProgress | Execution = self._call(request)
         except SmartFlowsApiError as err:
             if _may_have_started(err):
                 raise may_have_started_error(err, flow_id) from err
@@ -341,6 +346,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         *,
         dataset_id: str | None = None,
         priority: int | None = None,
+        skip_user_input: bool = False,
         **options: Unpack[ReconcileOptions],
     ) -> StartedExecution:
         """
@@ -352,7 +358,9 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         """
         return start_reconciled(
             flow_id,
-            lambda: self.start_execution(flow_id, data, dataset_id=dataset_id, priority=priority),
+            lambda: self.start_execution(
+                flow_id, data, dataset_id=dataset_id, priority=priority, skip_user_input=skip_user_input
+            ),
             lambda error, sent_at: self.find_started_execution(
                 flow_id, data, sent_at=sent_at, error=error, **options
             ),

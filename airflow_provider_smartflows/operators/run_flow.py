@@ -63,6 +63,11 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         once, before the start (``GET /flows/{name}``, else the flow list matched on ``displayName``,
         exact first, then case-insensitive); no match or several fail the task before anything
         starts. The result carries ``flow_id`` and ``flow_name``.
+    :param skip_user_input: start through the vendor's prompt-free start
+        (``POST /flows/executions/start?flow=``): data sets, Smart Forms and user-editable fields take
+        their default values, so the execution never stops at a ``UserInput`` prompt. Needs
+        ``flow_id`` or ``flow_name``. Whether the server reads ``data`` there is unconfirmed: it is
+        sent when given.
     :param data: input: None, a dict (Dynamics/Sugar plugin JSON), or XML text/bytes; a string
         ending with ``.xml`` or ``.xml.j2`` is a template file rendered from the DAG's search path.
     :param dataset_id: data set of the flow to feed with ``data``.
@@ -106,6 +111,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         *,
         flow_id: str | None = None,
         flow_name: str | None = None,
+        skip_user_input: bool = False,
         data: dict[str, Any] | str | bytes | None = None,
         dataset_id: str | None = None,
         priority: int | str | None = None,
@@ -126,6 +132,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         check_flow_choice(flow_id, flow_name, kwargs.get("task_id", "SmartFlowsRunFlowOperator"))
         self.flow_id = flow_id
         self.flow_name = flow_name
+        self.skip_user_input = skip_user_input
         self.data = data
         self.dataset_id = dataset_id
         self.priority = priority
@@ -260,7 +267,11 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         try:
             if not self.reconcile_ambiguous_start:
                 progress = self.hook.start_execution(
-                    flow_id, self.data, dataset_id=dataset_id, priority=priority
+                    flow_id,
+                    self.data,
+                    dataset_id=dataset_id,
+                    priority=priority,
+                    skip_user_input=self.skip_user_input,
                 )
                 return progress.id, str(progress.raw_status)
             started = self.hook.start_execution_reconciled(
@@ -268,6 +279,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
                 self.data,
                 dataset_id=dataset_id,
                 priority=priority,
+                skip_user_input=self.skip_user_input,
                 clock_skew=self.reconcile_clock_skew,
                 settle_time=self.reconcile_settle_time,
             )

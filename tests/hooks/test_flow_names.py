@@ -31,7 +31,9 @@ def test_a_name_with_a_slash_skips_get_flow(hook: Any, smartflows_emulator: Any)
 
 
 def test_an_unknown_name_lists_the_closest(hook: Any, smartflows_emulator: Any) -> None:
-    with pytest.raises(SmartFlowsFlowNameError, match=r"No flow is named 'Invoise'.*Closest names: 'Invoice'"):
+    with pytest.raises(
+        SmartFlowsFlowNameError, match=r"No flow is named 'Invoise'.*Closest names: 'Invoice'"
+    ):
         hook.resolve_flow("Invoise")
     assert smartflows_emulator.requests_to("POST", r"/flows/executions") == []
 
@@ -52,7 +54,13 @@ def test_the_exact_name_wins_over_another_case() -> None:
 @pytest.mark.airflow_agnostic
 @pytest.mark.parametrize(
     ("flow_id", "flow_name", "refused"),
-    [("x", "X", True), ("x", None, False), (None, "X", False), (None, None, False), ("{{ a }}", "{{ b }}", True)],
+    [
+        ("x", "X", True),
+        ("x", None, False),
+        (None, "X", False),
+        (None, None, False),
+        ("{{ a }}", "{{ b }}", True),
+    ],
     ids=["both", "id", "name", "neither", "templates"],
 )
 def test_flow_id_and_flow_name_together_are_refused(flow_id: Any, flow_name: Any, refused: bool) -> None:

@@ -1,4 +1,4 @@
-"""``flow_name=`` on SmartFlowsRunFlowOperator (issue 25, item 1), with ``dag.test()`` on the emulator."""
+"""``flow_name=`` and ``skip_user_input=True`` on SmartFlowsRunFlowOperator (issue 25, items 1-2), with ``dag.test()``."""
 
 from __future__ import annotations
 
@@ -57,3 +57,16 @@ def test_a_flow_id_result_names_the_flow_id(run_dag: Any, smartflows_emulator: A
 def test_flow_id_and_flow_name_together_are_refused_at_parse_time() -> None:
     with pytest.raises(SmartFlowsInputError, match="not both"):
         SmartFlowsRunFlowOperator(task_id="t", flow_id="hello", flow_name="Hello")
+
+
+@pytest.mark.slow  # a dag.test() run
+@MODES
+def test_skip_user_input_runs_a_flow_with_a_prompt_to_the_end(
+    run_dag: Any, smartflows_emulator: Any, deferrable: bool
+) -> None:
+    # issue 25, item 2: no user_input given, yet the "approval" flow does not stop at its form.
+    result = run_flow(run_dag, flow_name="Approval", skip_user_input=True, deferrable=deferrable)
+    value = result.xcom("generate")
+    assert value["status"] == "Success", result.error("generate")
+    assert len(smartflows_emulator.requests_to("POST", r"/flows/executions/start$")) == 1
+    assert smartflows_emulator.requests_to("POST", r"/progress$") == []

@@ -62,6 +62,8 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         resolved once per task (not per record) before anything starts, as on
         :class:`~airflow_provider_smartflows.operators.run_flow.SmartFlowsRunFlowOperator`; a
         deferred batch resumes with the id it resolved.
+    :param skip_user_input: start every record through the prompt-free start, as on
+        :class:`~airflow_provider_smartflows.operators.run_flow.SmartFlowsRunFlowOperator`.
     :param manifest_uri: object-storage URI of the results manifest (JSON Lines); the checkpoint is
         ``<manifest_uri>.checkpoint.json``. Make it unique per run (e.g. with ``{{ ds }}``).
     :param manifest_conn_id: storage connection of ``manifest_uri``.
@@ -138,6 +140,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         flow_id: str | None = None,
         manifest_uri: str,
         flow_name: str | None = None,
+        skip_user_input: bool = False,
         manifest_conn_id: str | None = None,
         records: Any = None,
         records_uri: str | None = None,
@@ -170,7 +173,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.flow_id, self.dataset_id, self.priority = flow_id, dataset_id, priority
-        self.flow_name = flow_name
+        self.flow_name, self.skip_user_input = flow_name, skip_user_input
         self.manifest_uri, self.manifest_conn_id = manifest_uri, manifest_conn_id
         # A literal list is data: wrapped so that Airflow does not render each of its strings.
         self.records = RecordList(records) if isinstance(records, (list, tuple)) else records
@@ -291,6 +294,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
             reconcile_ambiguous_start=self.reconcile_ambiguous_start,
             reconcile_clock_skew=float(self.reconcile_clock_skew),
             reconcile_settle_time=float(self.reconcile_settle_time),
+            skip_user_input=self.skip_user_input,
         )
         return BatchRun(self.hook, self.store, self.source, inputs, options, self.log)
 

@@ -52,3 +52,19 @@ def test_an_unknown_name_starts_nothing(run_dag: Any, smartflows_emulator: Any, 
 def test_exactly_one_of_flow_id_and_flow_name(flows: dict[str, Any]) -> None:
     with pytest.raises(SmartFlowsInputError, match="flow_id or flow_name"):
         SmartFlowsRunFlowBatchOperator(task_id="t", manifest_uri="file:///m.jsonl", records=[], **flows)
+
+
+@pytest.mark.slow  # a dag.test() run
+def test_skip_user_input_starts_every_record_prompt_free(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    result = run_batch(
+        run_dag,
+        tmp_path,
+        flow_id="approval",
+        skip_user_input=True,
+        records=customers(2),
+        data_template=DYNAMICS,
+    )
+    assert result.states["batch"] == "success", result.error("batch")
+    assert len(smartflows_emulator.requests_to("POST", r"/flows/executions/start$")) == 2
