@@ -154,6 +154,14 @@ PROVIDER_INFO: dict[str, Any] = {
                     "example": None,
                     "default": "0",
                 },
+                "max_output_bytes": {
+                    "description": "Largest named flow output (its JSON, in bytes) a run task's "
+                    "result carries; a larger one is left out with a warning naming it.",
+                    "version_added": None,
+                    "type": "integer",
+                    "example": None,
+                    "default": "65536",
+                },
             },
         }
     },

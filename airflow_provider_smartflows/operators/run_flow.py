@@ -17,6 +17,7 @@ from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.human_bridge import check_ask_available
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.models import ExecutionStatus
+from airflow_provider_smartflows.outputs import max_output_bytes, named_outputs
 from airflow_provider_smartflows.reconcile import ADOPTED, DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
 from airflow_provider_smartflows.reconciled_start import STARTED_AGAIN
 from airflow_provider_smartflows.validation import check_reconcile_timing, parse_priority
@@ -159,13 +160,35 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
 
     def execute(self, context: Context) -> dict[str, Any]:
         check_ask_available(self.user_input, self.task_id)  # before anything starts
-        return self._with_flow(context, self.execute_resumable(context))
+        return self._complete(context, self.execute_resumable(context))
 
     def execute_complete(self, context: Context, event: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return self._with_flow(context, super().execute_complete(context, event, *args, **kwargs))
+        return self._complete(context, super().execute_complete(context, event, *args, **kwargs))
 
     def resume_after_person(self, context: Context, event: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return self._with_flow(context, super().resume_after_person(context, event, *args, **kwargs))
+        return self._complete(context, super().resume_after_person(context, event, *args, **kwargs))
+
+    # --- the result: the flow, the named outputs -------------------------------------------------
+
+    def _complete(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        return self._with_outputs(self._with_flow(context, result))
+
+    def _with_outputs(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A finished execution's result with its named ``outputs`` (``GET /flows/executions/{id}``),
+        each at most ``[smartflows] max_output_bytes`` of JSON; a larger one is left out, logged."""
+        if not ExecutionStatus.parse(result.get("status")).is_terminal:
+            return result
+        execution = self.hook.get_execution(str(result["execution_id"]))
+        outputs, left_out = named_outputs(execution.raw, max_output_bytes())
+        if left_out:
+            self.log.warning(
+                "Outputs of Smart Flows execution %s left out of the result (over [smartflows] "
+                "max_output_bytes = %d): %s",
+                result["execution_id"],
+                max_output_bytes(),
+                ", ".join(left_out),
+            )
+        return {**result, "outputs": outputs}
 
     # --- flow_name ------------------------------------------------------------------------------
 
