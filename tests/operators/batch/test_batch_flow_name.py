@@ -1,4 +1,4 @@
-"""``flow_name=`` on SmartFlowsRunFlowBatchOperator (issue 25, item 1): resolved once per task."""
+"""Issue 25 on SmartFlowsRunFlowBatchOperator: ``flow_name=`` (resolved once per task), ``skip_user_input``, outputs in the manifest."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_smartflows.exceptions import SmartFlowsFlowNameError, SmartFlowsInputError
 from airflow_provider_smartflows.operators.batch import SmartFlowsRunFlowBatchOperator
-from tests.operators.batch.batch_helpers import DYNAMICS, MODES, customers, run_batch
+from tests.operators.batch.batch_helpers import DYNAMICS, MODES, customers, manifest, run_batch
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -68,3 +68,16 @@ def test_skip_user_input_starts_every_record_prompt_free(
     )
     assert result.states["batch"] == "success", result.error("batch")
     assert len(smartflows_emulator.requests_to("POST", r"/flows/executions/start$")) == 2
+
+
+@pytest.mark.slow  # a dag.test() run
+def test_each_manifest_line_carries_the_named_outputs(
+    run_dag: Any, smartflows_emulator: Any, tmp_path: Path
+) -> None:
+    # issue 25, item 3
+    smartflows_emulator.add_flow(
+        {"id": "totals", "displayName": "Totals", "outputs": [{"displayName": "Total", "content": 42}]}
+    )
+    result = run_batch(run_dag, tmp_path, flow_id="totals", records=customers(2), data_template=DYNAMICS)
+    assert result.states["batch"] == "success", result.error("batch")
+    assert [line["outputs"] for line in manifest(tmp_path)] == [{"Total": 42}, {"Total": 42}]
