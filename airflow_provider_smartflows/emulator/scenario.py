@@ -523,6 +523,7 @@ _BUILTIN_FLOWS: list[dict[str, Any]] = [
         "steps": _THREE_STEPS,
         "user_input": {"after_step": 0, "form": {"approved": "boolean", "comment": "string"}},
         "documents": [{"displayName": "Approval"}],
+        "outputs": [{"id": "decision", "displayName": "Decision", "content": "approved"}],
     },
     {
         "id": "signature",
