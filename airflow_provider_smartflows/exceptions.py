@@ -157,6 +157,10 @@ class SmartFlowsInputError(SmartFlowsError, ValueError):
     """An argument or connection setting is invalid; raised before any request is sent."""
 
 
+class SmartFlowsFlowNameError(SmartFlowsInputError):
+    """A ``flow_name`` names no flow, or several; raised before anything starts."""
+
+
 class SmartFlowsDownloadError(SmartFlowsError):
     """A document download failed (truncated body, size mismatch, target already exists)."""
 

@@ -128,7 +128,7 @@ PROVIDER_INFO: dict[str, Any] = {
     # Read by the async hook's shared sessions (hooks/sessions.py), once per event loop.
     "config": {
         "smartflows": {
-            "description": "The async hook's shared HTTP sessions (triggerer side).",
+            "description": "The async hook's shared HTTP sessions (triggerer side); the size bound of flow outputs.",
             "options": {
                 "connection_cache_seconds": {
                     "description": "Seconds a connection lookup is reused by the triggers of one "
@@ -153,6 +153,14 @@ PROVIDER_INFO: dict[str, Any] = {
                     "type": "integer",
                     "example": None,
                     "default": "0",
+                },
+                "max_output_bytes": {
+                    "description": "Largest named flow output (its JSON, in bytes) a run task's "
+                    "result carries; a larger one is left out with a warning naming it.",
+                    "version_added": None,
+                    "type": "integer",
+                    "example": None,
+                    "default": "65536",
                 },
             },
         }

@@ -36,7 +36,7 @@ from airflow_provider_smartflows.validation import check_int, check_number
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_provider_smartflows.models import ExecutionProgress
+    from airflow_provider_smartflows.models import Execution, ExecutionProgress
 
     #: One page of a flow's executions, newest first: ``list_page(page, size, created_by)``.
     ListPage = Callable[[int, int, str | None], list[Any]]
@@ -214,7 +214,7 @@ def find_started(
 
 def start_reconciled(
     flow_id: str | None,
-    start: Callable[[], ExecutionProgress],
+    start: Callable[[], ExecutionProgress | Execution],
     find: Callable[[SmartFlowsApiError, float], Verdict],
     *,
     log: WarningLog,

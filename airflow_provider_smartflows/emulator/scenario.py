@@ -77,6 +77,8 @@ class FlowSpec:
     # The real server does not always call the property holding a document reference
     # "document"; only its "type" is reliable. Flows vary it so clients must walk the JSON.
     document_property: str = "document"
+    #: Named outputs of a finished execution, in the wire shape ``{output: {id, displayName, type}, content}``.
+    outputs: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,7 @@ _FLOW_FIELDS = {
     "documents",
     "documents_per_record",
     "document_property",
+    "outputs",
 }
 
 
@@ -272,6 +275,23 @@ def _bool(d: dict[str, Any], key: str, where: str) -> bool:
     return value
 
 
+def _outputs(d: dict[str, Any], where: str) -> tuple[dict[str, Any], ...]:
+    """``outputs: [{displayName, id?, type?, content}]`` as the FlowExecution carries them."""
+    found = []
+    for i, raw in enumerate(_list(d.get("outputs", []), f"{where}.outputs")):
+        w = f"{where}.outputs[{i}]"
+        out = _obj(raw, w)
+        _check_keys(out, {"id", "displayName", "type", "content"}, w)
+        name = _str(out, "displayName", w)
+        ref = {
+            "id": _str(out, "id", w, f"output-{i}"),
+            "displayName": name,
+            "type": _str(out, "type", w, "string"),
+        }
+        found.append({"output": ref, "content": out.get("content")})
+    return tuple(found)
+
+
 def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
     """Validate one flow in the scenario-file format and build its FlowSpec."""
     d = _obj(raw, where)
@@ -305,6 +325,7 @@ def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
         documents=_documents(d, where),
         documents_per_record=_bool(d, "documents_per_record", where),
         document_property=_str(d, "document_property", where, "document"),
+        outputs=_outputs(d, where),
     )
 
 
@@ -502,6 +523,7 @@ _BUILTIN_FLOWS: list[dict[str, Any]] = [
         "steps": _THREE_STEPS,
         "user_input": {"after_step": 0, "form": {"approved": "boolean", "comment": "string"}},
         "documents": [{"displayName": "Approval"}],
+        "outputs": [{"id": "decision", "displayName": "Decision", "content": "approved"}],
     },
     {
         "id": "signature",

@@ -161,7 +161,11 @@ def execution_json(state: EmulatorState, ex: Execution) -> dict[str, Any]:
             "warnings": warnings,
             "errors": errors,
         },
-        "outputs": [],
+        # Named outputs once the flow has finished well (the flow's own values: copies).
+        "outputs": [
+            {"output": dict(o["output"]), "content": o["content"]}
+            for o in (ex.flow.outputs if ex.flow and snap.status in ("Success", "Warning") else ())
+        ],
     }
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
 
-from airflow_provider_smartflows.exceptions import SmartFlowsListingError
+from airflow_provider_smartflows.exceptions import SmartFlowsInputError, SmartFlowsListingError
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, CANCEL_PATHS, ConnectionSettings
 from airflow_provider_smartflows.hooks.errors import error_from_status, not_json_error
 from airflow_provider_smartflows.hooks.inputs import (
@@ -90,6 +90,8 @@ class Endpoint(Generic[T]):
 
 
 START_EXECUTION = Endpoint("POST", "/flows/executions", ExecutionProgress.from_json)
+#: The prompt-free start: every user input takes its default value; answers a FlowExecution.
+START_SKIPPING_INPUT = Endpoint("POST", "/flows/executions/start", Execution.from_json)
 GET_PROGRESS = Endpoint("GET", "/flows/executions/{execution_id}/progress", ExecutionProgress.from_json)
 ANSWER_USER_INPUT = Endpoint("POST", "/flows/executions/{execution_id}/progress", ExecutionProgress.from_json)
 GET_EXECUTION = Endpoint("GET", "/flows/executions/{execution_id}", Execution.from_json)
@@ -100,6 +102,8 @@ CANCEL_EXECUTION = {
 }
 #: Listings (every one paged: ``page`` 0-based, ``size``, ``sort=field,asc|desc``, ``filter=field:value``).
 LIST_FLOWS = Endpoint("GET", "/flows", _flows)
+#: One flow: ``{flow}`` is its id or its path.
+GET_FLOW = Endpoint("GET", "/flows/{flow}", _any_json)
 LIST_EXECUTIONS = Endpoint("GET", "/flows/executions", _executions)
 GET_DOCUMENT = Endpoint("GET", "/documents/{document_id}", DocumentInfo.from_json)
 #: Binary content, streamed by the sync hook (``parse`` is unused).
@@ -205,6 +209,24 @@ def start_request(
     return START_EXECUTION.request(params=params, body=body, headers=headers, subject=subject)
 
 
+def start_skipping_input_request(
+    flow_id: str | None, data: object, dataset_id: str | None, priority: int | None
+) -> ApiRequest[Execution]:
+    """``POST /flows/executions/start?flow=``: the start that skips every user input. Whether the
+    server reads a body there is unconfirmed: the input is sent when given."""
+    if not flow_id:
+        raise SmartFlowsInputError("skip_user_input=True needs the flow to run (flow_id or flow_name).")
+    params: dict[str, Any] = {"flow": validate_id(flow_id, "flow")}
+    if dataset_id is not None:
+        params["datasetId"] = validate_id(dataset_id, "dataset")
+    if priority is not None:
+        params["priority"] = validate_priority(priority)
+    body, headers = prepare_start_body(data, flow_id)
+    return START_SKIPPING_INPUT.request(
+        params=params, body=body, headers=headers, subject=f"Flow {flow_id!r}"
+    )
+
+
 def progress_request(execution_id: str, wait_seconds: float | None) -> ApiRequest[ExecutionProgress]:
     execution_id, subject = _execution(execution_id)
     wait = validate_wait_seconds(wait_seconds)
@@ -235,6 +257,12 @@ def answer_request(execution_id: str, answers: Mapping[str, Any]) -> ApiRequest[
     body = answers_body(execution_id, answers)
     headers = {"Content-Type": JSON_CONTENT_TYPE}
     return ANSWER_USER_INPUT.request(execution_id=execution_id, body=body, headers=headers, subject=subject)
+
+
+def flow_request(flow: str) -> ApiRequest[Any]:
+    """``GET /flows/{flow}``: the flow of that id or path (a name that is not one: 404)."""
+    flow = validate_id(flow, "flow")
+    return GET_FLOW.request(flow=flow, subject=f"Flow {flow!r}")
 
 
 def document_request(document_id: str) -> ApiRequest[DocumentInfo]:

@@ -27,6 +27,7 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsInputError,
     SmartFlowsNotFoundError,
 )
+from airflow_provider_smartflows.flow_names import resolve_flow_name
 from airflow_provider_smartflows.hooks.api import (
     GET_CURRENT_USER,
     GET_SYSTEM_INFO,
@@ -43,11 +44,13 @@ from airflow_provider_smartflows.hooks.api import (
     execution_request,
     executions_paging,
     flow_executions_request,
+    flow_request,
     flows_paging,
     progress_request,
     read_answer,
     read_pages,
     start_request,
+    start_skipping_input_request,
 )
 from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
 from airflow_provider_smartflows.hooks.download import document_gone, open_document_target, save_chunks
@@ -310,7 +313,8 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         *,
         dataset_id: str | None = None,
         priority: int | None = None,
-    ) -> ExecutionProgress:
+        skip_user_input: bool = False,
+    ) -> ExecutionProgress | Execution:
         """
         Start a flow execution (``POST /flows/executions``); never retried once the server may have acted.
 
@@ -318,10 +322,13 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         :param data: None (no input), a dict (Dynamics/Sugar JSON) or XML as str or bytes.
         :param dataset_id: the data set the XML belongs to.
         :param priority: execution priority, if the server supports it.
+        :param skip_user_input: start through ``POST /flows/executions/start?flow=``: every user
+            input takes its default value (no ``UserInput`` stop); answers the execution itself.
         """
-        request = start_request(flow_id, data, dataset_id, priority)
+        build = start_skipping_input_request if skip_user_input else start_request
+        request: ApiRequest[Any] = build(flow_id, data, dataset_id, priority)
         try:
-            progress = self._call(request)
+            progress: ExecutionProgress | Execution = self._call(request)
         except SmartFlowsNotFoundError as err:
             if not flow_id:
                 raise
@@ -353,6 +360,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         *,
         dataset_id: str | None = None,
         priority: int | None = None,
+        skip_user_input: bool = False,
         **options: Unpack[ReconcileOptions],
     ) -> StartedExecution:
         """
@@ -364,7 +372,9 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         """
         return start_reconciled(
             flow_id,
-            lambda: self.start_execution(flow_id, data, dataset_id=dataset_id, priority=priority),
+            lambda: self.start_execution(
+                flow_id, data, dataset_id=dataset_id, priority=priority, skip_user_input=skip_user_input
+            ),
             lambda error, sent_at: self.find_started_execution(
                 flow_id, data, sent_at=sent_at, error=error, **options
             ),
@@ -447,6 +457,14 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
     ) -> list[dict[str, Any]]:
         """The flows visible to the API key's user (raw Flow objects), every page (:class:`.api.Paging`)."""
         return read_pages(flows_paging(page_size, max_pages), self._call)
+
+    def get_flow(self, flow: str) -> Any:
+        """One flow (the raw Flow object), by id or path (``GET /flows/{flow}``)."""
+        return self._call(flow_request(flow))
+
+    def resolve_flow(self, name: str) -> tuple[str, str]:
+        """``(id, displayName)`` of the flow ``name`` means (:func:`~airflow_provider_smartflows.flow_names.resolve_flow_name`)."""
+        return resolve_flow_name(name, self.get_flow, self.list_flows)
 
     def list_executions(
         self,

@@ -13,10 +13,12 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsNotFoundError,
     SmartFlowsStartUnknownError,
 )
+from airflow_provider_smartflows.flow_names import FLOW_XCOM_KEY, check_flow_choice
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.human_bridge import check_ask_available
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.models import ExecutionStatus
+from airflow_provider_smartflows.outputs import max_output_bytes, named_outputs
 from airflow_provider_smartflows.reconcile import ADOPTED, DEFAULT_CLOCK_SKEW, DEFAULT_SETTLE_TIME
 from airflow_provider_smartflows.reconciled_start import STARTED_AGAIN
 from airflow_provider_smartflows.text import one_line
@@ -65,8 +67,17 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
     which Airflow does not retry: check them on the server before clearing the task. The rule and
     its limits: RELIABILITY.md.
 
-    :param flow_id: flow id or name; without it Smart Flows asks for a flow (``SelectFlow``), which
-        fails the task.
+    :param flow_id: flow id or name; without it (and without ``flow_name``) Smart Flows asks for a
+        flow (``SelectFlow``), which fails the task.
+    :param flow_name: the flow's display name, instead of ``flow_id`` (not both): resolved to its id
+        once, before the start (``GET /flows/{name}``, else the flow list matched on ``displayName``,
+        exact first, then case-insensitive); no match or several fail the task before anything
+        starts. The result carries ``flow_id`` and ``flow_name``.
+    :param skip_user_input: start through the vendor's prompt-free start
+        (``POST /flows/executions/start?flow=``): data sets, Smart Forms and user-editable fields take
+        their default values, so the execution never stops at a ``UserInput`` prompt. Needs
+        ``flow_id`` or ``flow_name``. Whether the server reads ``data`` there is unconfirmed: it is
+        sent when given.
     :param data: input: None, a dict (Dynamics/Sugar plugin JSON), or XML text/bytes; a string
         ending with ``.xml`` or ``.xml.j2`` is a template file rendered from the DAG's search path.
     :param dataset_id: data set of the flow to feed with ``data``.
@@ -96,7 +107,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         created (the server may still be writing the execution).
     """
 
-    template_fields: Sequence[str] = ("flow_id", "data", "dataset_id", "priority", "user_input")
+    template_fields: Sequence[str] = ("flow_id", "flow_name", "data", "dataset_id", "priority", "user_input")
     # data="letter.xml" (or .xml.j2) is read from the DAG's template search path and rendered.
     template_ext: Sequence[str] = (".xml", ".xml.j2")
     template_fields_renderers = {"data": "py", "user_input": "json"}
@@ -109,6 +120,8 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         self,
         *,
         flow_id: str | None = None,
+        flow_name: str | None = None,
+        skip_user_input: bool = False,
         data: dict[str, Any] | str | bytes | None = None,
         dataset_id: str | None = None,
         priority: int | str | None = None,
@@ -126,7 +139,10 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_flow_choice(flow_id, flow_name, kwargs.get("task_id", "SmartFlowsRunFlowOperator"))
         self.flow_id = flow_id
+        self.flow_name = flow_name
+        self.skip_user_input = skip_user_input
         self.data = data
         self.dataset_id = dataset_id
         self.priority = priority
@@ -148,10 +164,62 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
             raise SmartFlowsInputError(f"timeout must be > 0 seconds or None, got {timeout!r}")
         self._execution_id: str | None = None
         self._outcome: dict[str, Any] | None = None
+        #: ``{"flow_id", "flow_name"}`` once ``flow_name`` is resolved (also in XCom, for a resume).
+        self._flow: dict[str, Any] | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         check_ask_available(self.user_input, self.task_id)  # before anything starts
-        return self.execute_resumable(context)
+        return self._complete(context, self.execute_resumable(context))
+
+    def execute_complete(self, context: Context, event: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._complete(context, super().execute_complete(context, event, *args, **kwargs))
+
+    def resume_after_person(self, context: Context, event: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return self._complete(context, super().resume_after_person(context, event, *args, **kwargs))
+
+    # --- the result: the flow, the named outputs -------------------------------------------------
+
+    def _complete(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        return self._with_outputs(self._with_flow(context, result))
+
+    def _with_outputs(self, result: dict[str, Any]) -> dict[str, Any]:
+        """A finished execution's result with its named ``outputs`` (``GET /flows/executions/{id}``),
+        each at most ``[smartflows] max_output_bytes`` of JSON; a larger one is left out, logged."""
+        if not ExecutionStatus.parse(result.get("status")).is_terminal:
+            return result
+        execution = self.hook.get_execution(str(result["execution_id"]))
+        outputs, left_out = named_outputs(execution.raw, max_output_bytes())
+        if left_out:
+            self.log.warning(
+                "Outputs of Smart Flows execution %s left out of the result (over [smartflows] "
+                "max_output_bytes = %d): %s",
+                result["execution_id"],
+                max_output_bytes(),
+                ", ".join(left_out),
+            )
+        return {**result, "outputs": outputs}
+
+    # --- flow_name ------------------------------------------------------------------------------
+
+    def _resolve_flow(self, context: Context) -> str | None:
+        """The flow id to start: ``flow_id``, or ``flow_name`` resolved (once, stored in XCom)."""
+        if not self.flow_name:
+            self._flow = {"flow_id": self.flow_id or None, "flow_name": None}
+            return self.flow_id or None
+        check_flow_choice(self.flow_id, self.flow_name, self.task_id)  # both rendered now
+        flow_id, name = self.hook.resolve_flow(str(self.flow_name))
+        self.log.info("Flow name %r resolved to flow %s (%r)", self.flow_name, flow_id, name)
+        self._flow = {"flow_id": flow_id, "flow_name": name}
+        context["ti"].xcom_push(key=FLOW_XCOM_KEY, value=self._flow)
+        return flow_id
+
+    def _with_flow(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        """The result with the flow's ``flow_id`` and ``flow_name`` (those resolved, when known)."""
+        flow = self._flow
+        if flow is None and self.flow_name:
+            flow = context["ti"].xcom_pull(task_ids=self.task_id, key=FLOW_XCOM_KEY)
+        flow = flow or {"flow_id": self.flow_id or None, "flow_name": None}
+        return {**result, "flow_id": flow.get("flow_id"), "flow_name": flow.get("flow_name")}
 
     # --- ResumableJobMixin --------------------------------------------------------------------
 
@@ -164,7 +232,8 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
                 context["ti"].try_number,
             )
         priority = parse_priority(self.priority)  # a rendered template is text
-        execution_id, status = self._start_execution(priority)
+        flow_id = self._resolve_flow(context)  # before anything starts
+        execution_id, status = self._start_execution(flow_id, priority)
         self._execution_id = execution_id
         url = self._push_execution_xcoms(context, execution_id)
         self.log.info("Smart Flows execution %s (%s) in the UI: %s", execution_id, status, url)
@@ -232,17 +301,21 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
 
     # --- a start whose outcome is unknown ------------------------------------------------------
 
-    def _start_execution(self, priority: Any) -> tuple[str, str]:
+    def _start_execution(self, flow_id: str | None, priority: Any) -> tuple[str, str]:
         """
         POST the start; with ``reconcile_ambiguous_start`` an unknown outcome is reconciled by the
         hook (adopted, or started again once). Returns (execution id, status to log); an outcome
         that stays unknown raises :class:`SmartFlowsStartUnknownError`.
         """
-        flow_id, dataset_id = self.flow_id or None, self.dataset_id or None
+        dataset_id = self.dataset_id or None
         try:
             if not self.reconcile_ambiguous_start:
                 progress = self.hook.start_execution(
-                    flow_id, self.data, dataset_id=dataset_id, priority=priority
+                    flow_id,
+                    self.data,
+                    dataset_id=dataset_id,
+                    priority=priority,
+                    skip_user_input=self.skip_user_input,
                 )
                 return progress.id, str(progress.raw_status)
             started = self.hook.start_execution_reconciled(
@@ -250,6 +323,7 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
                 self.data,
                 dataset_id=dataset_id,
                 priority=priority,
+                skip_user_input=self.skip_user_input,
                 clock_skew=self.reconcile_clock_skew,
                 settle_time=self.reconcile_settle_time,
             )

@@ -15,6 +15,7 @@ EXPECTED = {
     "smartflows_retries_and_alerts",
     "smartflows_batch_invoices",
     "smartflows_approval_form",
+    "smartflows_named_outputs",
 }
 
 

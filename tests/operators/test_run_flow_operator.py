@@ -313,6 +313,7 @@ def test_bad_arguments_fail_before_any_request() -> None:
 def test_templated_fields() -> None:
     assert set(SmartFlowsRunFlowOperator.template_fields) == {
         "flow_id",
+        "flow_name",
         "data",
         "dataset_id",
         "priority",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsInputError
+from airflow_provider_smartflows.flow_names import FLOW_XCOM_KEY, check_flow_choice
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.operators.batch.records import RecordInput, RecordList, RecordSource
@@ -58,6 +59,12 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
     task returns a summary (counts, manifest URI).
 
     :param flow_id: the flow to run for every record.
+    :param flow_name: the flow's display name, instead of ``flow_id`` (exactly one of the two):
+        resolved once per task (not per record) before anything starts, as on
+        :class:`~airflow_provider_smartflows.operators.run_flow.SmartFlowsRunFlowOperator`; a
+        deferred batch resumes with the id it resolved.
+    :param skip_user_input: start every record through the prompt-free start, as on
+        :class:`~airflow_provider_smartflows.operators.run_flow.SmartFlowsRunFlowOperator`.
     :param manifest_uri: object-storage URI of the results manifest (JSON Lines); the checkpoint is
         ``<manifest_uri>.checkpoint.json``. Make it unique per run with ``{{ run_id }}``
         (``{{ ds }}`` is not: two runs of the same day would share one checkpoint).
@@ -113,6 +120,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "flow_id",
+        "flow_name",
         "records",
         "records_uri",
         "records_conn_id",
@@ -131,8 +139,10 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
     def __init__(
         self,
         *,
-        flow_id: str,
+        flow_id: str | None = None,
         manifest_uri: str,
+        flow_name: str | None = None,
+        skip_user_input: bool = False,
         manifest_conn_id: str | None = None,
         records: Any = None,
         records_uri: str | None = None,
@@ -165,6 +175,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.flow_id, self.dataset_id, self.priority = flow_id, dataset_id, priority
+        self.flow_name, self.skip_user_input = flow_name, skip_user_input
         self.manifest_uri, self.manifest_conn_id = manifest_uri, manifest_conn_id
         # A literal list is data: wrapped so that Airflow does not render each of its strings.
         self.records = RecordList(records) if isinstance(records, (list, tuple)) else records
@@ -184,6 +195,9 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         self._state: BatchState | None = None
 
     def _check_arguments(self) -> None:
+        check_flow_choice(self.flow_id, self.flow_name, self.task_id)
+        if self.flow_id in (None, "") and self.flow_name in (None, ""):
+            raise SmartFlowsInputError(f"{self.task_id}: give flow_id or flow_name (the flow to run).")
         check_int("max_active", self.max_active, minimum=1)
         check_int("record_retries", self.record_retries, minimum=0)
         check_int("download_concurrency", self.download_concurrency, minimum=1)
@@ -221,13 +235,14 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         # Before anything starts: a store whose filesystem is not installed names the extra.
         for what in ("manifest_uri", "records_uri", "destination"):
             check_filesystem_available(getattr(self, what), what)
-        run = self._batch_run(context)
+        run = self._batch_run(context, self._resolve_flow(context))
         state = run.open(self._owner(context), context["ti"].try_number)
         return self._drive(run, state, [])
 
     def execute_complete(self, context: Context, event: BatchEvent, **kwargs: Any) -> dict[str, Any]:
         """Resume from the batch trigger: record what finished, start the next ones, defer again."""
-        run = self._batch_run(context)
+        flow = context["ti"].xcom_pull(task_ids=self.task_id, key=FLOW_XCOM_KEY) if self.flow_name else None
+        run = self._batch_run(context, flow["flow_id"] if flow else self._resolve_flow(context))
         state = run.reopen(self._owner(context), context["ti"].try_number)
         return self._drive(run, state, list(event.get("events") or []))
 
@@ -248,11 +263,21 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
 
     # --- the run ---------------------------------------------------------------------------------
 
-    def _batch_run(self, context: Context) -> BatchRun:
+    def _resolve_flow(self, context: Context) -> str:
+        """The flow id: ``flow_id``, or ``flow_name`` resolved once (kept in XCom for a resume)."""
+        if not self.flow_name:
+            return str(self.flow_id)
+        check_flow_choice(self.flow_id, self.flow_name, self.task_id)  # both rendered now
+        flow_id, name = self.hook.resolve_flow(str(self.flow_name))
+        self.log.info("Flow name %r resolved to flow %s (%r)", self.flow_name, flow_id, name)
+        context["ti"].xcom_push(key=FLOW_XCOM_KEY, value={"flow_id": flow_id, "flow_name": name})
+        return flow_id
+
+    def _batch_run(self, context: Context, flow_id: str) -> BatchRun:
         """This entry point's engine, from the rendered parameters."""
         xml = self._xml_renderer(context) if self.xml_template is not None else None
         inputs = RecordInput(
-            self.flow_id, self.record_key or None, self.data_template, xml, self.destination or None
+            flow_id, self.record_key or None, self.data_template, xml, self.destination or None
         )
         options = BatchOptions(
             smartflows_conn_id=self.smartflows_conn_id,
@@ -274,6 +299,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
             reconcile_ambiguous_start=self.reconcile_ambiguous_start,
             reconcile_clock_skew=float(self.reconcile_clock_skew),
             reconcile_settle_time=float(self.reconcile_settle_time),
+            skip_user_input=self.skip_user_input,
         )
         return BatchRun(self.hook, self.store, self.source, inputs, options, self.log)
 

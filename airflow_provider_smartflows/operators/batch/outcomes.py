@@ -14,6 +14,7 @@ from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.operators.batch.records import format_template
 from airflow_provider_smartflows.operators.batch.state import FAILED, PENDING, SUCCEEDED
+from airflow_provider_smartflows.outputs import max_output_bytes, named_outputs
 from airflow_provider_smartflows.storage import numbered_name
 from airflow_provider_smartflows.transfer import HookPool, in_parallel
 from airflow_provider_smartflows.waiting import (
@@ -97,10 +98,29 @@ class RecordOutcomes:
         for (entry, event), (documents, error) in zip(done, results, strict=True):
             status = event["execution_status"]
             if error is None:
-                state.close(entry, SUCCEEDED, execution_status=status, documents=documents)
+                outputs = self._named_outputs(str(entry.execution_id))
+                state.close(entry, SUCCEEDED, execution_status=status, documents=documents, outputs=outputs)
                 continue
             self.log.error("record %s (line %d): %s", entry.key, entry.line, error)
             state.close(entry, FAILED, execution_status=status, messages=[error])
+
+    def _named_outputs(self, execution_id: str) -> dict[str, Any]:
+        """The execution's named outputs for its manifest line (bounded as the run operator's);
+        unreadable ones are logged and left out, the record still succeeds."""
+        try:
+            raw = self.hook.get_execution(execution_id).raw
+        except SmartFlowsError as err:
+            self.log.warning("Outputs of execution %s not read: %s", execution_id, one_line(err, 300))
+            return {}
+        outputs, left_out = named_outputs(raw, max_output_bytes())
+        if left_out:
+            self.log.warning(
+                "Outputs of execution %s left out of its manifest line (over [smartflows] "
+                "max_output_bytes): %s",
+                execution_id,
+                ", ".join(left_out),
+            )
+        return outputs
 
     def _download_all(self, done: list[tuple[Entry, ExecutionEvent]]) -> list[Saved]:
         """

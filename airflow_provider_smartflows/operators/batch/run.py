@@ -74,6 +74,8 @@ class BatchOptions:
     reconcile_ambiguous_start: bool = True
     reconcile_clock_skew: float = 0.0
     reconcile_settle_time: float = 0.0
+    #: Start through the prompt-free start (``POST /flows/executions/start``).
+    skip_user_input: bool = False
 
 
 class BatchRun:
@@ -330,6 +332,7 @@ class BatchRun:
                 data,
                 dataset_id=self.options.dataset_id or None,
                 priority=self.options.priority,
+                skip_user_input=self.options.skip_user_input,
             )
         except SmartFlowsApiError as err:
             return self._start_refused(state, entry, err, ambiguous)
