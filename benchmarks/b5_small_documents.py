@@ -455,7 +455,36 @@ def section(b5: dict[str, Any]) -> list[str]:
                     f"- {kind} x{concurrency}: ours {ratio:.0%} of the reference (target ≥ {TARGET_RATIO:.0%}) {verdict}"
                 )
     out += [f"- {note}" for note in b5["notes"]]
+    if b5.get("before"):
+        out += ["", *_before_after(b5["before"], b5)]
     return [*out, ""]
+
+
+def _before_after(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Ours before and after a change (``--before`` a JSON of an earlier run), same table shape."""
+    out = [
+        f"Before / after (ours; before: {before['documents']} documents, "
+        f"load {before['load'].get('start', '?')} at its start; {before.get('label', '')}):",
+        "",
+        "| store | concurrency | docs/s before → after | ratio before → after | store req/doc before → after | CPU-ms/doc before → after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in after["stores"]:
+        for concurrency in after["concurrencies"]:
+            pairs = [
+                (_find(run, kind, concurrency, "ours"), _find(run, kind, concurrency, "reference"))
+                for run in (before, after)
+            ]
+            if not all(ours and ref for ours, ref in pairs):
+                continue
+            (b, b_ref), (a, a_ref) = pairs
+            out.append(
+                f"| {kind} | {concurrency} | {b['docs_per_s']:.1f} → {a['docs_per_s']:.1f} | "
+                f"{b['docs_per_s'] / b_ref['docs_per_s']:.2f} → {a['docs_per_s'] / a_ref['docs_per_s']:.2f} | "
+                f"{_num(b['store_requests_per_doc'], 2)} → {_num(a['store_requests_per_doc'], 2)} | "
+                f"{b['cpu_s_per_doc'] * 1000:.1f} → {a['cpu_s_per_doc'] * 1000:.1f} |"
+            )
+    return out
 
 
 def main(argv: list[str]) -> None:
@@ -468,10 +497,14 @@ def main(argv: list[str]) -> None:
     p.add_argument("--concurrencies", default=",".join(map(str, CONCURRENCIES)))
     p.add_argument("--out", type=Path, default=None, help="JSON of the raw results")
     p.add_argument("--results", type=Path, default=None, help="RESULTS.md whose B5 section to rewrite")
+    p.add_argument("--before", type=Path, default=None, help="JSON (--out) of an earlier run to compare with")
+    p.add_argument("--before-label", default="", help="what the earlier run measured (a commit, say)")
     args = p.parse_args(argv)
     conc = tuple(int(c) for c in args.concurrencies.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-b5-") as tmp:
         result = run(args.documents, Path(tmp), tuple(args.stores.split(",")), conc)
+    if args.before:
+        result["before"] = {**json.loads(args.before.read_text()), "label": args.before_label}
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text)
