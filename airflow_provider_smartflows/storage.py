@@ -12,8 +12,9 @@ store      what ``write`` does                          what ``commit`` does / l
 file       writes to an unnamed file (``O_TMPFILE``)     links it at the target (``link`` refuses an
            in the target's folder, or a hidden           existing one; ``rename`` replaces). A kill
            ``.smartflows-*.part`` sibling without it     leaves nothing, or that hidden sibling
-s3         uploads multipart parts                       ``CompleteMultipartUpload`` (``If-None-Match``
-                                                        without overwrite). A kill leaves an
+s3         uploads multipart parts (under one part:      ``CompleteMultipartUpload`` (``If-None-Match``
+           buffers it for one ``PutObject``)             without overwrite; the same header on the
+                                                        one ``PutObject``). A kill leaves an
                                                         incomplete multipart upload (invisible; a
                                                         lifecycle rule aborts it)
 abfs/az    stages blocks of a block blob                 commits the block list (``If-None-Match``
@@ -200,7 +201,9 @@ def check_destination(target: ObjectStoragePath, conn_id: str | None = None) -> 
     connection = conn_id or getattr(target, "conn_id", None) or target.storage_options.get("conn_id")
     if not bucket or not key:
         raise SmartFlowsInputError(f"{target} names no object inside a {word}: give {word}/key.")
-    if not target.fs.exists(bucket):
+    from airflow_provider_smartflows.storage_small import bucket_exists  # it imports this module
+
+    if not bucket_exists(target.fs, bucket):
         via = f"connection {connection!r}" if connection else "the default credentials"
         raise SmartFlowsDownloadError(
             f"The {word} {bucket!r} of {target} does not exist (seen through {via}). "
@@ -553,7 +556,12 @@ def open_atomic(
     check_destination(target, conn_id)
     if not overwrite and target.exists():
         raise _exists_error(target, "already exists", document_id)
-    return _WRITERS.get(kind, _FsspecWriter)(
+    writer = _WRITERS.get(kind, _FsspecWriter)
+    if kind in ("s3", "azure", "gcs"):  # these subclass ours: imported here
+        from airflow_provider_smartflows.storage_small import AzureWriter, GcsWriter, S3Writer
+
+        writer = {"s3": S3Writer, "azure": AzureWriter, "gcs": GcsWriter}[kind]
+    return writer(
         target,
         kind=kind,
         overwrite=overwrite,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import b1_triggerer_fleet, b3_downloads, b4_batch, profile_trigger
+from benchmarks import b1_triggerer_fleet, b3_downloads, b4_batch, b5_small_documents, profile_trigger
 from benchmarks.b1_report import b1_chart, b1_section
 from benchmarks.common import fmt, loadavg, log, machine_info, write_json
 
@@ -33,6 +33,7 @@ FULL = {
     "b2": {"count": 20, "seconds": 30.0, "repeats": {"deferrable": 3, "poking": 1}},
     "b3": {"sizes": b3_downloads.SIZES, "repeats": 3},
     "b4": {"records": 10_000, "mapped": 400, "max_active": 200, "speedup": 1.0},
+    "b5": {"documents": 2000, "concurrencies": b5_small_documents.CONCURRENCIES},
     "profile_n": 1000,
 }
 SMOKE = {
@@ -42,6 +43,7 @@ SMOKE = {
     "b2": {"count": 2, "seconds": 2.0, "repeats": {"deferrable": 1, "poking": 1}},
     "b3": {"sizes": {"4 MiB": 4 * 2**20, "1 MiB": 2**20}, "repeats": 1},
     "b4": {"records": 40, "mapped": 4, "max_active": 10, "speedup": 5.0},
+    "b5": {"documents": 20, "concurrencies": (4,)},
     "profile_n": 20,
 }
 
@@ -59,7 +61,7 @@ def wait_quiet(limit_s: float, threshold: float = 1.0) -> str:
         time.sleep(30)
 
 
-PARTS = ("b1", "b2", "b3", "b4", "profile")
+PARTS = ("b1", "b2", "b3", "b4", "b5", "profile")
 
 
 def run_all(
@@ -107,6 +109,14 @@ def run_all(
                 cfg["b4"]["max_active"],
                 cfg["b4"]["speedup"],
                 work / "b4",
+            ),
+        ),
+        "b5": (
+            "B5 small documents",
+            lambda: b5_small_documents.run(
+                cfg["b5"]["documents"],
+                work / "b5",
+                concurrencies=tuple(cfg["b5"]["concurrencies"]),
             ),
         ),
         "profile": (
@@ -260,6 +270,7 @@ def report(results: dict[str, Any], meta: dict[str, Any], charts_written: list[s
         ("b2", "## B2: worker slots (real Airflow services)", b2_section),
         ("b3", "## B3: downloads to each store", b3_downloads.section),
         ("b4", "## B4: a batch from one task against mapped task instances", b4_batch.section),
+        ("b5", "## B5: many small documents to each store", b5_small_documents.section),
         ("profile", "## Profile of the trigger's poll path", profile_section),
     )
     for name, heading, section in sections:
@@ -372,7 +383,7 @@ def reproduce_section() -> list[str]:
         "",
         "```",
         "make bench         # installs .[dev,bench] once, waits up to 20 min for a 1-min load below 1.0,",
-        "                   # runs B1, B2, B3, B4 and the profile (about 60 min), writes benchmarks/RESULTS.md + PNGs",
+        "                   # runs B1, B2, B3, B4, B5 and the profile (about 60 min), writes benchmarks/RESULTS.md + PNGs",
         "python -m benchmarks.run --out benchmarks --only b3 --merge   # re-run some parts into results.json",
         "make bench-smoke   # tiny sizes (B2: 2 executions of 2 s), about 2 min; writes to BENCH_SMOKE_OUT",
         "                   # (default /tmp/smartflows-bench-smoke); BENCH_SMOKE_B2=0 skips B2's services",
@@ -383,6 +394,7 @@ def reproduce_section() -> list[str]:
         ".venv/bin/python -m benchmarks.b2_worker_slots --count 20 --seconds 30 --deferrable-runs 3 --poking-runs 1",
         ".venv/bin/python -m benchmarks.b3_downloads --repeats 3",
         ".venv/bin/python -m benchmarks.b4_batch --records 10000 --mapped 400 --max-active 200 --speedup 1",
+        ".venv/bin/python -m benchmarks.b5_small_documents --documents 2000 --results benchmarks/RESULTS.md",
         ".venv/bin/python -m benchmarks.profile_trigger --n 1000 --speedup 5",
         "```",
         "Files: `common.py` (emulator process, statistics, machine facts), `baselines.py` (contenders b and c), "
@@ -402,7 +414,7 @@ def main(argv: list[str]) -> None:
     p.add_argument(
         "--report-only", action="store_true", help="re-render RESULTS.md and charts from OUT/results.json"
     )
-    p.add_argument("--only", default=",".join(PARTS), help="benchmarks to run (b1,b2,b3,b4,profile)")
+    p.add_argument("--only", default=",".join(PARTS), help="benchmarks to run (b1,b2,b3,b4,b5,profile)")
     p.add_argument("--merge", action="store_true", help="replace only these parts in OUT/results.json")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

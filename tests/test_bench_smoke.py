@@ -59,10 +59,17 @@ def test_bench_smoke_produces_figures_for_every_benchmark(tmp_path: Path) -> Non
     assert b4["batch"]["executions"] == b4["records"]
     assert b4["mapped"]["state"] == "success"
     assert b4["ideal_seconds"] > 0
+    b5 = results["b5"]["rows"]
+    assert {(row["store"], row["how"]) for row in b5} >= {
+        ("file", "ours"),
+        ("s3", "ours"),
+        ("s3", "reference"),
+    }
+    assert all(row["verified"] and row["docs_per_s"] > 0 for row in b5)
     assert results["profile"]["cprofile"]["by_own"]
 
     report = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## B1", "## B2", "## B3", "## B4", "## Profile"):
+    for heading in ("## B1", "## B2", "## B3", "## B4", "## B5", "## Profile"):
         assert heading in report
     charts = ("b1_triggerer_fleet.png", "b2_worker_slots.png", "b3_file.png", "b3_s3.png", "b4_batch.png")
     for chart in (*charts, "profile_trigger.png"):
