@@ -11,7 +11,6 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -67,9 +66,12 @@ from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
 from airflow_provider_smartflows.hooks.retry import NOT_ACTED_STATUSES
 from airflow_provider_smartflows.reconciled_start import find_started, start_reconciled
 from airflow_provider_smartflows.storage import destination_path
+from airflow_provider_smartflows.text import first_text, show_test_message
 from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from requests.adapters import HTTPAdapter
     from typing_extensions import Unpack
 
@@ -574,11 +576,11 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
                 f"{settings.base_url} answered 404 for {API_PREFIX}{GET_CURRENT_USER.path} and "
                 f"{API_PREFIX}{GET_SYSTEM_INFO.path}: is the Host the base URL of a Smart Flows server?"
             )
-        user = _first_text(me, "displayName", "name", "username", "login", "email") or "an unnamed user"
-        role = _first_text(me, "role") or _first_text(info, "role")
-        version = _first_text(info, "version") or "(version unknown)"
+        user = first_text(me, "displayName", "name", "username", "login", "email") or "an unnamed user"
+        role = first_text(me, "role") or first_text(info, "role")
+        version = first_text(info, "version") or "(version unknown)"
         message = f"Connected to Smart Flows {version} as {user}" + (f" ({role})" if role else "")
-        _show_test_message(message)
+        show_test_message(message)
         return True, message
 
     def _probe(
@@ -589,23 +591,3 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             return read_answer(request, _answer(self._send(request, settings, session)), settings)
         except SmartFlowsNotFoundError:
             return None
-
-
-def _show_test_message(message: str) -> None:
-    """Show a successful test's message where Airflow does not: the UI shows the returned message,
-    but ``airflow connections test`` prints only "Connection success!" and disables logging while it
-    runs (unless ``--verbose``): then the message is printed, otherwise logged at INFO."""
-    if logging.root.manager.disable >= logging.CRITICAL:
-        print(message)
-    else:
-        logging.getLogger(__name__).info("%s", message)
-
-
-def _first_text(data: object, *keys: str) -> str | None:
-    if not isinstance(data, Mapping):
-        return None
-    for key in keys:
-        value = data.get(key)
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value):
-            return str(value)
-    return None
