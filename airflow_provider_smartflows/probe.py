@@ -19,6 +19,7 @@ not ask (bad key, no rights, unreachable, TLS: the message says what to do).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -49,6 +50,8 @@ from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CAN
 from airflow_provider_smartflows.models import ExecutionStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_provider_smartflows.hooks.discovery import SmartFlowsDiscoveryHook
 
 #: Seconds of the long-poll sent on a finished execution.
@@ -426,28 +429,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _logs_to_stderr() -> None:
+@contextlib.contextmanager
+def _logs_to_stderr() -> Iterator[None]:
     """Airflow 2's logging writes its INFO lines (``Retrieving connection ...``) to stdout: move every
-    stdout handler to stderr, so stdout carries the report alone (``--json`` stays parseable)."""
+    stdout handler to stderr while the probe runs, so stdout carries the report alone (``--json``
+    stays parseable), and put them back after (``main`` may run inside another program)."""
+    moved: list[logging.StreamHandler[Any]] = []
     loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
     for logger in loggers:
         for handler in getattr(logger, "handlers", []):
-            if not isinstance(handler, logging.StreamHandler) or handler.stream is not sys.stdout:
-                continue
-            if hasattr(handler, "_use_stderr"):  # Airflow 2's RedirectStdHandler: stream is a property
-                handler._use_stderr = True
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+                moved.append(handler)
+    for handler in moved:
+        if hasattr(handler, "_use_stderr"):  # Airflow 2's RedirectStdHandler: stream is a property
+            handler._use_stderr = True
+        else:
+            handler.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            if hasattr(handler, "_use_stderr"):
+                handler._use_stderr = False
             else:
-                handler.setStream(sys.stderr)
+                handler.setStream(sys.stdout)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The console script ``smartflows-probe``: 0 nothing to fix, 1 problems found, 2 could not ask."""
+    args = _parser().parse_args(argv)
+    with _logs_to_stderr():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from airflow.providers.common.compat.sdk import AirflowNotFoundException
 
     from airflow_provider_smartflows.exceptions import SmartFlowsError
 
-    args = _parser().parse_args(argv)
-    _logs_to_stderr()
     if not args.long_poll_seconds > 0:
         print("smartflows-probe: error: --long-poll-seconds must be > 0", file=sys.stderr)
         return 2
