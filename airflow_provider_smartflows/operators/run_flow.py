@@ -9,6 +9,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, ResumableJobMixin,
 
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
+    SmartFlowsError,
     SmartFlowsInputError,
     SmartFlowsNotFoundError,
     SmartFlowsStartUnknownError,
@@ -187,7 +188,15 @@ class SmartFlowsRunFlowOperator(SmartFlowsExecutionWaitMixin, ResumableJobMixin,
         each at most ``[smartflows] max_output_bytes`` of JSON; a larger one is left out, logged."""
         if not ExecutionStatus.parse(result.get("status")).is_terminal:
             return result
-        execution = self.hook.get_execution(str(result["execution_id"]))
+        try:
+            execution = self.hook.get_execution(str(result["execution_id"]))
+        except SmartFlowsError as err:  # the flow's outcome stands: its outputs are an extra
+            self.log.warning(
+                "Outputs of Smart Flows execution %s could not be read, the result has none: %s",
+                result["execution_id"],
+                one_line(err.message, 300),
+            )
+            return {**result, "outputs": {}}
         outputs, left_out = named_outputs(execution.raw, max_output_bytes())
         if left_out:
             self.log.warning(
