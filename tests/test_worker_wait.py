@@ -64,7 +64,11 @@ def test_an_execution_event_without_a_kind_finishes_the_task(smartflows_emulator
     }
     result = operator().execute_complete({"ti": XComOnlyTI()}, old_event)
     assert (result["execution_id"], result["status"], result["document_ids"]) == ("e-old", "Success", ["d1"])
-    assert smartflows_emulator.requests_to("GET", "/flows/executions/") == []
+    # The event carries the outcome; only the named outputs are read (this execution is unknown to
+    # the emulator: the result has none, the task still succeeds).
+    reads = smartflows_emulator.requests_to("GET", "/flows/executions/")
+    assert [r["path"] for r in reads] == ["/api/v1/flows/executions/e-old"]
+    assert result["outputs"] == {}
 
 
 def test_a_human_wait_event_without_a_kind_waits_on(smartflows_emulator: Any) -> None:
