@@ -10,26 +10,70 @@ address where a connection is refused.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import random
 import signal
 import socket
 import subprocess
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.support.waits import wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
-    from pathlib import Path
 
 HOST = "127.0.0.1"
 
 
+def _port_range() -> tuple[int, int]:
+    """Ports below the kernel's ephemeral range: a client connection's local port (taken from
+    that range) can never take a port chosen here between the choice and the server's bind."""
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    high = max(min(first, 32768), 12000)
+    return high - 10000, high
+
+
+_CLAIMS: list[int] = []  # lock files held for the life of this process, oldest first
+_CLAIM_DIR = Path(tempfile.gettempdir()) / "smartflows-test-ports"
+
+
+def _claim(port: int) -> bool:
+    """Hold ``port`` against the other test processes (xdist workers, parallel runs) on this
+    machine: an exclusive lock on a file named after it, kept until this process ends."""
+    _CLAIM_DIR.mkdir(exist_ok=True)
+    fd = os.open(_CLAIM_DIR / str(port), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _CLAIMS.append(fd)
+    if len(_CLAIMS) > 400:  # the servers of the oldest claims stopped long ago
+        os.close(_CLAIMS.pop(0))
+    return True
+
+
 def free_port() -> int:
-    """A loopback port free right now (bound, then released for the server to take)."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A loopback port for a server: outside the ephemeral range, claimed against every other
+    test process on the machine, and free right now (bound, then released for the server)."""
+    low, high = _port_range()
+    for _ in range(500):
+        port = random.randrange(low, high)
+        if not _claim(port):
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {low}-{high} after 500 tries")
 
 
 def listens(port: int) -> bool:
