@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,3 +238,36 @@ class ConnectionSettings:
         return self.execution_url_template.format(
             base_url=self.base_url, execution_id=quote(execution_id, safe="")
         )
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """The connection form's field behaviour for Airflow < 3.2 (newer versions read the provider info)."""
+    from airflow_provider_smartflows.get_provider_info import get_provider_info
+
+    behaviour = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
+    return {
+        "hidden_fields": behaviour["hidden-fields"],
+        "relabeling": behaviour["relabeling"],
+        "placeholders": behaviour["placeholders"],
+    }
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """The connection form's extra fields for Airflow < 3.2 (plain text fields)."""
+    from flask_babel import lazy_gettext
+    from wtforms import StringField
+
+    from airflow_provider_smartflows.get_provider_info import get_provider_info
+
+    fields = get_provider_info()["connection-types"][0]["conn-fields"]
+    # Only an Airflow without conn-fields support (< 3.2) calls this: say what the form lacks.
+    logging.getLogger(__name__).info(
+        "Smart Flows connection form: this Airflow (< 3.2) ignores conn-fields, so the extras %s "
+        "are plain text fields without type checks; the hook validates them when it loads the "
+        "connection.",
+        ", ".join(fields),
+    )
+    return {
+        name: StringField(lazy_gettext(spec["label"]), description=spec["description"])
+        for name, spec in fields.items()
+    }

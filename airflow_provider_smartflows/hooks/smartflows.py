@@ -7,7 +7,6 @@ in :mod:`.connection`; the retry policy in :mod:`.retry`. This module is the ``r
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import ssl
 import time
@@ -51,7 +50,13 @@ from airflow_provider_smartflows.hooks.api import (
     start_request,
     start_skipping_input_request,
 )
-from airflow_provider_smartflows.hooks.connection import API_PREFIX, DEFAULT_CONN_ID, ConnectionSettings
+from airflow_provider_smartflows.hooks.connection import (
+    API_PREFIX,
+    DEFAULT_CONN_ID,
+    ConnectionSettings,
+    connection_form_widgets,
+    ui_field_behaviour,
+)
 from airflow_provider_smartflows.hooks.download import document_gone, open_document_target, save_chunks
 from airflow_provider_smartflows.hooks.errors import (
     TLS_HANDSHAKE_FAILED,
@@ -155,35 +160,12 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Connection form for Airflow < 3.2 (newer versions read get_provider_info)."""
-        from airflow_provider_smartflows.get_provider_info import get_provider_info
-
-        behaviour = get_provider_info()["connection-types"][0]["ui-field-behaviour"]
-        return {
-            "hidden_fields": behaviour["hidden-fields"],
-            "relabeling": behaviour["relabeling"],
-            "placeholders": behaviour["placeholders"],
-        }
+        return ui_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """Extra fields of the connection form for Airflow < 3.2."""
-        from flask_babel import lazy_gettext
-        from wtforms import StringField
-
-        from airflow_provider_smartflows.get_provider_info import get_provider_info
-
-        fields = get_provider_info()["connection-types"][0]["conn-fields"]
-        # Only an Airflow without conn-fields support (< 3.2) calls this: say what the form lacks.
-        logging.getLogger(__name__).info(
-            "Smart Flows connection form: this Airflow (< 3.2) ignores conn-fields, so the extras %s "
-            "are plain text fields without type checks; the hook validates them when it loads the "
-            "connection.",
-            ", ".join(fields),
-        )
-        return {
-            name: StringField(lazy_gettext(spec["label"]), description=spec["description"])
-            for name, spec in fields.items()
-        }
+        return connection_form_widgets()
 
     # ----------------------------------------------------------------- connection
 
