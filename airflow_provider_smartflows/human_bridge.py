@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_smartflows.deferral import airflow_timeout_left
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
     SmartFlowsExecutionError,
@@ -269,6 +270,7 @@ class HumanInputBridge:
             ),
             method_name="resume_after_person",
             kwargs={"execution_id": execution_id, "end_time": end_time, "prompt": progress.prompt},
+            timeout=airflow_timeout_left(task, context),
         )
 
     def _write_request(

@@ -17,6 +17,11 @@ import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
+from airflow_provider_smartflows.deferral import (
+    airflow_timeout_left,
+    airflow_timeout_text,
+    is_deferral_timeout,
+)
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsError,
     SmartFlowsExecutionError,
@@ -206,14 +211,14 @@ class ExecutionWaiter:
         while True:
             watch = self.watch(execution_id, end_time)
             try:
-                event = self._wait_once(watch, answered)
+                event = self._wait_once(context, watch, answered)
             except SmartFlowsNotFoundError as err:  # purged by the server's clean-up, or deleted
                 raise self.gone_error(execution_id, watch.last_status) from err
             result = self.handle_event(context, event, answered)
             if result is not None:
                 return result
 
-    def _wait_once(self, watch: ExecutionWatch, answered: list[str]) -> ExecutionEvent:
+    def _wait_once(self, context: Context, watch: ExecutionWatch, answered: list[str]) -> ExecutionEvent:
         """One wait until the execution is final or needs a person (deferring when ``deferrable``)."""
         if not self.task.deferrable:
             return run_steps(wait_steps(watch), self.hook)
@@ -224,6 +229,7 @@ class ExecutionWaiter:
                 trigger=self._trigger(watch.execution_id, watch.end_time),
                 method_name="execute_complete",
                 kwargs={"end_time": watch.end_time, "answered": answered},
+                timeout=airflow_timeout_left(self.task, context),
             )
         return self.with_documents(event)
 
@@ -233,6 +239,29 @@ class ExecutionWaiter:
             f"{execution_gone_message(execution_id, last_status)}. {self.task.gone_advice}",
             execution_id=execution_id,
             status_code=404,
+        )
+
+    def deferral_timed_out(self, context: Context) -> NoReturn:
+        """Airflow failed the deferred task at its timeout: cancel the execution (``cancel_on_kill``)
+        and raise an error naming the timeout and the execution."""
+        execution_id = self.execution_of(context, {}, None)
+        url = self.hook.execution_url(execution_id)
+        status: str | None = None
+        if not self.task.cancel_on_kill:
+            outcome = f"It was left running (cancel_on_kill=False): {url}"
+        else:
+            self.log.info("Cancelling Smart Flows execution %s: Airflow's timeout passed", execution_id)
+            try:
+                status = self.hook.cancel_execution(execution_id).raw_status
+                outcome = "It was cancelled."
+            except SmartFlowsError as err:
+                outcome = f"Cancelling it failed ({one_line(str(err))}); check it in Smart Flows: {url}"
+        raise SmartFlowsTimeoutError(
+            f"Airflow's timeout of this deferred task passed ({airflow_timeout_text(self.task)}) "
+            f"while it waited for Smart Flows execution {execution_id}. {outcome} Raise "
+            "execution_timeout, or use the operator's `timeout` parameter for the flow's own limit.",
+            execution_id=execution_id,
+            status=status,
         )
 
     # --- resuming: the one dispatcher -----------------------------------------------------------
@@ -407,6 +436,13 @@ class SmartFlowsExecutionWaitMixin:
     def _push_execution_xcoms(self, context: Context, execution_id: str) -> str:
         """Push the execution id and its UI link to XCom (idempotent); return the link."""
         return self.waiter.push_xcoms(context, execution_id)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow's entry point on resume: at Airflow's timeout (``execution_timeout`` while
+        deferred) the execution is cancelled first (``cancel_on_kill``), then the task fails."""
+        if is_deferral_timeout(next_method, next_kwargs):
+            self.waiter.deferral_timed_out(context)
+        return super().resume_execution(next_method, next_kwargs, context)  # type: ignore[misc]
 
     def execute_complete(
         self,

@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
+    AirflowSkipException,
     BaseSensorOperator,
     PokeReturnValue,
     conf,
 )
 from airflow.triggers.base import StartTriggerArgs
 
+from airflow_provider_smartflows.deferral import airflow_timeout_text, is_deferral_timeout
 from airflow_provider_smartflows.exceptions import SmartFlowsNotFoundError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.human_bridge import check_ask_available
@@ -172,6 +174,22 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
         if result is None:  # a form was answered: keep poking
             return False
         return PokeReturnValue(is_done=True, xcom_value=result)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Sensor semantics at Airflow's timeout while deferred (``soft_fail`` skips, no cancel);
+        the error names the execution, which is left running."""
+        if not is_deferral_timeout(next_method, next_kwargs):
+            return super().resume_execution(next_method, next_kwargs, context)
+        try:  # past the mixin: the sensor never cancels
+            return BaseSensorOperator.resume_execution(self, next_method, next_kwargs, context)
+        except AirflowSkipException:
+            raise
+        except Exception as err:
+            raise AirflowSensorTimeout(
+                f"Airflow's timeout of this deferred sensor passed ({airflow_timeout_text(self)}) "
+                f"while it waited for Smart Flows execution {self.execution_id}; the execution was "
+                "left running (a sensor never cancels)."
+            ) from err
 
     def on_timeout(self, execution_id: str) -> None:
         """The sensor's deadline passed (deferrable path): sensor semantics, no cancel."""

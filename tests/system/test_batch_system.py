@@ -336,3 +336,43 @@ def test_a_batch_resumes_after_its_task_process_is_sigkilled_mid_start(
 
 def _logged(log: str, key: str, what: str) -> bool:
     return any(f"record {key} (line" in line and what in line for line in log.splitlines())
+
+
+def test_airflow_timeout_while_deferred_cancels_the_running_executions(
+    stack: AirflowStack, emulator: EmulatorProcess, tmp_path: Path
+) -> None:
+    """The batch's execution_timeout (15 s) passes while it waits deferred: Airflow resumes it only
+    to fail it; the operator cancels every running execution first (one cancel each)."""
+    dag_id, flow_id, count = "smartflows_system_batch_timeout", "system-batch-timeout", 4
+    conf, _accounts = write_records(tmp_path, count, "t")
+    stack.wait_for_dag(dag_id)
+    run_id = stack.trigger(dag_id, conf=conf)
+    assert wait_for_run(stack, dag_id, run_id, timeout=180) == "failed", stack.dump()
+
+    executions = emulator.executions(flow_id)
+    assert len(executions) == count, executions
+    assert {ex["status"] for ex in executions} == {"Canceled"}, executions
+    ids = {str(ex["id"]) for ex in executions}
+    cancel = re.compile(r"/flows/executions/([^/]+)(?:/progress)?$")
+    deletes = [
+        (m.group(1), req)
+        for req in emulator.requests_to("DELETE", cancel.pattern)
+        if (m := cancel.search(req["path"])) and m.group(1) in ids
+    ]
+    assert sorted(execution_id for execution_id, _ in deletes) == sorted(ids), deletes
+    first_start = min(parse_seconds(ex["created_at"]) for ex in executions)
+    lags = [parse_seconds(req["ts"]) - (first_start + 15) for _, req in deletes]
+    print(
+        f"\n{dag_id}: {count} executions cancelled {min(lags):.1f}-{max(lags):.1f} s after the 15 s timeout"
+    )
+    log = task_log(stack, dag_id, run_id, 1)
+    assert "Airflow's timeout of this deferred batch passed (execution_timeout=0:00:15)" in log, stack.dump()
+    assert f"{count} of its {count} running executions were cancelled" in log, stack.dump()
+
+
+def parse_seconds(text: str) -> float:
+    from airflow_provider_smartflows.hooks.reconcile import parse_timestamp
+
+    seconds = parse_timestamp(text)
+    assert seconds is not None, text
+    return seconds

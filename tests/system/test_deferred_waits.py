@@ -383,3 +383,68 @@ def test_the_api_key_appears_nowhere_under_airflow_home(
     print(f"canary scan: {scanned} bytes under {stack.home}, {len(hits)} hits")
     assert scanned > 100_000  # the DB and the task and trigger logs of the scenarios above
     assert hits == []
+
+
+def iso_seconds(text: str) -> float:
+    """Epoch seconds of a timestamp as the emulator writes it."""
+    from airflow_provider_smartflows.hooks.reconcile import parse_timestamp
+
+    seconds = parse_timestamp(text)
+    assert seconds is not None, text
+    return seconds
+
+
+def test_airflow_timeout_while_deferred_cancels_the_execution(
+    stack: AirflowStack, emulator: EmulatorProcess
+) -> None:
+    """The task's execution_timeout (10 s) passes while it waits deferred: Airflow resumes it only to
+    fail it; the operator cancels the execution first (one cancel) and its error names both."""
+    dag_id, flow_id = "smartflows_system_timeout", "system-timeout"
+    stack.wait_for_dag(dag_id)
+    run_id = stack.trigger(dag_id)
+    seen = wait_for_run(stack, dag_id, run_id, timeout=180)
+
+    context = f"seen={seen}\n{stack.dump()}"
+    assert seen["run_state"] == "failed", context
+    assert states(seen["tis"]) == {"failed": 1}, context
+    (execution,) = emulator.executions(flow_id)
+    execution_id = str(execution["id"])
+    assert execution["status"] == "Canceled", execution
+    deletes = cancels(emulator, {execution_id})
+    assert len(deletes) == 1, deletes
+    assert deletes[0]["status"] == 200, deletes
+    # The deadline is the task's start + 10 s; the execution was created just after that start.
+    deadline = iso_seconds(str(execution["created_at"])) + 10
+    lag = iso_seconds(str(deletes[0]["ts"])) - deadline
+    print(f"\n{dag_id}: cancelled {lag:.1f} s after the 10 s execution_timeout passed, 1 cancel request")
+    assert lag > -5, (lag, deletes, execution)  # not before the timeout (5 s: the start's own time)
+    pattern = f"logs/dag_id={dag_id}/run_id={glob.escape(run_id)}/task_id={TASK}/attempt=*.log"
+    task_log = "".join(stack.logs(pattern).values())
+    assert "Airflow's timeout of this deferred task passed (execution_timeout=0:00:10)" in task_log, context
+    assert f"Smart Flows execution {execution_id}. It was cancelled." in task_log, context
+
+
+def test_airflow_timeout_while_deferred_fails_a_sensor_and_leaves_the_execution(
+    stack: AirflowStack, emulator: EmulatorProcess
+) -> None:
+    """A deferred sensor's execution_timeout passes: the sensor fails with an error that names the
+    execution, which runs on (a sensor does not own what it waits for)."""
+    dag_id, flow_id = "smartflows_system_timeout_sensor", "system-timeout-sensor"
+    emulator.api("POST", "/flows/executions", params={"flowId": flow_id}, json={"entity": "account", "id": ["sensor-1"]})
+    (execution,) = emulator.executions(flow_id)
+    execution_id = str(execution["id"])
+    stack.wait_for_dag(dag_id)
+    run_id = stack.trigger(dag_id, conf={"execution_id": execution_id})
+    seen = wait_for_run(stack, dag_id, run_id, timeout=180)
+
+    context = f"seen={seen}\n{stack.dump()}"
+    assert seen["run_state"] == "failed", context
+    assert states(seen["tis"]) == {"failed": 1}, context
+    (execution,) = emulator.executions(flow_id)
+    assert execution["status"] not in FINAL_EXECUTION_STATES, execution
+    assert cancels(emulator, {execution_id}) == []
+    pattern = f"logs/dag_id={dag_id}/run_id={glob.escape(run_id)}/task_id={TASK}/attempt=*.log"
+    task_log = "".join(stack.logs(pattern).values())
+    assert "Airflow's timeout of this deferred sensor passed (execution_timeout=0:00:10)" in task_log, context
+    assert f"Smart Flows execution {execution_id}; the execution was left running" in task_log, context
+    emulator.api("DELETE", f"/flows/executions/{execution_id}")  # tidy: the flow would run 10 min

@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
-from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsInputError
+from airflow_provider_smartflows.deferral import (
+    airflow_timeout_left,
+    airflow_timeout_text,
+    is_deferral_timeout,
+)
+from airflow_provider_smartflows.exceptions import (
+    SmartFlowsError,
+    SmartFlowsInputError,
+    SmartFlowsTimeoutError,
+)
 from airflow_provider_smartflows.flow_names import FLOW_XCOM_KEY, check_flow_choice
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
@@ -237,29 +246,57 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
             check_filesystem_available(getattr(self, what), what)
         run = self._batch_run(context, self._resolve_flow(context))
         state = run.open(self._owner(context), context["ti"].try_number)
-        return self._drive(run, state, [])
+        return self._drive(context, run, state, [])
 
     def execute_complete(self, context: Context, event: BatchEvent, **kwargs: Any) -> dict[str, Any]:
         """Resume from the batch trigger: record what finished, start the next ones, defer again."""
         flow = context["ti"].xcom_pull(task_ids=self.task_id, key=FLOW_XCOM_KEY) if self.flow_name else None
         run = self._batch_run(context, flow["flow_id"] if flow else self._resolve_flow(context))
         state = run.reopen(self._owner(context), context["ti"].try_number)
-        return self._drive(run, state, list(event.get("events") or []))
+        return self._drive(context, run, state, list(event.get("events") or []))
 
     def on_kill(self) -> None:
         state = self._state
-        if not (self.cancel_on_kill and state is not None):
-            return
+        if self.cancel_on_kill and state is not None:
+            self._cancel_running(state, "task killed")
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Airflow's entry point on resume: at Airflow's timeout (``execution_timeout`` while
+        deferred) the running executions are cancelled first (``cancel_on_kill``), then the task
+        fails; a retry continues with the rest, as after ``timeout``."""
+        if is_deferral_timeout(next_method, next_kwargs):
+            self._deferral_timed_out()
+        return super().resume_execution(next_method, next_kwargs, context)
+
+    def _deferral_timed_out(self) -> NoReturn:
+        state = self.store.load()
+        running = [] if state is None else state.running()
+        if not running:
+            outcome = "No execution of the batch was running."
+        elif self.cancel_on_kill and state is not None:
+            failed = self._cancel_running(state, "Airflow's timeout passed")
+            outcome = f"{len(running) - failed} of its {len(running)} running executions were cancelled."
+        else:
+            outcome = f"Its {len(running)} running executions were left running (cancel_on_kill=False)."
+        raise SmartFlowsTimeoutError(
+            f"Airflow's timeout of this deferred batch passed ({airflow_timeout_text(self)}). "
+            f"{outcome} A retry continues with the records not done (checkpoint "
+            f"{self.store.checkpoint}); raise execution_timeout, or use the batch's `timeout`."
+        )
+
+    def _cancel_running(self, state: BatchState, why: str) -> int:
+        """Cancel every running execution of the batch; the number that could not be cancelled."""
+        failed = 0
         for entry in state.running():
             self.log.info(
-                "Cancelling Smart Flows execution %s of record %s (task killed)",
-                entry.execution_id,
-                entry.key,
+                "Cancelling Smart Flows execution %s of record %s (%s)", entry.execution_id, entry.key, why
             )
             try:
                 self.hook.cancel_execution(str(entry.execution_id))
             except SmartFlowsError as err:
+                failed += 1
                 self.log.warning("Could not cancel Smart Flows execution %s: %s", entry.execution_id, err)
+        return failed
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -317,16 +354,19 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         base = dict(context)
         return lambda extra: template.render({**base, **extra})
 
-    def _drive(self, run: BatchRun, state: BatchState, events: list[ExecutionEvent]) -> dict[str, Any]:
+    def _drive(
+        self, context: Context, run: BatchRun, state: BatchState, events: list[ExecutionEvent]
+    ) -> dict[str, Any]:
         self._state = state  # what on_kill cancels
-        return run.drive(state, events, self._wait)
+        return run.drive(state, events, lambda trigger: self._wait(context, trigger))
 
-    def _wait(self, trigger: SmartFlowsBatchTrigger) -> list[ExecutionEvent]:
+    def _wait(self, context: Context, trigger: SmartFlowsBatchTrigger) -> list[ExecutionEvent]:
         """Defer on the trigger (the triggerer waits), or wait on the worker: the finished executions."""
         if self.deferrable:
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
                 kwargs={"checkpoint": str(self.store.checkpoint)},
+                timeout=airflow_timeout_left(self, context),
             )
         return asyncio.run(trigger.collect())["events"]

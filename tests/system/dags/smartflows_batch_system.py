@@ -75,3 +75,18 @@ with DAG(
         on_execute_callback=note_task_process,
         **COMMON,
     )
+
+
+# A batch whose execution_timeout passes while it waits deferred: its running executions are cancelled.
+with DAG(
+    "smartflows_system_batch_timeout",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["system", "batch"],
+):
+    SmartFlowsRunFlowBatchOperator(
+        flow_id="system-batch-timeout",
+        execution_timeout=datetime.timedelta(seconds=15),
+        **COMMON,
+    )

@@ -6,6 +6,7 @@ The flows (``system-*``) are defined in ``tests/system/scenario.json``; the conn
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pendulum
@@ -15,6 +16,7 @@ from airflow_provider_smartflows.operators.smartflows import (
     SmartFlowsDownloadDocumentsOperator,
     SmartFlowsRunFlowOperator,
 )
+from airflow_provider_smartflows.sensors.smartflows import SmartFlowsExecutionSensor
 
 START = pendulum.datetime(2024, 1, 1, tz="UTC")
 PARALLEL_RUNS = 10
@@ -105,4 +107,40 @@ with DAG(
         poll_interval=5,
         cancel_on_kill=True,
         timeout=900,
+    )
+
+
+# Airflow's execution_timeout passes while the task waits deferred: the execution is cancelled.
+AIRFLOW_TIMEOUT = datetime.timedelta(seconds=10)
+with DAG(
+    "smartflows_system_timeout",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["system"],
+):
+    SmartFlowsRunFlowOperator(
+        task_id="run_flow",
+        flow_id="system-timeout",
+        deferrable=True,
+        poll_interval=5,
+        cancel_on_kill=True,
+        execution_timeout=AIRFLOW_TIMEOUT,
+    )
+
+
+# The same for a sensor (given the id of an execution started elsewhere): it fails, never cancels.
+with DAG(
+    "smartflows_system_timeout_sensor",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    tags=["system"],
+):
+    SmartFlowsExecutionSensor(
+        task_id="run_flow",
+        execution_id="{{ dag_run.conf['execution_id'] }}",
+        deferrable=True,
+        poke_interval=5,
+        execution_timeout=AIRFLOW_TIMEOUT,
     )
