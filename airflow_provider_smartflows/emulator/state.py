@@ -388,7 +388,10 @@ class EmulatorState:
         ex.stage_log[-1]["input"] = answers
         self._resume(ex)
 
-    def release(self, ex: Execution) -> None:
+    def release(self, ex: Execution, payload: Any = None) -> None:
+        """Leave Waiting; a callback's payload is the ``input`` of the stage that waited."""
+        if payload is not None:
+            ex.stage_log[-1]["input"] = payload
         self._resume(ex)
 
     def _resume(self, ex: Execution) -> None:
