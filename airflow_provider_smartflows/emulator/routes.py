@@ -285,10 +285,14 @@ async def callback(request: web.Request) -> web.Response:
     """Resume a Waiting execution (no API key needed); a body is kept as the stage's input."""
     state = state_of(request)
     payload = await _callback_payload(request)
-    ex = state.executions.get(state.callbacks.get(request.match_info["callback_id"], ""))
-    wanted = request.query.get("executionId")
-    if ex is None or (wanted and wanted != ex.id):
-        raise ApiError(404, f"Callback {request.match_info['callback_id']} not found")
+    callback_id = request.match_info["callback_id"]
+    # executionId picks the run (a flow may name one callback id for all its executions).
+    ex = state.executions.get(request.query.get("executionId") or state.callbacks.get(callback_id, ""))
+    if ex is None or ex.callback_id != callback_id:
+        wanted = request.query.get("executionId")
+        raise ApiError(
+            404, f"Callback {callback_id} not found" + (f" for execution {wanted}" if wanted else "")
+        )
     snap = state.status(ex)
     if snap.status != "Waiting":
         raise ApiError(409, f"Flow execution {ex.id} is {snap.status}, not Waiting")

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import requests
 
+from airflow_provider_smartflows.emulator.scenario import ScenarioError
+
 if TYPE_CHECKING:
     from airflow_provider_smartflows.emulator import EmulatorServer
 
@@ -63,3 +65,32 @@ def test_a_refused_callback_names_what_was_wrong(emu: EmulatorServer, api: Api) 
     assert late.status_code == 409
     assert execution_id in late.json()["message"]
     assert "not Waiting" in late.json()["message"]
+
+
+def test_a_flow_may_name_its_callback_id_and_executionid_picks_the_run(emu: EmulatorServer, api: Api) -> None:
+    emu.add_flow(
+        {
+            "id": "esign",
+            "steps": [{"message": "Send for signature", "seconds": 1}, {"message": "Archive", "seconds": 1}],
+            "waiting": {"after_step": 0, "callback_id": "signed"},
+        }
+    )
+    first, second = api.start("esign")["id"], api.start("esign")["id"]
+    for execution_id in (first, second):
+        api.wait(execution_id, until={"Waiting"})
+        waiting_for = api.get(f"/flows/executions/{execution_id}").json()["state"]["waitingFor"]
+        assert waiting_for == {"type": "callback", "callbackId": "signed"}
+    url = f"{emu.base_url}/api/v1/flows/callback/signed"
+    assert requests.post(url, params={"executionId": second}, timeout=10).status_code == 200
+    assert api.wait(second)["status"] == "Success"
+    assert api.progress(first)["status"] == "Waiting"
+    other = requests.post(
+        f"{emu.base_url}/api/v1/flows/callback/other", params={"executionId": first}, timeout=10
+    )
+    assert other.status_code == 404
+    assert other.json()["message"] == f"Callback other not found for execution {first}"
+
+
+def test_a_waiting_block_with_an_unknown_key_is_refused(emu: EmulatorServer) -> None:
+    with pytest.raises(ScenarioError, match=r"waiting"):
+        emu.add_flow({"id": "bad", "steps": [{"message": "m"}], "waiting": {"after_step": 0, "callbak": "x"}})
