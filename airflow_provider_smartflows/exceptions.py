@@ -146,6 +146,17 @@ class SmartFlowsExecutionError(SmartFlowsError):
         )
 
 
+class SmartFlowsCallbackError(SmartFlowsError):
+    """A callback could not resume an execution: unknown, not ``Waiting``, or the callback refused."""
+
+    execution_id: str | None = None
+    callback_id: str | None = None
+    #: The execution's status when the callback was checked or sent.
+    status: str | None = None
+    #: The server's HTTP status when it refused the callback (or did not know the execution).
+    http_status: int | None = None
+
+
 class SmartFlowsTimeoutError(SmartFlowsError):
     """A flow execution did not reach a final status within the allowed time."""
 

@@ -110,7 +110,11 @@ PROVIDER_INFO: dict[str, Any] = {
     "operators": [
         {
             "integration-name": "Smart Flows",
-            "python-modules": [f"{PACKAGE}.operators.smartflows", f"{PACKAGE}.operators.batch"],
+            "python-modules": [
+                f"{PACKAGE}.operators.smartflows",
+                f"{PACKAGE}.operators.batch",
+                f"{PACKAGE}.operators.callback",
+            ],
         }
     ],
     "sensors": [{"integration-name": "Smart Flows", "python-modules": [f"{PACKAGE}.sensors.smartflows"]}],

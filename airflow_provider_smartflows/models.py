@@ -242,6 +242,8 @@ class Execution:
     errors: tuple[FlowException, ...] = ()
     warnings: tuple[FlowException, ...] = ()
     documents: tuple[DocumentRef, ...] = ()
+    #: What a ``Waiting`` execution waits for (``state.waitingFor``, one line); None when unnamed.
+    waiting_for: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -263,8 +265,20 @@ class Execution:
             errors=_flow_exceptions(state.get("errors")),
             warnings=_flow_exceptions(state.get("warnings")),
             documents=tuple(find_document_refs([output_side, data.get("outputs")])),
+            waiting_for=_waiting_for(state.get("waitingFor")),
             raw=data,
         )
+
+
+def _waiting_for(value: object) -> str | None:
+    """``state.waitingFor`` as one line: text as it is, an object as its ``key=value`` scalars
+    (its shape is unconfirmed: the emulator sends ``{"type": "callback", "callbackId": ...}``)."""
+    if isinstance(value, Mapping):
+        value = ", ".join(
+            f"{k}={v}" for k, v in value.items() if isinstance(v, (str, int, float)) and v != ""
+        )
+    text = " ".join(str(value).split()) if value not in (None, "", [], {}) else ""
+    return text[:300] or None
 
 
 def _flow_exceptions(value: object) -> tuple[FlowException, ...]:

@@ -83,6 +83,7 @@ __all__ = [
     "run_steps_async",
     "typed_event",
     "wait_steps",
+    "waiting_for_steps",
     "with_document_ids",
 ]
 
@@ -301,6 +302,7 @@ class ExecutionWatch:
         self.unknown_polls = 0
         self.last_line: str | None = None
         self.last_status: str | None = None
+        self.saw_waiting = False  # the last poll found it Waiting (what for is logged once per stop)
 
     @classmethod
     def of(
@@ -473,6 +475,19 @@ def with_document_ids(event: ExecutionEvent, log: Any) -> Steps[ExecutionEvent]:
     return event
 
 
+def waiting_for_steps(watch: ExecutionWatch, progress: ExecutionProgress) -> Steps[None]:
+    """Log what the execution waits for (``state.waitingFor``) once each time it becomes ``Waiting``."""
+    waiting = progress.status is ExecutionStatus.WAITING
+    if waiting and not watch.saw_waiting:
+        try:
+            execution: Execution = yield ReadExecution(watch.execution_id)
+            what = execution.waiting_for or "an external event it does not name"
+        except SmartFlowsError as err:  # only this line is lost: the wait goes on
+            what = f"an external event (state.waitingFor not read: {one_line(err, 200)})"
+        watch.log.info("execution %s is Waiting for %s", watch.execution_id, what)
+    watch.saw_waiting = waiting
+
+
 def poll_steps(watch: ExecutionWatch, wait_seconds: int) -> Steps[ExecutionProgress | None]:
     """One long-poll; None after a failure ``watch`` tolerates (paused before the next poll).
 
@@ -504,6 +519,7 @@ def wait_steps(watch: ExecutionWatch) -> Steps[ExecutionEvent]:
         event = watch.on_progress(progress)
         if event is not None:
             return (yield from with_document_ids(event, watch.log))
+        yield from waiting_for_steps(watch, progress)
 
 
 # --- drivers -------------------------------------------------------------------------------------

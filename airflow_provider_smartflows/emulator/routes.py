@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -281,18 +282,33 @@ async def cancel_execution(request: web.Request) -> web.Response:
 @routes.post("/api/v1/flows/callback/{callback_id}")
 @takes("executionId")
 async def callback(request: web.Request) -> web.Response:
-    """Resume a Waiting execution (no API key needed)."""
+    """Resume a Waiting execution (no API key needed); a body is kept as the stage's input."""
     state = state_of(request)
-    await request.read()
-    ex = state.executions.get(state.callbacks.get(request.match_info["callback_id"], ""))
-    wanted = request.query.get("executionId")
-    if ex is None or (wanted and wanted != ex.id):
-        raise ApiError(404, f"Callback {request.match_info['callback_id']} not found")
+    payload = await _callback_payload(request)
+    callback_id = request.match_info["callback_id"]
+    # executionId picks the run (a flow may name one callback id for all its executions).
+    ex = state.executions.get(request.query.get("executionId") or state.callbacks.get(callback_id, ""))
+    if ex is None or ex.callback_id != callback_id:
+        wanted = request.query.get("executionId")
+        raise ApiError(
+            404, f"Callback {callback_id} not found" + (f" for execution {wanted}" if wanted else "")
+        )
     snap = state.status(ex)
     if snap.status != "Waiting":
         raise ApiError(409, f"Flow execution {ex.id} is {snap.status}, not Waiting")
-    state.release(ex)
+    state.release(ex, payload)
     return web.Response(text="OK")
+
+
+async def _callback_payload(request: web.Request) -> Any:
+    """A callback's body: JSON by value when it parses, else its text; None when empty."""
+    raw = await request.read()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", errors="replace")
 
 
 # --- flows and documents ---------------------------------------------------------------------

@@ -68,6 +68,8 @@ class FlowSpec:
     user_input_after: int | None = None
     user_input_form: dict[str, str] = field(default_factory=dict)
     waiting_after: int | None = None
+    #: The callback id the flow's wait names (shared by its executions); None: one per execution.
+    waiting_callback: str | None = None
     final_status: str = "Success"
     fail_first: int = 0
     errors: tuple[dict[str, Any], ...] = ()
@@ -304,8 +306,11 @@ def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
     ui_after, ui_block = _pause(d, "user_input", len(steps), where)
     form = _form(ui_block, f"{where}.user_input") if ui_after is not None else {}
     wait_after, wait_block = _pause(d, "waiting", len(steps), where)
+    callback = None
     if wait_after is not None:
-        _check_keys(wait_block, {"after_step"}, f"{where}.waiting")
+        _check_keys(wait_block, {"after_step", "callback_id"}, f"{where}.waiting")
+        if wait_block.get("callback_id") is not None:
+            callback = _str(wait_block, "callback_id", f"{where}.waiting")
     fail_first = _int(d, "fail_first", where, 0)
     assert fail_first is not None
     return FlowSpec(
@@ -318,6 +323,7 @@ def parse_flow(raw: Any, where: str = "flow") -> FlowSpec:
         user_input_after=ui_after,
         user_input_form=form,
         waiting_after=wait_after,
+        waiting_callback=callback,
         final_status=_str(d, "final_status", where, "Success"),
         fail_first=fail_first,
         errors=_flow_exceptions(d.get("errors", []), f"{where}.errors"),

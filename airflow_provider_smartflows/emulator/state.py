@@ -323,6 +323,8 @@ class EmulatorState:
         return ex
 
     def _begin(self, ex: Execution) -> None:
+        if ex.flow is not None and ex.flow.waiting_callback:
+            ex.callback_id = ex.flow.waiting_callback  # named by the flow: executionId tells them apart
         self._build_stages(ex)
         ex.stage_index = 0
         ex.stage_start = self.clock.now()
@@ -335,6 +337,7 @@ class EmulatorState:
         ex.fails = count < flow.fail_first
         self._touch(ex)
         self._begin(ex)
+        self.callbacks[ex.callback_id] = ex.id
 
     def _touch(self, ex: Execution) -> None:
         ex.modified_at = time.time()
@@ -388,7 +391,10 @@ class EmulatorState:
         ex.stage_log[-1]["input"] = answers
         self._resume(ex)
 
-    def release(self, ex: Execution) -> None:
+    def release(self, ex: Execution, payload: Any = None) -> None:
+        """Leave Waiting; a callback's payload is the ``input`` of the stage that waited."""
+        if payload is not None:
+            ex.stage_log[-1]["input"] = payload
         self._resume(ex)
 
     def _resume(self, ex: Execution) -> None:

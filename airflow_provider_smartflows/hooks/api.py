@@ -17,12 +17,14 @@ from airflow_provider_smartflows.hooks.errors import error_from_status, not_json
 from airflow_provider_smartflows.hooks.inputs import (
     JSON_CONTENT_TYPE,
     answers_body,
+    callback_body,
     prepare_start_body,
     validate_id,
     validate_priority,
     validate_wait_seconds,
 )
 from airflow_provider_smartflows.models import DocumentInfo, Execution, ExecutionProgress
+from airflow_provider_smartflows.text import one_line
 from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
@@ -47,6 +49,15 @@ def _any_json(data: Any) -> Any:
     return data
 
 
+def _callback_answer(text: str) -> str:
+    """The callback's answer (a string; some servers quote it as JSON), on one bounded line."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        data = text
+    return one_line(data if isinstance(data, str) else text)
+
+
 def _executions(data: Any) -> list[Any]:
     """A listing page: a plain JSON array (also read: a Spring page ``{"content": [...]}``)."""
     if isinstance(data, dict) and isinstance(data.get("content"), list):
@@ -65,6 +76,8 @@ class Endpoint(Generic[T]):
     parse: Callable[[Any], T]
     #: The path is below the base URL itself, not below ``/api/v1`` (the API description).
     root: bool = False
+    #: ``parse`` reads the answer as text, not JSON (the callback answers a string).
+    text: bool = False
 
     @property
     def route(self) -> str:
@@ -95,6 +108,8 @@ START_SKIPPING_INPUT = Endpoint("POST", "/flows/executions/start", Execution.fro
 GET_PROGRESS = Endpoint("GET", "/flows/executions/{execution_id}/progress", ExecutionProgress.from_json)
 ANSWER_USER_INPUT = Endpoint("POST", "/flows/executions/{execution_id}/progress", ExecutionProgress.from_json)
 GET_EXECUTION = Endpoint("GET", "/flows/executions/{execution_id}", Execution.from_json)
+#: Resume a ``Waiting`` execution (the vendor takes POST or GET; POST carries the optional body).
+RESUME_CALLBACK = Endpoint("POST", "/flows/callback/{callback_id}", _callback_answer, text=True)
 #: Cancel, by the connection extra ``cancel_path`` (see :mod:`.connection`).
 CANCEL_EXECUTION = {
     "progress": Endpoint("DELETE", "/flows/executions/{execution_id}/progress", ExecutionProgress.from_json),
@@ -178,6 +193,8 @@ def read_answer(request: ApiRequest[T], answer: Answer, settings: ConnectionSett
     """The parsed result of an answer, or its typed error."""
     check_answer(request, answer, settings)
     try:
+        if request.endpoint.text:
+            return request.endpoint.parse(answer.body.decode("utf-8", errors="replace"))
         return request.endpoint.parse(json.loads(answer.body))
     except (ValueError, RecursionError) as err:
         raise not_json_error(
@@ -257,6 +274,20 @@ def answer_request(execution_id: str, answers: Mapping[str, Any]) -> ApiRequest[
     body = answers_body(execution_id, answers)
     headers = {"Content-Type": JSON_CONTENT_TYPE}
     return ANSWER_USER_INPUT.request(execution_id=execution_id, body=body, headers=headers, subject=subject)
+
+
+def callback_request(execution_id: str, callback_id: str, body: object = None) -> ApiRequest[str]:
+    """``POST /flows/callback/{callback_id}?executionId=``: resume a ``Waiting`` execution."""
+    execution_id = validate_id(execution_id, "execution")
+    callback_id = validate_id(callback_id, "callback")
+    payload, headers = callback_body(execution_id, body)
+    return RESUME_CALLBACK.request(
+        callback_id=callback_id,
+        params={"executionId": execution_id},
+        body=payload,
+        headers=headers,
+        subject=f"Callback {callback_id!r} of execution {execution_id!r}",
+    )
 
 
 def flow_request(flow: str) -> ApiRequest[Any]:

@@ -76,6 +76,26 @@ def answers_body(execution_id: str, answers: object) -> bytes:
         ) from None
 
 
+def callback_body(execution_id: str, body: object) -> tuple[bytes | None, dict[str, str]]:
+    """Body and Content-Type of a callback: none; a str or bytes as it is (JSON when it parses as
+    JSON, else text); anything else as JSON."""
+    if body is None:
+        return None, {}
+    if isinstance(body, (str, bytes, bytearray)):
+        payload = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        try:
+            json.loads(payload)
+        except (ValueError, RecursionError):
+            return payload, {"Content-Type": "text/plain; charset=utf-8"}
+        return payload, {"Content-Type": JSON_CONTENT_TYPE}
+    try:
+        return json.dumps(body, allow_nan=False).encode("utf-8"), {"Content-Type": JSON_CONTENT_TYPE}
+    except (TypeError, ValueError) as err:
+        raise SmartFlowsInputError(
+            f"The callback body for execution {execution_id!r} is not JSON-serialisable: {err}"
+        ) from None
+
+
 def _declared_xml_encoding(payload: bytes) -> str | None:
     match = re.match(rb"\s*<\?xml[^>]*encoding\s*=\s*[\"']([A-Za-z0-9._-]+)[\"']", payload)
     return match.group(1).decode("ascii").lower() if match else None

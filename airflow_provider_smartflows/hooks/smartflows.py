@@ -35,6 +35,7 @@ from airflow_provider_smartflows.hooks.api import (
     Answer,
     ApiRequest,
     answer_request,
+    callback_request,
     cancel_request,
     check_answer,
     content_request,
@@ -435,6 +436,14 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
     def answer_user_input(self, execution_id: str, answers: Mapping[str, Any]) -> ExecutionProgress:
         """Answer a UserInput form: ``answers`` maps form keys to values."""
         return self._call(answer_request(execution_id, answers))
+
+    def resume_callback(self, execution_id: str, callback_id: str, body: Any = None) -> str:
+        """Resume a ``Waiting`` execution: ``POST /flows/callback/{callback_id}?executionId=`` with the
+        optional ``body`` (JSON; a str as it is). The key is sent though the vendor needs none there.
+        Returns the server's answer, one line."""
+        answer = self._call(callback_request(execution_id, callback_id, body))
+        self.log.info("Sent callback %s to Smart Flows execution %s", callback_id, execution_id)
+        return answer.replace(self.settings.api_key, "***") if self.settings.api_key else answer
 
     def list_flows(
         self, *, page_size: int = LIST_PAGE_SIZE, max_pages: int = LIST_MAX_PAGES

@@ -23,6 +23,7 @@ from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.human_bridge import check_ask_available
 from airflow_provider_smartflows.links import SmartFlowsExecutionLink
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS
+from airflow_provider_smartflows.waiting import run_steps, waiting_for_steps
 from airflow_provider_smartflows.worker_wait import SmartFlowsExecutionWaitMixin
 
 if TYPE_CHECKING:
@@ -169,6 +170,7 @@ class SmartFlowsExecutionSensor(SmartFlowsExecutionWaitMixin, BaseSensorOperator
             raise self.waiter.gone_error(execution_id, self._poke_watch.last_status) from err
         event = self._poke_watch.on_progress(progress)
         if event is None:
+            run_steps(waiting_for_steps(self._poke_watch, progress), self.hook)
             return False
         result = self.waiter.handle_event(context, self.waiter.with_documents(event), self._answered)
         if result is None:  # a form was answered: keep poking
