@@ -46,8 +46,10 @@ def test_document_info_reads_the_metadata(hook: SmartFlowsHook) -> None:
     assert info.language == "en"
     assert info.template_id == "template-hello"
     assert info.post_processing is None
-    assert info.created_at is not None and info.created_at.tzinfo is not None
-    assert info.expiration is not None and info.expiration > info.created_at
+    assert info.created_at is not None
+    assert info.created_at.tzinfo is not None
+    assert info.expiration is not None
+    assert info.expiration > info.created_at
     assert abs((info.created_at - datetime.now(timezone.utc)).total_seconds()) < 60
 
 
