@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_smartflows.exceptions import SmartFlowsDocumentExpiredError, SmartFlowsInputError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable
 
     from airflow_provider_smartflows.models import DocumentInfo
 
@@ -215,9 +215,3 @@ def plan_downloads(
     near_ids = {id(info) for info in plan.near}
     plan.documents = plan.near + [info for info in selected if id(info) not in near_ids]
     return plan
-
-
-def in_plan_order(plan: DownloadPlan, items: Sequence[Any], infos: Sequence[DocumentInfo]) -> list[Any]:
-    """``items`` (one per entry of ``infos``) in the plan's download order, the skipped left out."""
-    by_id = {id(info): item for info, item in zip(infos, items, strict=True)}
-    return [by_id[id(info)] for info in plan.documents]
