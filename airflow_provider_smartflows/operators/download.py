@@ -178,7 +178,9 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
         )
         for skipped in plan.skipped:
             self.log.info("Not writing document %s: %s", skipped["document_id"], skipped["reason"])
-        context["ti"].xcom_push(key="skipped", value=plan.skipped)
+        ti = context.get("ti")
+        if ti is not None:  # execute() called without a task instance (a script, a test) pushes nothing
+            ti.xcom_push(key="skipped", value=plan.skipped)
         for info in plan.near:
             self.log.warning(near_message(info, now_utc()))
         chosen = {info.id for info in plan.documents}
