@@ -195,7 +195,6 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         self.record_key, self.data_template, self.xml_template = record_key, data_template, xml_template
         self.destination, self.destination_conn_id = destination, destination_conn_id
         self.content_types, self.name_pattern = content_types, name_pattern
-        self.selection = DocumentSelection.of(content_types, name_pattern)
         self.overwrite, self.download_concurrency = overwrite, download_concurrency
         self.max_active, self.max_starts_per_second = max_active, max_starts_per_second
         self.record_retries, self.max_failed_records = record_retries, max_failed_records
@@ -226,6 +225,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         check_number("gather_seconds", self.gather_seconds, minimum=0, unit=SECONDS)
         check_reconcile_timing(self.reconcile_clock_skew, self.reconcile_settle_time)
         check_optional_number("timeout", self.timeout, above=0, unit=SECONDS)
+        self.selection = DocumentSelection.of(self.content_types, self.name_pattern)
         if not self.selection.selects_all and not self.destination:
             raise SmartFlowsInputError(
                 f"{self.task_id}: content_types and name_pattern select the documents written to "
