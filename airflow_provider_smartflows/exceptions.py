@@ -189,6 +189,13 @@ class SmartFlowsDocumentGoneError(SmartFlowsDownloadError, AirflowFailException)
     """
 
 
+class SmartFlowsDocumentExpiredError(SmartFlowsDownloadError, AirflowFailException):
+    """The document's ``expiration`` has passed: the server's clean-up removes it (never retried)."""
+
+    #: The document's expiration, ISO 8601 (UTC).
+    expiration: str | None = None
+
+
 class SmartFlowsListingError(SmartFlowsError):
     """A paged listing could not be read to its end (too many pages, a server ignoring ``page``)."""
 

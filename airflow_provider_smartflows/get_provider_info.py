@@ -166,6 +166,14 @@ PROVIDER_INFO: dict[str, Any] = {
                     "example": None,
                     "default": "65536",
                 },
+                "expiry_warning_seconds": {
+                    "description": "A document whose expiration is this close (seconds) is "
+                    "downloaded first, with a warning; an expired one fails the download.",
+                    "version_added": None,
+                    "type": "float",
+                    "example": None,
+                    "default": "3600",
+                },
             },
         }
     },

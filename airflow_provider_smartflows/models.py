@@ -11,8 +11,11 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any
+
+from airflow_provider_smartflows.reconcile import parse_timestamp
 
 __all__ = [
     "MAX_WAIT_SECONDS",
@@ -26,6 +29,7 @@ __all__ = [
     "find_document_refs",
     "form_items",
     "form_keys",
+    "parse_datetime",
     "prompt_key",
     "safe_file_name",
 ]
@@ -288,14 +292,48 @@ def _flow_exceptions(value: object) -> tuple[FlowException, ...]:
     return tuple(FlowException.from_json(item) for item in items)
 
 
+def parse_datetime(value: object) -> datetime | None:
+    """A wire timestamp (ISO 8601, a zone-less one taken as UTC, or epoch milliseconds) as an aware
+    UTC datetime; None when missing or unreadable (:func:`~airflow_provider_smartflows.reconcile.parse_timestamp`)."""
+    seconds = parse_timestamp(value)
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _bool_or_none(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    return None
+
+
 @dataclass(frozen=True)
 class DocumentInfo:
-    """Document metadata (``GET /documents/{id}``); ``file_name`` is a safe local name."""
+    """Document metadata (``GET /documents/{id}``, the document listings); ``file_name`` is a safe
+    local name. Every field but ``id`` is None when the server leaves it out (or sends something
+    unreadable); timestamps are aware UTC datetimes.
+
+    ``expiration`` is when the server's clean-up removes the document; ``finished`` False means it
+    is still being written; ``post_processing`` is the server's value as it came (its shape is not
+    documented).
+    """
 
     id: str
     display_name: str | None
     content_type: str | None
     file_name: str
+    created_at: datetime | None = None
+    expiration: datetime | None = None
+    finished: bool | None = None
+    origin: str | None = None
+    template_id: str | None = None
+    language: str | None = None
+    post_processing: Any = field(default=None, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -310,6 +348,13 @@ class DocumentInfo:
             display_name=display_name,
             content_type=content_type,
             file_name=safe_file_name(display_name, content_type, fallback=document_id),
+            created_at=parse_datetime(data.get("createdAt")),
+            expiration=parse_datetime(data.get("expiration")),
+            finished=_bool_or_none(data.get("finished")),
+            origin=_str_or_none(data.get("origin")),
+            template_id=_str_or_none(data.get("templateId")),
+            language=_str_or_none(data.get("language")),
+            post_processing=data.get("postProcessing"),
             raw=data,
         )
 

@@ -5,6 +5,7 @@ and the first failure starts no more.
   documented as thread-safe), made in the calling thread so the connection is read there;
 - :func:`in_parallel` runs any ``work(hook, item)`` on those threads (the batch downloads a
   record's documents with it);
+- :func:`read_document_infos` reads every document's metadata (to select and order them);
 - :func:`document_targets` names a folder's objects (the documents' safe file names, numbered
   ``(2)``, ``(3)``... when they would collide) before any download starts;
 - :func:`download_all` downloads (document -> target) jobs and, when one fails, removes what the
@@ -22,6 +23,7 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from airflow_provider_smartflows.hooks.download import document_gone
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.storage import unique_names
 
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-    from airflow_provider_smartflows.models import DownloadedDocument
+    from airflow_provider_smartflows.models import DocumentInfo, DownloadedDocument
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -147,6 +149,25 @@ def document_targets(
         thread_name_prefix=thread_name_prefix,
     )
     return [folder / name for name in unique_names(names)]
+
+
+def read_document_infos(
+    document_ids: Sequence[str],
+    hooks: HookPool,
+    *,
+    concurrency: int,
+    thread_name_prefix: str = "smartflows-download",
+) -> list[DocumentInfo]:
+    """Every document's metadata (one ``GET /documents/{id}`` each, in parallel), in the ids' order;
+    a purged one raises ``SmartFlowsDocumentGoneError``."""
+
+    def read(hook: SmartFlowsHook, document_id: str) -> DocumentInfo:
+        with document_gone(document_id, "its target"):
+            return hook.get_document(document_id)
+
+    return in_parallel(
+        document_ids, read, hooks, concurrency=concurrency, thread_name_prefix=thread_name_prefix
+    )
 
 
 def download_all(

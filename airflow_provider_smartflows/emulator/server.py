@@ -7,6 +7,7 @@ import copy
 import json
 import re
 import threading
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import web
@@ -359,6 +360,26 @@ class EmulatorServer:
 
         def do(s: EmulatorState) -> None:
             s.purge_document(self._document_in(s, document_id))
+
+        self._call(do)
+
+    def set_document_retention(self, seconds: float) -> None:
+        """Until the next reset, documents made from now on expire ``seconds`` after creation
+        (default 7 days); as ``PUT /_emulator/documents/retention``."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+
+        def do(s: EmulatorState) -> None:
+            s.document_retention = float(seconds)
+
+        self._call(do)
+
+    def set_document_expiration(self, document_id: str, in_seconds: float) -> None:
+        """The document's ``expiration`` becomes ``in_seconds`` from now (negative: already past);
+        as ``PUT /_emulator/documents/{id}/expiration``. It keeps answering until purged."""
+
+        def do(s: EmulatorState) -> None:
+            self._document_in(s, document_id).expires_at = time.time() + float(in_seconds)
 
         self._call(do)
 

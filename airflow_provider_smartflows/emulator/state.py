@@ -96,6 +96,8 @@ class DocumentRecord:
     created_by: str
     content: Document
     sha256: str | None = None
+    #: When the server's clean-up removes it (wall clock); set from the state's document retention.
+    expires_at: float | None = None
 
     def metadata(self, execution_display: str) -> dict[str, Any]:
         return {
@@ -110,7 +112,11 @@ class DocumentRecord:
             "language": "en",
             "origin": "flow",
             "finished": True,
-            "expiration": iso(self.created_at + DOCUMENT_LIFETIME.total_seconds()),
+            "expiration": iso(
+                self.expires_at
+                if self.expires_at is not None
+                else self.created_at + DOCUMENT_LIFETIME.total_seconds()
+            ),
             "contentType": self.content_type,
             "postProcessing": None,
             "usage": "output",
@@ -174,6 +180,8 @@ class EmulatorState:
         self.executions: dict[str, Execution] = {}
         self.documents: dict[str, DocumentRecord] = {}
         self.callbacks: dict[str, str] = {}
+        #: Seconds from a document's creation to its ``expiration`` (reset() restores the default).
+        self.document_retention = DOCUMENT_LIFETIME.total_seconds()
         self.request_log: list[dict[str, Any]] = []
         self.generation = 0  # bumped by reset(): requests begun before it are not logged after it
         self.starts = 0
@@ -195,6 +203,7 @@ class EmulatorState:
             ex.notify()
         self.executions.clear()
         self.documents.clear()
+        self.document_retention = DOCUMENT_LIFETIME.total_seconds()
         self.callbacks.clear()
         self.request_log.clear()
         self.generation += 1
@@ -466,6 +475,7 @@ class EmulatorState:
                     created_at=now,
                     created_by=ex.created_by.user,
                     content=make_document(spec.content_type, name, lines, spec.size),
+                    expires_at=now + self.document_retention,
                 )
                 ex.documents.append(doc)
                 self.documents[doc_id] = doc

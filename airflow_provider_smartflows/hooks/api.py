@@ -6,7 +6,8 @@ back an :class:`Answer`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
@@ -28,7 +29,7 @@ from airflow_provider_smartflows.text import one_line
 from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 T = TypeVar("T")
 ItemT = TypeVar("ItemT")
@@ -64,6 +65,15 @@ def _executions(data: Any) -> list[Any]:
         data = data["content"]
     if not isinstance(data, list):
         raise ValueError("expected a JSON array of executions")
+    return data
+
+
+def _documents(data: Any) -> list[Any]:
+    """A page of documents, read as :func:`_executions` reads one of executions."""
+    if isinstance(data, dict) and isinstance(data.get("content"), list):
+        data = data["content"]
+    if not isinstance(data, list):
+        raise ValueError("expected a JSON array of documents")
     return data
 
 
@@ -121,6 +131,9 @@ LIST_FLOWS = Endpoint("GET", "/flows", _flows)
 GET_FLOW = Endpoint("GET", "/flows/{flow}", _any_json)
 LIST_EXECUTIONS = Endpoint("GET", "/flows/executions", _executions)
 GET_DOCUMENT = Endpoint("GET", "/documents/{document_id}", DocumentInfo.from_json)
+LIST_DOCUMENTS = Endpoint("GET", "/documents", _documents)
+#: Documents matching a filter-group body (``{"group": {"type": "and", "nodes": [...]}}``), paged.
+FILTER_DOCUMENTS = Endpoint("POST", "/documents/filter", _documents)
 #: Binary content, streamed by the sync hook (``parse`` is unused).
 GET_DOCUMENT_CONTENT = Endpoint("GET", "/documents/{document_id}/content", _any_json)
 LIST_FLOW_EXECUTIONS = Endpoint("GET", "/flows/{flow_id}/executions", _executions)
@@ -444,3 +457,81 @@ def read_pages(paging: Paging[ItemT], call: Callable[[ApiRequest[list[ItemT]]], 
     while paging.add(call(paging.request())):
         pass
     return paging.items
+
+
+# --------------------------------------------------------------------------- documents
+
+#: A filter condition: ``(key, operator, values)``, e.g. ``("contentType", "in", ["application/pdf"])``.
+Condition = tuple[str, str, Sequence[Any]]
+
+
+def filter_group(conditions: Iterable[Condition] | Mapping[str, Any], match: str = "and") -> dict[str, Any]:
+    """The filter-group body of a ``.../filter`` listing: ``{"group": {"type": match, "nodes":
+    [{"id": <uuid>, "condition": {"key", "operator", "values"}}]}}``. A mapping with ``"group"`` is
+    taken as the whole body, as it is (nested groups, operators this builder does not know). The
+    operator vocabulary is the server's (UNCONFIRMED: ``in``, ``lessThanOrEqualTo`` are documented)."""
+    if isinstance(conditions, Mapping):
+        if not isinstance(conditions.get("group"), Mapping):
+            raise SmartFlowsInputError('A filter body must be {"group": {"type": "and", "nodes": [...]}}.')
+        return dict(conditions)
+    if match not in ("and", "or"):
+        raise SmartFlowsInputError(f'match must be "and" or "or", not {match!r}.')
+    nodes = []
+    for condition in conditions:
+        if not (isinstance(condition, (tuple, list)) and len(condition) == 3):
+            raise SmartFlowsInputError(
+                f"A filter condition is (key, operator, values), e.g. "
+                f'("contentType", "in", ["application/pdf"]), not {condition!r}.'
+            )
+        key, operator, values = condition
+        if not (isinstance(key, str) and key and isinstance(operator, str) and operator):
+            raise SmartFlowsInputError(f"A filter condition's key and operator are texts: {condition!r}.")
+        values = [values] if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) else values
+        node = {"key": key, "operator": operator, "values": [str(value) for value in values]}
+        nodes.append({"id": str(uuid.uuid4()), "condition": node})
+    if not nodes:
+        raise SmartFlowsInputError("filter_documents needs at least one condition.")
+    return {"group": {"type": match, "nodes": nodes}}
+
+
+def documents_page_request(page: int, size: int, filter: str | None = None) -> ApiRequest[list[Any]]:
+    """One page of the documents the key may see, newest first; ``filter`` is one ``field:value``."""
+    _check_page(page, size)
+    params: dict[str, Any] = {"page": page, "size": size, "sort": "createdAt,desc"}
+    if filter is not None:
+        params["filter"] = filter
+    return LIST_DOCUMENTS.request(params=params)
+
+
+def documents_filter_request(body: Mapping[str, Any], page: int, size: int) -> ApiRequest[list[Any]]:
+    """One page of the documents matching the filter-group ``body``, newest first."""
+    _check_page(page, size)
+    params = {"page": page, "size": size, "sort": "createdAt,desc"}
+    data = json.dumps(body).encode()
+    return FILTER_DOCUMENTS.request(params=params, body=data, headers={"Content-Type": JSON_CONTENT_TYPE})
+
+
+def documents_paging(filter: str | None, page_size: int, max_pages: int) -> Paging[Any]:
+    return Paging(
+        f"list_all_documents ({LIST_DOCUMENTS.route})",
+        lambda page, size: documents_page_request(page, size, filter),
+        page_size,
+        max_pages,
+    )
+
+
+def documents_filter_paging(
+    conditions: Iterable[Condition] | Mapping[str, Any], match: str, page_size: int, max_pages: int
+) -> Paging[Any]:
+    body = filter_group(conditions, match)
+    return Paging(
+        f"filter_documents ({FILTER_DOCUMENTS.route})",
+        lambda page, size: documents_filter_request(body, page, size),
+        page_size,
+        max_pages,
+    )
+
+
+def document_infos(items: Iterable[Any]) -> list[DocumentInfo]:
+    """The listed documents' metadata; an item that is not a document (no id) is left out."""
+    return [DocumentInfo.from_json(item) for item in items if isinstance(item, Mapping) and item.get("id")]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsDocumentGoneError,
@@ -21,13 +21,15 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsNotFoundError,
 )
 from airflow_provider_smartflows.models import DownloadedDocument
-from airflow_provider_smartflows.storage import open_atomic
+from airflow_provider_smartflows.storage import destination_path, open_atomic
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from contextlib import AbstractContextManager
 
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+    from airflow_provider_smartflows.models import DocumentInfo
     from airflow_provider_smartflows.storage import AtomicWriter
 
 log = logging.getLogger(__name__)
@@ -143,3 +145,50 @@ def save_chunks(
         sha256=stored.sha256,
         content_type=writer.content_type,
     )
+
+
+def save_document(
+    document_id: str,
+    destination: str | ObjectStoragePath,
+    *,
+    get_document: Callable[[str], DocumentInfo],
+    open_content: Callable[[], AbstractContextManager[Any]],
+    transport_errors: tuple[type[BaseException], ...],
+    chunk_size: int,
+    conn_id: str | None = None,
+    overwrite: bool = False,
+    execution_id: str | None = None,
+    block_size: int | None = None,
+    info: DocumentInfo | None = None,
+) -> DownloadedDocument:
+    """
+    The body of the sync hook's ``download_document`` (which documents the parameters): resolve a
+    folder target (``info``, else ``get_document``), open the target (its checks run before the
+    content request: a refused target costs no download), stream ``open_content()``'s answer
+    (``iter_content`` and ``headers``, as a ``requests`` response has them) through it.
+    """
+    path, is_folder = destination_path(destination, conn_id)
+    content_type: str | None = None
+    target = path
+    if is_folder:
+        if info is None:
+            with document_gone(document_id, destination):
+                info = get_document(document_id)
+        content_type = info.content_type
+        target = path / info.file_name
+    writer = open_document_target(
+        document_id,
+        target,
+        conn_id=conn_id,
+        overwrite=overwrite,
+        content_type=content_type,
+        execution_id=execution_id,
+        block_size=block_size,
+    )
+    with writer, document_gone(document_id, target), open_content() as response:
+        return save_chunks(
+            response.iter_content(chunk_size=chunk_size),
+            writer,
+            headers=response.headers,
+            transport_errors=transport_errors,
+        )

@@ -34,12 +34,16 @@ from airflow_provider_smartflows.hooks.api import (
     STREAMED_ERROR_BYTES,
     Answer,
     ApiRequest,
+    Condition,
     answer_request,
     callback_request,
     cancel_request,
     check_answer,
     content_request,
+    document_infos,
     document_request,
+    documents_filter_paging,
+    documents_paging,
     execution_request,
     executions_paging,
     flow_executions_request,
@@ -58,7 +62,7 @@ from airflow_provider_smartflows.hooks.connection import (
     connection_form_widgets,
     ui_field_behaviour,
 )
-from airflow_provider_smartflows.hooks.download import document_gone, open_document_target, save_chunks
+from airflow_provider_smartflows.hooks.download import save_document
 from airflow_provider_smartflows.hooks.errors import (
     TLS_HANDSHAKE_FAILED,
     TLS_UNTRUSTED,
@@ -71,12 +75,11 @@ from airflow_provider_smartflows.hooks.inputs import validate_id
 from airflow_provider_smartflows.hooks.options import SmartFlowsHookOptions
 from airflow_provider_smartflows.hooks.retry import NOT_ACTED_STATUSES
 from airflow_provider_smartflows.reconciled_start import find_started, start_reconciled
-from airflow_provider_smartflows.storage import destination_path
 from airflow_provider_smartflows.text import first_text, show_test_message
 from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from requests.adapters import HTTPAdapter
     from typing_extensions import Unpack
@@ -484,6 +487,27 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             documents = list(self.get_progress(execution_id).documents)
         return documents
 
+    def list_all_documents(
+        self, *, filter: str | None = None, page_size: int = LIST_PAGE_SIZE, max_pages: int = LIST_MAX_PAGES
+    ) -> list[DocumentInfo]:
+        """Every document the key may see (``GET /documents``), newest first, every page; ``filter``:
+        one ``field:value`` (a "contains" match). Not :meth:`list_documents` (one execution's)."""
+        return document_infos(read_pages(documents_paging(filter, page_size, max_pages), self._call))
+
+    def filter_documents(
+        self,
+        conditions: Iterable[Condition] | Mapping[str, Any],
+        *,
+        match: str = "and",
+        page_size: int = LIST_PAGE_SIZE,
+        max_pages: int = LIST_MAX_PAGES,
+    ) -> list[DocumentInfo]:
+        """Documents matching ``(key, operator, values)`` conditions, all (``match="and"``) or any
+        (``"or"``), or a whole filter-group body (``POST /documents/filter``, :func:`.api.filter_group`),
+        newest first, every page."""
+        paging = documents_filter_paging(conditions, match, page_size, max_pages)
+        return document_infos(read_pages(paging, self._call))
+
     def download_document(
         self,
         document_id: str,
@@ -494,6 +518,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         chunk_size: int = 1024 * 1024,
         execution_id: str | None = None,
         block_size: int | None = None,
+        info: DocumentInfo | None = None,
     ) -> DownloadedDocument:
         """
         Stream a document's content to storage, written in place and committed atomically: the
@@ -509,38 +534,22 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         :param chunk_size: bytes read from the HTTP response at a time.
         :param execution_id: the execution that made the document, stored as object metadata.
         :param block_size: bytes per upload request (default: ``storage.DEFAULT_BLOCK_SIZES``).
+        :param info: the document's metadata when already read: a folder target then asks no more.
         """
         document_id = validate_id(document_id, "document")
-        check_int("chunk_size", chunk_size, minimum=1)
-        path, is_folder = destination_path(destination, conn_id)
-        content_type: str | None = None
-        target = path
-        if is_folder:
-            with document_gone(document_id, destination):
-                info = self.get_document(document_id)
-            content_type = info.content_type
-            target = path / info.file_name
-        # The target checks run here, before the content request: a refused target costs no download.
-        writer = open_document_target(
+        downloaded = save_document(
             document_id,
-            target,
+            destination,
+            get_document=self.get_document,
+            open_content=lambda: self._open_stream(content_request(document_id)),
+            transport_errors=(requests.RequestException,),
+            chunk_size=check_int("chunk_size", chunk_size, minimum=1),
             conn_id=conn_id,
             overwrite=overwrite,
-            content_type=content_type,
             execution_id=validate_id(execution_id, "execution") if execution_id else None,
             block_size=block_size,
+            info=info,
         )
-        with (
-            writer,
-            document_gone(document_id, target),
-            self._open_stream(content_request(document_id)) as response,
-        ):
-            downloaded = save_chunks(
-                response.iter_content(chunk_size=chunk_size),
-                writer,
-                headers=response.headers,
-                transport_errors=(requests.RequestException,),
-            )
         log = "Saved Smart Flows document %s to %s (%d bytes, sha256 %s)"
         self.log.info(log, document_id, downloaded.uri, downloaded.size, downloaded.sha256)
         return downloaded

@@ -24,6 +24,9 @@ from airflow_provider_smartflows.hooks.api import (
     ApiRequest,
     Paging,
     cancel_request,
+    document_infos,
+    documents_filter_paging,
+    documents_paging,
     execution_request,
     executions_paging,
     flows_paging,
@@ -48,9 +51,11 @@ from airflow_provider_smartflows.hooks.sessions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
     from types import TracebackType
 
-    from airflow_provider_smartflows.models import Execution, ExecutionProgress
+    from airflow_provider_smartflows.hooks.api import Condition
+    from airflow_provider_smartflows.models import DocumentInfo, Execution, ExecutionProgress
 
 T = TypeVar("T")
 
@@ -310,6 +315,24 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         """Executions (of one flow, or all the key may see), newest first, every page; ``filter``: one
         ``field:value`` (a "contains" match, e.g. ``"status:Error"``). Raw FlowExecution objects."""
         return await self._read_pages(executions_paging(flow_id, filter, page_size, max_pages))
+
+    async def list_all_documents(
+        self, *, filter: str | None = None, page_size: int = LIST_PAGE_SIZE, max_pages: int = LIST_MAX_PAGES
+    ) -> list[DocumentInfo]:
+        """Every document the key may see, every page (as :meth:`.SmartFlowsHook.list_all_documents`)."""
+        return document_infos(await self._read_pages(documents_paging(filter, page_size, max_pages)))
+
+    async def filter_documents(
+        self,
+        conditions: Iterable[Condition] | Mapping[str, Any],
+        *,
+        match: str = "and",
+        page_size: int = LIST_PAGE_SIZE,
+        max_pages: int = LIST_MAX_PAGES,
+    ) -> list[DocumentInfo]:
+        """Documents matching a filter, every page (as :meth:`.SmartFlowsHook.filter_documents`)."""
+        paging = documents_filter_paging(conditions, match, page_size, max_pages)
+        return document_infos(await self._read_pages(paging))
 
     async def _read_pages(self, paging: Paging[T]) -> list[T]:
         """:func:`.api.read_pages` with ``await``: the same :class:`.api.Paging` decides."""

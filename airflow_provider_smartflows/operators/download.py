@@ -8,12 +8,24 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
+from airflow_provider_smartflows.documents import (
+    DocumentSelection,
+    expiry_warning_seconds,
+    near_message,
+    now_utc,
+    plan_downloads,
+)
 from airflow_provider_smartflows.exceptions import SmartFlowsInputError
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.lineage import operator_lineage
-from airflow_provider_smartflows.storage import check_filesystem_available, destination_path, object_path
-from airflow_provider_smartflows.transfer import HookPool, document_targets, download_all
+from airflow_provider_smartflows.storage import (
+    check_filesystem_available,
+    destination_path,
+    object_path,
+    unique_names,
+)
+from airflow_provider_smartflows.transfer import HookPool, download_all, read_document_infos
 from airflow_provider_smartflows.validation import check_int
 
 if TYPE_CHECKING:
@@ -21,7 +33,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
-    from airflow_provider_smartflows.models import DownloadedDocument
+    from airflow_provider_smartflows.models import DocumentInfo, DownloadedDocument
 
 
 class SmartFlowsDownloadDocumentsOperator(BaseOperator):
@@ -51,6 +63,16 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
     :param overwrite: replace existing objects (atomically).
     :param max_concurrency: documents downloaded at the same time.
     :param block_size: bytes per upload request to the store (default: per store, see the README).
+    :param content_types: write only documents of these content types (``["application/pdf"]``;
+        ``"image/*"`` for any subtype); None: every type.
+    :param name_pattern: write only documents whose display name matches this shell pattern
+        (``"Invoice*"``), case-insensitively; None: every name.
+
+    Every document's metadata is read before anything is written (one ``GET /documents/{id}`` each):
+    the documents left out by ``content_types`` / ``name_pattern`` are logged and pushed as the XCom
+    ``skipped`` (id, display name, content type, reason); one whose ``expiration`` is within
+    ``[smartflows] expiry_warning_seconds`` is downloaded first, with a warning; one already expired
+    fails the task (``SmartFlowsDocumentExpiredError``) before anything is written.
     """
 
     template_fields: Sequence[str] = ("destination", "execution_id", "document_ids", "destination_conn_id")
@@ -67,6 +89,8 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
         overwrite: bool = False,
         max_concurrency: int = 4,
         block_size: int | None = None,
+        content_types: Sequence[str] | None = None,
+        name_pattern: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -78,6 +102,8 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
         self.overwrite = overwrite
         self.max_concurrency = check_int("max_concurrency", max_concurrency, minimum=1)
         self.block_size = block_size
+        self.selection = DocumentSelection.of(content_types, name_pattern)
+        self.content_types, self.name_pattern = content_types, name_pattern
         self._written: list[tuple[ObjectStoragePath, DownloadedDocument]] = []
 
     @cached_property
@@ -112,7 +138,7 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
         if not document_ids:
             self.log.warning("No documents to download (execution %s)", self.execution_id)
             return []
-        if not is_folder and len(document_ids) > 1:
+        if not is_folder and len(document_ids) > 1 and self.selection.selects_all:
             raise SmartFlowsInputError(
                 f"Task {self.task_id}: {len(document_ids)} documents but destination {destination} is "
                 "one file; end it with '/' to download into a folder."
@@ -120,17 +146,12 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
         destination.fs  # noqa: B018 - the storage connection is looked up here, not in the threads
         threads = f"{self.task_id}-download"
         with HookPool(self.hook, lambda: SmartFlowsHook(self.smartflows_conn_id)) as hooks:
-            targets = [destination]
-            if is_folder:
-                targets = document_targets(
-                    document_ids,
-                    destination,
-                    hooks,
-                    concurrency=self.max_concurrency,
-                    thread_name_prefix=threads,
-                )
+            infos = read_document_infos(
+                document_ids, hooks, concurrency=self.max_concurrency, thread_name_prefix=threads
+            )
+            targets = self._targets(context, infos, destination, is_folder)
             downloaded = download_all(
-                list(zip(document_ids, targets, strict=True)),
+                list(targets.items()),
                 hooks,
                 concurrency=self.max_concurrency,
                 conn_id=self.destination_conn_id,
@@ -140,10 +161,41 @@ class SmartFlowsDownloadDocumentsOperator(BaseOperator):
                 thread_name_prefix=threads,
                 logger=self.log,
             )
-        self._written = list(zip(targets, downloaded, strict=True))
+        targets_list = list(targets.values())
+        self._written = list(zip(targets_list, downloaded, strict=True))
         written = [document.uri for document in downloaded]
         self._record_lineage(context, written)
         return written
+
+    def _targets(
+        self, context: Context, infos: list[DocumentInfo], destination: ObjectStoragePath, is_folder: bool
+    ) -> dict[str, ObjectStoragePath]:
+        """Document id -> target, in download order: selected, checked for expiry (an expired one
+        raises here, before anything is written), those expiring soon first. Folder names are made
+        unique in the documents' own order, so they do not depend on expiry."""
+        plan = plan_downloads(
+            infos, self.selection, now=now_utc(), warning_seconds=expiry_warning_seconds(), target=destination
+        )
+        for skipped in plan.skipped:
+            self.log.info("Not writing document %s: %s", skipped["document_id"], skipped["reason"])
+        ti = context.get("ti")
+        if ti is not None:  # execute() called without a task instance (a script, a test) pushes nothing
+            ti.xcom_push(key="skipped", value=plan.skipped)
+        for info in plan.near:
+            self.log.warning(near_message(info, now_utc()))
+        chosen = {info.id for info in plan.documents}
+        in_order = [info for info in infos if info.id in chosen]
+        if not is_folder:
+            if len(in_order) > 1:
+                raise SmartFlowsInputError(
+                    f"Task {self.task_id}: {len(in_order)} documents selected but destination {destination} "
+                    "is one file; end it with '/' to download into a folder, or select fewer."
+                )
+            return {info.id: destination for info in in_order}
+        names = dict(
+            zip([i.id for i in in_order], unique_names([i.file_name for i in in_order]), strict=True)
+        )
+        return {info.id: destination / names[info.id] for info in plan.documents}
 
     def _record_lineage(self, context: Context, uris: list[str]) -> None:
         """Report the written files as lineage and on the task's outlets, where supported."""

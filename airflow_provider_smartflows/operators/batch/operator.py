@@ -17,6 +17,7 @@ from airflow_provider_smartflows.deferral import (
     airflow_timeout_text,
     is_deferral_timeout,
 )
+from airflow_provider_smartflows.documents import DocumentSelection
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsError,
     SmartFlowsInputError,
@@ -101,6 +102,14 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         destination ending with ``/`` is a folder (documents keep their display names). None: no
         download, the manifest lists document ids.
     :param destination_conn_id: storage connection of ``destination``.
+    :param content_types: write only documents of these content types (``["application/pdf"]``,
+        ``"image/*"``); needs ``destination``. None: every type.
+    :param name_pattern: write only documents whose display name matches this shell pattern
+        (``"Invoice*"``), case-insensitively; needs ``destination``. None: every name. Left-out
+        documents are listed on the record's manifest line as ``skipped_documents``. Each
+        document's metadata is read before the record's downloads: one expiring within
+        ``[smartflows] expiry_warning_seconds`` is downloaded first with a warning, one already
+        expired fails the record (nothing of it written).
     :param download_concurrency: documents downloaded at the same time when a wave's records finish.
     :param overwrite: replace existing files (default True: a resumed record writes its files again).
     :param max_active: executions running at once on the server.
@@ -164,6 +173,8 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         priority: int | str | None = None,
         destination: str | None = None,
         destination_conn_id: str | None = None,
+        content_types: Sequence[str] | None = None,
+        name_pattern: str | None = None,
         overwrite: bool = True,
         download_concurrency: int = 4,
         max_active: int = 10,
@@ -192,6 +203,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         self.records_format = records_format
         self.record_key, self.data_template, self.xml_template = record_key, data_template, xml_template
         self.destination, self.destination_conn_id = destination, destination_conn_id
+        self.content_types, self.name_pattern = content_types, name_pattern
         self.overwrite, self.download_concurrency = overwrite, download_concurrency
         self.max_active, self.max_starts_per_second = max_active, max_starts_per_second
         self.record_retries, self.max_failed_records = record_retries, max_failed_records
@@ -222,6 +234,12 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         check_number("gather_seconds", self.gather_seconds, minimum=0, unit=SECONDS)
         check_reconcile_timing(self.reconcile_clock_skew, self.reconcile_settle_time)
         check_optional_number("timeout", self.timeout, above=0, unit=SECONDS)
+        self.selection = DocumentSelection.of(self.content_types, self.name_pattern)
+        if not self.selection.selects_all and not self.destination:
+            raise SmartFlowsInputError(
+                f"{self.task_id}: content_types and name_pattern select the documents written to "
+                "destination; give destination too (without it nothing is downloaded)."
+            )
 
     @cached_property
     def hook(self) -> SmartFlowsHook:
@@ -337,6 +355,7 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
             reconcile_clock_skew=float(self.reconcile_clock_skew),
             reconcile_settle_time=float(self.reconcile_settle_time),
             skip_user_input=self.skip_user_input,
+            selection=self.selection,
         )
         return BatchRun(self.hook, self.store, self.source, inputs, options, self.log)
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_smartflows.documents import (
+    expiry_warning_seconds,
+    near_message,
+    now_utc,
+    plan_downloads,
+)
 from airflow_provider_smartflows.exceptions import SmartFlowsError, SmartFlowsTimeoutError
+from airflow_provider_smartflows.hooks.download import document_gone
 from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.models import ExecutionStatus
 from airflow_provider_smartflows.operators.batch.records import format_template
@@ -27,13 +34,15 @@ from airflow_provider_smartflows.waiting import (
 )
 
 if TYPE_CHECKING:
+    from airflow_provider_smartflows.documents import DownloadPlan
+    from airflow_provider_smartflows.models import DocumentInfo
     from airflow_provider_smartflows.operators.batch.run import BatchOptions
     from airflow_provider_smartflows.operators.batch.state import BatchState, BatchStore, Entry
     from airflow_provider_smartflows.waiting import ExecutionEvent
 
 #: What :meth:`RecordOutcomes._download_all` runs per succeeded record: its saved documents, or
-#: why they could not be saved.
-Saved = tuple[list[dict[str, Any]], "str | None"]
+#: why they could not be saved, and the documents its selection left out.
+Saved = tuple[list[dict[str, Any]], "str | None", list[dict[str, Any]]]
 
 
 class RecordOutcomes:
@@ -95,11 +104,14 @@ class RecordOutcomes:
         """Download the documents of the succeeded records, then write their manifest lines in the
         events' order."""
         results = self._download_all(done)
-        for (entry, event), (documents, error) in zip(done, results, strict=True):
+        for (entry, event), (documents, error, skipped) in zip(done, results, strict=True):
             status = event["execution_status"]
             if error is None:
                 outputs = self._named_outputs(str(entry.execution_id))
-                state.close(entry, SUCCEEDED, execution_status=status, documents=documents, outputs=outputs)
+                extra = {"skipped_documents": skipped} if skipped else {}
+                state.close(
+                    entry, SUCCEEDED, execution_status=status, documents=documents, outputs=outputs, **extra
+                )
                 continue
             self.log.error("record %s (line %d): %s", entry.key, entry.line, error)
             state.close(entry, FAILED, execution_status=status, messages=[error])
@@ -142,9 +154,14 @@ class RecordOutcomes:
     def _saved_documents(self, hook: SmartFlowsHook, entry: Entry, event: ExecutionEvent) -> Saved:
         """The record's saved documents, or the reason they could not be saved."""
         try:
-            return self._download(hook, entry, event["document_ids"]), None
+            saved, skipped = self._download(hook, entry, event["document_ids"])
+            return saved, None, skipped
         except SmartFlowsError as err:
-            return [], f"the execution succeeded but its documents could not be saved: {one_line(err, 300)}"
+            return (
+                [],
+                f"the execution succeeded but its documents could not be saved: {one_line(err, 300)}",
+                [],
+            )
 
     def _finish_failure(self, state: BatchState, entry: Entry, event: ExecutionEvent) -> None:
         messages = self._flow_messages(str(entry.execution_id), event)
@@ -192,25 +209,46 @@ class RecordOutcomes:
             items = list(execution.warnings) + items
         return [str(item) for item in items] or [event["message"]]
 
-    def _download(self, hook: SmartFlowsHook, entry: Entry, document_ids: list[str]) -> list[dict[str, Any]]:
-        """Save the record's documents where ``destination`` says; their manifest entries."""
+    def _download(
+        self, hook: SmartFlowsHook, entry: Entry, document_ids: list[str]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Save the record's documents where ``destination`` says: their manifest entries, and the
+        ones the selection left out. Each document's metadata is read first (and handed to the
+        download: a folder target asks no more); expiring ones go first, an expired one fails the
+        record before any of its documents is written."""
         destination = self.options.destination
         if not destination:
-            return [{"document_id": document_id} for document_id in document_ids]
+            return [{"document_id": document_id} for document_id in document_ids], []
         target = format_template(str(destination), entry.as_record(), "destination", safe=True)
+        infos = [self._document_info(hook, document_id, target) for document_id in document_ids]
+        now = now_utc()
+        plan = plan_downloads(
+            infos, self.options.selection, now=now, warning_seconds=expiry_warning_seconds(), target=target
+        )
+        for info in plan.near:
+            self.log.warning("record %s: %s", entry.key, near_message(info, now))
+        number = {info.id: position for position, info in enumerate(plan_in_order(infos, plan), start=1)}
         saved = []
-        for number, document_id in enumerate(document_ids, start=1):
-            path = target if target.endswith("/") or number == 1 else numbered_name(target, number)
+        for info in plan.documents:
+            path = (
+                target
+                if target.endswith("/") or number[info.id] == 1
+                else numbered_name(target, number[info.id])
+            )
             done = hook.download_document(
-                document_id,
+                info.id,
                 path,
                 conn_id=self.options.destination_conn_id or None,
                 overwrite=self.options.overwrite,
+                info=info,
             )
-            saved.append(
-                {"document_id": document_id, "uri": done.uri, "size": done.size, "sha256": done.sha256}
-            )
-        return saved
+            saved.append({"document_id": info.id, "uri": done.uri, "size": done.size, "sha256": done.sha256})
+        return saved, plan.skipped
+
+    @staticmethod
+    def _document_info(hook: SmartFlowsHook, document_id: str, target: str) -> DocumentInfo:
+        with document_gone(document_id, target):
+            return hook.get_document(document_id)
 
     def _cancel(self, entry: Entry, why: str) -> None:
         if not self.options.cancel_on_kill:
@@ -236,3 +274,9 @@ class RecordOutcomes:
             f"{len(entries)} running executions were recorded as failed. A task retry continues with "
             f"the records not yet started; checkpoint {self.store.checkpoint}."
         )
+
+
+def plan_in_order(infos: list[DocumentInfo], plan: DownloadPlan) -> list[DocumentInfo]:
+    """The plan's documents in the execution's own order (file numbers do not depend on expiry)."""
+    chosen = {id(info) for info in plan.documents}
+    return [info for info in infos if id(info) in chosen]

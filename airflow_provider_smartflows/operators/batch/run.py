@@ -11,9 +11,10 @@ finished executions' events back (the worker collects them, or the task defers o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_smartflows.documents import DocumentSelection
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
     SmartFlowsAuthError,
@@ -76,6 +77,8 @@ class BatchOptions:
     reconcile_settle_time: float = 0.0
     #: Start through the prompt-free start (``POST /flows/executions/start``).
     skip_user_input: bool = False
+    #: Which documents are written (``content_types``, ``name_pattern``).
+    selection: DocumentSelection = field(default_factory=DocumentSelection)
 
 
 class BatchRun:
