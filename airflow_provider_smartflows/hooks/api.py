@@ -6,7 +6,8 @@ back an :class:`Answer`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import quote
@@ -109,6 +110,8 @@ GET_DOCUMENT = Endpoint("GET", "/documents/{document_id}", DocumentInfo.from_jso
 #: Binary content, streamed by the sync hook (``parse`` is unused).
 GET_DOCUMENT_CONTENT = Endpoint("GET", "/documents/{document_id}/content", _any_json)
 LIST_FLOW_EXECUTIONS = Endpoint("GET", "/flows/{flow_id}/executions", _executions)
+#: Executions selected by a filter-group body, paged like the listings.
+FILTER_EXECUTIONS = Endpoint("POST", "/flows/executions/filter", _executions)
 GET_CURRENT_USER = Endpoint("GET", "/users/me", _any_json)
 GET_SYSTEM_INFO = Endpoint("GET", "/system/info", _any_json)
 #: Where a server may describe its API (springfox: v2; springdoc: v3), tried in this order.
@@ -413,3 +416,31 @@ def read_pages(paging: Paging[ItemT], call: Callable[[ApiRequest[list[ItemT]]], 
     while paging.add(call(paging.request())):
         pass
     return paging.items
+
+
+# --------------------------------------------------------------------------- filtered listings
+
+#: One condition of a filter-group body: (key, operator, values), e.g. ``("status", "in", [...])``.
+FilterCondition = tuple[str, str, list[str]]
+
+
+def filter_body(conditions: Sequence[FilterCondition]) -> bytes:
+    """The vendor's filter-group body: every condition must hold (an ``and`` group)."""
+    nodes = [
+        {"id": str(uuid.uuid4()), "condition": {"key": key, "operator": operator, "values": list(values)}}
+        for key, operator, values in conditions
+    ]
+    return json.dumps({"group": {"type": "and", "nodes": nodes}}).encode()
+
+
+def executions_filter_request(
+    conditions: Sequence[FilterCondition], *, page: int, size: int, sort: str
+) -> ApiRequest[list[Any]]:
+    """One page of ``POST /flows/executions/filter``: the executions meeting every condition."""
+    _check_page(page, size)
+    return FILTER_EXECUTIONS.request(
+        params={"page": page, "size": size, "sort": sort},
+        body=filter_body(conditions),
+        headers={"Content-Type": JSON_CONTENT_TYPE},
+        hint="This server may not have the filter route: smartflows-probe lists the routes it has.",
+    )

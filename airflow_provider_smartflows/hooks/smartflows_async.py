@@ -18,14 +18,18 @@ from yarl import URL
 
 from airflow_provider_smartflows.exceptions import SmartFlowsAuthError, SmartFlowsError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.api import (
+    GET_CURRENT_USER,
     LIST_MAX_PAGES,
     LIST_PAGE_SIZE,
     Answer,
     ApiRequest,
+    FilterCondition,
     Paging,
     cancel_request,
     execution_request,
+    executions_filter_request,
     executions_paging,
+    flow_request,
     flows_paging,
     progress_request,
     read_answer,
@@ -48,6 +52,7 @@ from airflow_provider_smartflows.hooks.sessions import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from types import TracebackType
 
     from airflow_provider_smartflows.models import Execution, ExecutionProgress
@@ -310,6 +315,27 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         """Executions (of one flow, or all the key may see), newest first, every page; ``filter``: one
         ``field:value`` (a "contains" match, e.g. ``"status:Error"``). Raw FlowExecution objects."""
         return await self._read_pages(executions_paging(flow_id, filter, page_size, max_pages))
+
+    async def filter_executions(
+        self,
+        conditions: Sequence[FilterCondition],
+        *,
+        sort: str = "modifiedAt,asc",
+        page: int = 0,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> list[Any]:
+        """One page of ``POST /flows/executions/filter``: the executions meeting every condition,
+        e.g. ``[("status", "in", ["Success"]), ("modifiedAt", "greaterThanOrEqualTo", [ts])]``.
+        Raw FlowExecution objects."""
+        return await self._call(executions_filter_request(conditions, page=page, size=page_size, sort=sort))
+
+    async def get_flow(self, flow: str) -> Any:
+        """The flow of that id or name (``GET /flows/{flow}``; an unknown one: SmartFlowsNotFoundError)."""
+        return await self._call(flow_request(flow))
+
+    async def current_user(self) -> Any:
+        """The API key's own user (``GET /users/me``)."""
+        return await self._call(GET_CURRENT_USER.request())
 
     async def _read_pages(self, paging: Paging[T]) -> list[T]:
         """:func:`.api.read_pages` with ``await``: the same :class:`.api.Paging` decides."""
