@@ -380,11 +380,15 @@ def flows_page_request(page: int, size: int) -> ApiRequest[list[dict[str, Any]]]
 
 
 def executions_page_request(
-    flow_id: str | None, page: int | None, size: int | None, filter: str | None = None
+    flow_id: str | None,
+    page: int | None,
+    size: int | None,
+    filter: str | None = None,
+    sort: str = "createdAt,desc",
 ) -> ApiRequest[list[Any]]:
-    """One page of the executions (of one flow, or all), newest first; ``page`` / ``size`` None:
-    not sent (the server's defaults); ``filter`` is one ``field:value``."""
-    params: dict[str, Any] = {"sort": "createdAt,desc"}
+    """One page of the executions (of one flow, or all), newest first unless ``sort`` says otherwise;
+    ``page`` / ``size`` None: not sent (the server's defaults); ``filter`` is one ``field:value``."""
+    params: dict[str, Any] = {"sort": sort}
     if page is not None or size is not None:
         _check_page(0 if page is None else page, 1 if size is None else size)
         params |= {k: v for k, v in (("page", page), ("size", size)) if v is not None}

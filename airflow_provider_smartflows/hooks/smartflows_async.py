@@ -28,6 +28,7 @@ from airflow_provider_smartflows.hooks.api import (
     cancel_request,
     execution_request,
     executions_filter_request,
+    executions_page_request,
     executions_paging,
     flow_request,
     flows_paging,
@@ -328,6 +329,12 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         e.g. ``[("status", "in", ["Success"]), ("modifiedAt", "greaterThanOrEqualTo", [ts])]``.
         Raw FlowExecution objects."""
         return await self._call(executions_filter_request(conditions, page=page, size=page_size, sort=sort))
+
+    async def list_executions_page(
+        self, *, page: int, page_size: int = LIST_PAGE_SIZE, sort: str = "createdAt,desc"
+    ) -> list[Any]:
+        """One page of ``GET /flows/executions`` in the order ``sort`` names (``field,asc|desc``)."""
+        return await self._call(executions_page_request(None, page, page_size, sort=sort))
 
     async def get_flow(self, flow: str) -> Any:
         """The flow of that id or name (``GET /flows/{flow}``; an unknown one: SmartFlowsNotFoundError)."""

@@ -9,7 +9,8 @@ watchers: the triggerer runs one shared stream (:meth:`~SmartFlowsExecutionEvent
 for every watcher with the same ``(connection, poll_interval)``. A poll is
 ``POST /flows/executions/filter`` (status in the final ones, ``modifiedAt >= `` the oldest cursor
 of the group) sorted by ``modifiedAt`` ascending; a full page is followed by a page from its last
-modification time (key-set paging, so that nothing shifts between pages).
+modification time (key-set paging, so that nothing shifts between pages). A server without the
+filter route (404/405) is polled through the plain listing instead (:mod:`.event_polls`).
 
 Exactly once. Each watcher keeps its cursor, the ``modifiedAt`` of the last execution it passed
 plus the ids passed at that instant, in its asset's state store (Airflow >= 3.3), and writes it
@@ -27,11 +28,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict
-
-import pendulum
 
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsApiError,
@@ -41,11 +38,18 @@ from airflow_provider_smartflows.exceptions import (
     SmartFlowsNotFoundError,
 )
 from airflow_provider_smartflows.flow_names import check_flow_choice, match_flow_name
-from airflow_provider_smartflows.hooks.api import SERVER_DEFAULT_PAGE_SIZE, FilterCondition
 from airflow_provider_smartflows.hooks.connection import DEFAULT_CONN_ID
 from airflow_provider_smartflows.hooks.smartflows_async import SmartFlowsAsyncHook
 from airflow_provider_smartflows.models import ExecutionStatus, find_document_refs
 from airflow_provider_smartflows.outputs import max_output_bytes, named_outputs
+from airflow_provider_smartflows.triggers.event_polls import (
+    FINISHED_STATUSES,
+    Cursor,
+    ExecutionLister,
+    mapping_of,
+    position_of,
+    user_id,
+)
 from airflow_provider_smartflows.validation import check_number
 from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
 
@@ -58,17 +62,17 @@ except ImportError:  # Airflow 2: no event triggers; the constructor refuses (se
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-__all__ = ["FINISHED_STATUSES", "ExecutionFinishedEvent", "SmartFlowsExecutionEventTrigger"]
+__all__ = [
+    "FINISHED_STATUSES",
+    "Cursor",
+    "ExecutionFinishedEvent",
+    "SmartFlowsExecutionEventTrigger",
+]
 
 log = logging.getLogger(__name__)
 
-#: The final statuses, in wire spelling: the default ``statuses`` and what a poll lists.
-FINISHED_STATUSES: tuple[str, ...] = ("Success", "Warning", "Error", "Canceled", "Interrupted")
 #: The asset state store key of a watcher's cursor.
 CURSOR_KEY = "smartflows_execution_cursor"
-#: Items per page of a poll, and pages read at most per poll (the rest: next poll).
-POLL_PAGE_SIZE = 100
-POLL_MAX_PAGES = 10
 #: Seconds between polls at least (a server is not a message queue).
 MIN_POLL_INTERVAL = 1.0
 
@@ -87,90 +91,10 @@ class ExecutionFinishedEvent(TypedDict):
     outputs: dict[str, Any]
 
 
-# --------------------------------------------------------------------------- the cursor (pure)
-
-
-def _instant(text: object) -> datetime | None:
-    """The moment a server timestamp names; None when it is not one."""
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        parsed = pendulum.parse(text)
-    except (ValueError, TypeError, pendulum.parsing.exceptions.ParserError):
-        return None
-    return parsed if isinstance(parsed, datetime) else None
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _user_id(value: object) -> str | None:
-    """``createdBy`` is an object ``{id, displayName, type}`` (a bare string is read too)."""
-    if isinstance(value, Mapping):
-        value = value.get("id")
-    return value if isinstance(value, str) and value else None
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a watcher is: every execution modified before ``at`` is passed, and those modified at
-    ``at`` whose id is in ``ids``. ``at`` None: nothing passed yet (the listing's beginning).
-
-    ``at`` is kept as the server wrote it (sent back as is in the filter), compared as an instant.
-    """
-
-    at: str | None = None
-    ids: tuple[str, ...] = ()
-
-    @property
-    def instant(self) -> datetime | None:
-        return _instant(self.at)
-
-    def passed(self, at: datetime, execution_id: str) -> bool:
-        mine = self.instant
-        return mine is not None and (at < mine or (at == mine and execution_id in self.ids))
-
-    def advance(self, at_text: str, at: datetime, execution_id: str) -> Cursor:
-        """The cursor once the execution at ``at`` is passed too (the caller checked :meth:`passed`)."""
-        if self.instant == at:
-            return Cursor(self.at, (*self.ids, execution_id))
-        return Cursor(at_text, (execution_id,))
-
-    def covered_by(self, since: str | None) -> bool:
-        """Whether a poll listed from ``since`` (None: from the beginning) holds all this cursor lacks."""
-        if since is None:
-            return True
-        start, mine = _instant(since), self.instant
-        return start is not None and mine is not None and start <= mine
-
-    def to_json(self) -> dict[str, Any]:
-        return {"at": self.at, "ids": list(self.ids)}
-
-    @classmethod
-    def from_json(cls, value: object) -> Cursor | None:
-        """The cursor a state store holds; None when it holds none (or something else)."""
-        if not isinstance(value, Mapping):
-            return None
-        at, ids = value.get("at"), value.get("ids")
-        if (at is not None and _instant(at) is None) or not isinstance(ids, list):
-            return None
-        return cls(at, tuple(str(i) for i in ids))
-
-
-def position_of(item: object) -> tuple[str, datetime, str] | None:
-    """``(modifiedAt as written, as an instant, id)`` of a listed execution; None if it has none."""
-    if not isinstance(item, Mapping) or not isinstance(item.get("id"), str):
-        return None
-    text = item.get("modifiedAt")
-    at = _instant(text)
-    return None if at is None else (str(text), at, item["id"])
-
-
 def finished_event(item: Mapping[str, Any]) -> ExecutionFinishedEvent:
     """The event of one listed (final) execution."""
-    flow = _mapping(item.get("flow"))
-    state = _mapping(item.get("state"))
+    flow = mapping_of(item.get("flow"))
+    state = mapping_of(item.get("state"))
     # The input data is the starter's own and may hold anything; documents are in the output.
     output_side = {key: value for key, value in state.items() if key != "inputData"}
     outputs, left_out = named_outputs(item, max_output_bytes())
@@ -183,60 +107,11 @@ def finished_event(item: Mapping[str, Any]) -> ExecutionFinishedEvent:
         flow_name=flow.get("displayName") if isinstance(flow.get("displayName"), str) else None,
         status=str(ExecutionStatus.parse(item.get("status"))),
         created_at=created_at if isinstance(created_at, str) else None,
-        created_by=_user_id(item.get("createdBy")),
+        created_by=user_id(item.get("createdBy")),
         modified_at=str(item.get("modifiedAt")),
         document_ids=[ref.id for ref in find_document_refs([output_side, item.get("outputs")])],
         outputs=outputs,
     )
-
-
-# --------------------------------------------------------------------------- one poll
-
-
-def _conditions(since: str | None) -> list[FilterCondition]:
-    conditions: list[FilterCondition] = [("status", "in", list(FINISHED_STATUSES))]
-    if since is not None:
-        conditions.append(("modifiedAt", "greaterThanOrEqualTo", [since]))
-    return conditions
-
-
-async def list_finished_since(
-    hook: SmartFlowsAsyncHook,
-    since: str | None,
-    *,
-    page_size: int = POLL_PAGE_SIZE,
-    max_pages: int = POLL_MAX_PAGES,
-) -> list[dict[str, Any]]:
-    """Final executions modified at or after ``since``, oldest modification first.
-
-    Key-set paging: a full page is followed by the page starting at its last ``modifiedAt``
-    (a page all at one instant: the next page number), so executions modified while the poll
-    reads never shift one out of sight. More than ``max_pages`` pages: the rest is the next poll's.
-    """
-    items: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    bound, page = since, 0
-    for _ in range(max_pages):
-        got = await hook.filter_executions(_conditions(bound), page=page, page_size=page_size)
-        for item in got:
-            if isinstance(item, dict) and item.get("id") not in seen:
-                items.append(item)
-                seen.add(item.get("id"))  # type: ignore[arg-type]
-        if len(got) not in (page_size, SERVER_DEFAULT_PAGE_SIZE):
-            break
-        last = got[-1].get("modifiedAt") if isinstance(got[-1], dict) else None
-        if not isinstance(last, str) or last == bound:
-            page += 1
-        else:
-            bound, page = last, 0
-    return items
-
-
-async def newest_finished(hook: SmartFlowsAsyncHook) -> Cursor:
-    """Where a new watcher starts: after the newest final execution (the beginning on an empty server)."""
-    newest = await hook.filter_executions(_conditions(None), sort="modifiedAt,desc", page_size=1)
-    position = position_of(newest[0]) if newest else None
-    return Cursor() if position is None else Cursor(position[0], (position[2],))
 
 
 # --------------------------------------------------------------------------- the group of one poll
@@ -410,12 +285,13 @@ class SmartFlowsExecutionEventTrigger(BaseEventTrigger):
         conn_id = kwargs.get("smartflows_conn_id", DEFAULT_CONN_ID)
         interval = float(kwargs.get("poll_interval", 30.0))
         group = _group(("smartflows-finished-executions", conn_id, interval))
+        lister = ExecutionLister()
         async with SmartFlowsAsyncHook(conn_id, retry_limit=2, max_retry_delay=interval) as hook:
-            me = _user_id(await hook.current_user())
+            me = user_id(await hook.current_user())
             while True:
                 since = (await group.since()).at
                 try:
-                    executions = await list_finished_since(hook, since)
+                    executions = await lister.since(hook, since)
                 except SmartFlowsError as err:
                     if not _transient(err):
                         raise
@@ -467,7 +343,7 @@ class SmartFlowsExecutionEventTrigger(BaseEventTrigger):
         flow = item.get("flow")
         if flow_id is not None and not (isinstance(flow, Mapping) and flow.get("id") == flow_id):
             return False
-        creator = _user_id(item.get("createdBy"))
+        creator = user_id(item.get("createdBy"))
         if self.created_by is not None and creator not in self.created_by:
             return False
         return self.include_own or me is None or creator != me
@@ -495,7 +371,7 @@ class SmartFlowsExecutionEventTrigger(BaseEventTrigger):
         async with SmartFlowsAsyncHook(self.smartflows_conn_id, retry_limit=3) as hook:
             flow_id = await self._flow_id(hook)
             if cursor is None:
-                cursor = await newest_finished(hook)
+                cursor = await ExecutionLister().newest(hook)
                 await self._save(store, cursor)
                 self.log.info("New watcher: executions finished after %s fire", cursor.at or "now")
             else:

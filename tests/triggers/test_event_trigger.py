@@ -299,3 +299,47 @@ async def test_one_poll_per_interval_whatever_the_watchers(smartflows_emulator: 
 
     assert [c.ids for c in collectors] == [[execution_id] for execution_id in started]
     assert 3 <= during <= 6, f"{during} polls in 4.5 s at a 1 s interval with {watchers} watcher(s)"
+
+
+# --------------------------------------------------------------------------- servers that differ
+
+
+@pytest.mark.asyncio
+async def test_a_server_without_the_filter_route_is_polled_through_the_plain_listing(
+    smartflows_emulator: Any,
+) -> None:
+    smartflows_emulator.set_api(drop_routes=["POST /api/v1/flows/executions/filter"])
+    store = MemoryAssetStateStore()
+    collector = Collector(watcher(store).run())
+    await wait_until_async(lambda: store.writes, 10, message="the watcher started")
+    own = await own_run("hello")
+    outside = await start_spread(smartflows_emulator, OUTSIDE_RUNS[:10])
+    await wait_until_async(lambda: len(collector.ids) >= len(outside), 30, message=lambda: collector.ids)
+    await asyncio.sleep(2.5)
+    await collector.stop()
+
+    assert sorted(collector.ids) == sorted(outside)
+    assert own not in collector.ids
+    plain = smartflows_emulator.requests_to("GET", r"/api/v1/flows/executions$")
+    assert plain
+    assert {r["query"]["sort"] for r in plain} == {"modifiedAt,desc"}
+
+
+@pytest.mark.asyncio
+async def test_pages_capped_by_the_server_are_read_from_the_last_modification_on(
+    smartflows_emulator: Any,
+) -> None:
+    """A server holding 20 per page (whatever ``size`` asks): 45 executions arrive in full."""
+    smartflows_emulator.set_api(page_cap=20)
+    store = MemoryAssetStateStore()
+    collector = Collector(watcher(store).run())
+    await wait_until_async(lambda: store.writes, 10, message="the watcher started")
+    outside = [smartflows_emulator.start_as("hello") for _ in range(45)]
+    await wait_until_async(lambda: len(collector.ids) >= len(outside), 30, message=lambda: len(collector.ids))
+    await asyncio.sleep(2.5)
+    await collector.stop()
+
+    assert sorted(collector.ids) == sorted(outside)
+    assert any(
+        r["query"].get("page") == "0" and r["query"].get("size") == "100" for r in polls(smartflows_emulator)
+    )
