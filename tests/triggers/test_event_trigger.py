@@ -251,6 +251,26 @@ async def test_a_trigger_recreated_mid_stream_neither_repeats_nor_skips(
     assert sorted(delivered) == sorted(outside), "an execution never fired"
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("final_status", ["Error", "Success"])
+async def test_an_execution_started_before_the_watcher_fires_when_it_finishes_after(
+    smartflows_emulator: Any, final_status: str
+) -> None:
+    """Its modification time is when it finished, not when it started (a failed run too)."""
+    flow = {"id": "long", "steps": [{"message": "Working", "percentage": 50, "seconds": 150}]}
+    smartflows_emulator.add_flow({**flow, "final_status": final_status})
+    long_run = smartflows_emulator.start_as("long")
+    quick = smartflows_emulator.start_as("hello")
+    await wait_until_async(lambda: finished(smartflows_emulator, [quick]), 10, message="the quick run")
+    store = MemoryAssetStateStore()
+    collector = Collector(watcher(store).run())
+    await wait_until_async(lambda: store.writes, 10, message="the watcher started")
+    await wait_until_async(lambda: collector.ids, 20, message="the long run's event")
+    await asyncio.sleep(1.5)
+    await collector.stop()
+    assert collector.ids == [long_run]
+
+
 def test_the_cursor_passes_executions_at_one_instant_by_id() -> None:
     cursor = Cursor("2026-12-05T14:00:00.123Z", ("a",))
     at = cursor.instant
