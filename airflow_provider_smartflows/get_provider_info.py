@@ -125,6 +125,7 @@ PROVIDER_INFO: dict[str, Any] = {
                 f"{PACKAGE}.triggers.smartflows",
                 f"{PACKAGE}.triggers.batch",
                 f"{PACKAGE}.triggers.hitl",
+                f"{PACKAGE}.triggers.events",
             ],
         }
     ],

@@ -48,6 +48,10 @@ def test_readme_links_point_at_files_that_exist() -> None:
     ids=[f"{page.name}:{DAG_ID.findall(block)[0]}" for page, block in DAG_BLOCKS],
 )
 def test_dag_example_parses(block: str, tmp_path: Path) -> None:
+    from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS
+
+    if "SmartFlowsExecutionEventTrigger" in block and not AIRFLOW_V_3_3_PLUS:
+        pytest.skip("the event trigger needs Airflow >= 3.3 (the asset state store)")
     try:
         from airflow.dag_processing.dagbag import DagBag  # Airflow >= 3.1
     except ImportError:

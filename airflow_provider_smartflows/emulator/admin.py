@@ -15,7 +15,7 @@ from airflow_provider_smartflows.emulator.common import (
     state_of,
 )
 from airflow_provider_smartflows.emulator.description import route_names
-from airflow_provider_smartflows.emulator.scenario import ScenarioError
+from airflow_provider_smartflows.emulator.scenario import ApiKey, ScenarioError
 from airflow_provider_smartflows.emulator.surface import ApiSurface
 from airflow_provider_smartflows.emulator.views import execution_summary, progress_json
 
@@ -131,6 +131,32 @@ async def admin_executions(request: web.Request) -> web.Response:
     """Every execution (emulator view)."""
     state = state_of(request)
     return web.json_response([execution_summary(state, ex) for ex in state.executions.values()])
+
+
+@admin_routes.post("/_emulator/executions/start-as")
+async def admin_start_as(request: web.Request) -> web.Response:
+    """Start an execution as another user, as the CRM plug-in or the flow execution panel would:
+    {"flow": id or name, "user": "crm.user"} (user default "crm.user"); no input, user input skipped."""
+    state = state_of(request)
+    body = await json_body(request)
+    body = body if isinstance(body, dict) else {}
+    flow, user = body.get("flow"), body.get("user", "crm.user")
+    if not isinstance(user, str) or not user:
+        raise ApiError(400, "Field 'user' must be a non-empty user id")
+    found = state.find_flow(flow) if isinstance(flow, str) else None
+    if found is None:
+        raise ApiError(404, f"Flow {flow!r} not found")
+    ex = state.start_execution(
+        flow=found,
+        key=ApiKey(key="", user=user, role="user"),
+        input_kind="none",
+        input_data=None,
+        input_summary=["  (none)"],
+        dataset_id=None,
+        priority=None,
+        skip_user_input=True,
+    )
+    return web.json_response(execution_summary(state, ex), status=201)
 
 
 @admin_routes.post("/_emulator/executions/{exec_id}/release")

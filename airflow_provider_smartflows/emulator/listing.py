@@ -118,6 +118,10 @@ def list_page(
     """The executions of one page; a plain user sees only the executions it started."""
     if key.role != "admin":
         executions = [ex for ex in executions if ex.created_by.user == key.user]
+    # An execution that has just finished gets its modification time when first seen final:
+    # see every status before sorting or filtering by modifiedAt.
+    for ex in executions:
+        state.status(ex)
     return page_of(
         executions,
         query,

@@ -22,6 +22,7 @@ from airflow_provider_smartflows.emulator.common import (
     state_of,
 )
 from airflow_provider_smartflows.emulator.content import extension_for
+from airflow_provider_smartflows.emulator.filtering import matching
 from airflow_provider_smartflows.emulator.inputs import EXPECTS, read_start_input
 from airflow_provider_smartflows.emulator.listing import (
     FLOW_FIELDS,
@@ -145,6 +146,15 @@ def _listing(request: web.Request, executions: list[Execution]) -> web.Response:
 async def list_executions(request: web.Request) -> web.Response:
     """Executions (a plain array), paged with page/size, sort=field,dir and filter=field:value."""
     return _listing(request, list(state_of(request).executions.values()))
+
+
+@routes.post("/api/v1/flows/executions/filter")
+@takes(*PAGING_PARAMETERS)
+async def filter_executions(request: web.Request) -> web.Response:
+    """Executions selected by a filter-group body (:mod:`.filtering`), paged like /flows/executions."""
+    state = state_of(request)
+    body = await json_body(request)
+    return _listing(request, matching(state, list(state.executions.values()), body))
 
 
 @routes.get("/api/v1/flows/{flow}/executions")

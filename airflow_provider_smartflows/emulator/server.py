@@ -14,7 +14,7 @@ from aiohttp import web
 
 from airflow_provider_smartflows.emulator.app import build_app
 from airflow_provider_smartflows.emulator.description import route_names
-from airflow_provider_smartflows.emulator.scenario import Scenario, load_scenario
+from airflow_provider_smartflows.emulator.scenario import ApiKey, Scenario, load_scenario
 from airflow_provider_smartflows.emulator.state import EmulatorState
 from airflow_provider_smartflows.emulator.surface import ApiSurface
 from airflow_provider_smartflows.emulator.views import execution_summary
@@ -382,6 +382,28 @@ class EmulatorServer:
             self._document_in(s, document_id).expires_at = time.time() + float(in_seconds)
 
         self._call(do)
+
+    def start_as(self, flow: str, user: str = "crm.user") -> str:
+        """Start an execution of ``flow`` as ``user`` (not an API key's user: the CRM plug-in's
+        part, see ``POST /_emulator/executions/start-as``); returns its id."""
+
+        def do(s: EmulatorState) -> str:
+            found = s.find_flow(flow)
+            if found is None:
+                raise LookupError(f"no flow {flow!r}")
+            key = ApiKey(key="", user=user, role="user")
+            return s.start_execution(
+                flow=found,
+                key=key,
+                input_kind="none",
+                input_data=None,
+                input_summary=["  (none)"],
+                dataset_id=None,
+                priority=None,
+                skip_user_input=True,
+            ).id
+
+        return self._call(do)
 
     def release(self, execution_id: str) -> None:
         """Leave ``Waiting`` (same as the callback route); ValueError if it is not Waiting."""

@@ -445,6 +445,8 @@ class EmulatorState:
         flow = ex.flow
         assert flow is not None
         ex.documents = []
+        # Finished now (first seen final): a failed run is modified too, documents or not.
+        ex.modified_at = time.time()
         if snap.status in ("Error", "Interrupted", "Canceled"):
             return
         records: list[str | None] = [None]

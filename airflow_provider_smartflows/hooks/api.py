@@ -137,6 +137,8 @@ FILTER_DOCUMENTS = Endpoint("POST", "/documents/filter", _documents)
 #: Binary content, streamed by the sync hook (``parse`` is unused).
 GET_DOCUMENT_CONTENT = Endpoint("GET", "/documents/{document_id}/content", _any_json)
 LIST_FLOW_EXECUTIONS = Endpoint("GET", "/flows/{flow_id}/executions", _executions)
+#: Executions selected by a filter-group body, paged like the listings.
+FILTER_EXECUTIONS = Endpoint("POST", "/flows/executions/filter", _executions)
 GET_CURRENT_USER = Endpoint("GET", "/users/me", _any_json)
 GET_SYSTEM_INFO = Endpoint("GET", "/system/info", _any_json)
 #: Where a server may describe its API (springfox: v2; springdoc: v3), tried in this order.
@@ -421,11 +423,15 @@ def flows_page_request(page: int, size: int) -> ApiRequest[list[dict[str, Any]]]
 
 
 def executions_page_request(
-    flow_id: str | None, page: int | None, size: int | None, filter: str | None = None
+    flow_id: str | None,
+    page: int | None,
+    size: int | None,
+    filter: str | None = None,
+    sort: str = "createdAt,desc",
 ) -> ApiRequest[list[Any]]:
-    """One page of the executions (of one flow, or all), newest first; ``page`` / ``size`` None:
-    not sent (the server's defaults); ``filter`` is one ``field:value``."""
-    params: dict[str, Any] = {"sort": "createdAt,desc"}
+    """One page of the executions (of one flow, or all), newest first unless ``sort`` says otherwise;
+    ``page`` / ``size`` None: not sent (the server's defaults); ``filter`` is one ``field:value``."""
+    params: dict[str, Any] = {"sort": sort}
     if page is not None or size is not None:
         _check_page(0 if page is None else page, 1 if size is None else size)
         params |= {k: v for k, v in (("page", page), ("size", size)) if v is not None}
@@ -535,3 +541,27 @@ def documents_filter_paging(
 def document_infos(items: Iterable[Any]) -> list[DocumentInfo]:
     """The listed documents' metadata; an item that is not a document (no id) is left out."""
     return [DocumentInfo.from_json(item) for item in items if isinstance(item, Mapping) and item.get("id")]
+
+
+# --------------------------------------------------------------------------- filtered listings
+
+#: One condition of a filter-group body: (key, operator, values), e.g. ``("status", "in", [...])``.
+FilterCondition = tuple[str, str, list[str]]
+
+
+def filter_body(conditions: Sequence[FilterCondition]) -> bytes:
+    """The vendor's filter-group body: every condition must hold (an ``and`` group)."""
+    return json.dumps(filter_group(conditions)).encode()
+
+
+def executions_filter_request(
+    conditions: Sequence[FilterCondition], *, page: int, size: int, sort: str
+) -> ApiRequest[list[Any]]:
+    """One page of ``POST /flows/executions/filter``: the executions meeting every condition."""
+    _check_page(page, size)
+    return FILTER_EXECUTIONS.request(
+        params={"page": page, "size": size, "sort": sort},
+        body=filter_body(conditions),
+        headers={"Content-Type": JSON_CONTENT_TYPE},
+        hint="This server may not have the filter route: smartflows-probe lists the routes it has.",
+    )

@@ -18,17 +18,22 @@ from yarl import URL
 
 from airflow_provider_smartflows.exceptions import SmartFlowsAuthError, SmartFlowsError, SmartFlowsInputError
 from airflow_provider_smartflows.hooks.api import (
+    GET_CURRENT_USER,
     LIST_MAX_PAGES,
     LIST_PAGE_SIZE,
     Answer,
     ApiRequest,
+    FilterCondition,
     Paging,
     cancel_request,
     document_infos,
     documents_filter_paging,
     documents_paging,
     execution_request,
+    executions_filter_request,
+    executions_page_request,
     executions_paging,
+    flow_request,
     flows_paging,
     progress_request,
     read_answer,
@@ -51,7 +56,7 @@ from airflow_provider_smartflows.hooks.sessions import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from types import TracebackType
 
     from airflow_provider_smartflows.hooks.api import Condition
@@ -333,6 +338,33 @@ class SmartFlowsAsyncHook(SmartFlowsHookOptions, BaseHook):
         """Documents matching a filter, every page (as :meth:`.SmartFlowsHook.filter_documents`)."""
         paging = documents_filter_paging(conditions, match, page_size, max_pages)
         return document_infos(await self._read_pages(paging))
+
+    async def filter_executions(
+        self,
+        conditions: Sequence[FilterCondition],
+        *,
+        sort: str = "modifiedAt,asc",
+        page: int = 0,
+        page_size: int = LIST_PAGE_SIZE,
+    ) -> list[Any]:
+        """One page of ``POST /flows/executions/filter``: the executions meeting every condition,
+        e.g. ``[("status", "in", ["Success"]), ("modifiedAt", "greaterThanOrEqualTo", [ts])]``.
+        Raw FlowExecution objects."""
+        return await self._call(executions_filter_request(conditions, page=page, size=page_size, sort=sort))
+
+    async def list_executions_page(
+        self, *, page: int, page_size: int = LIST_PAGE_SIZE, sort: str = "createdAt,desc"
+    ) -> list[Any]:
+        """One page of ``GET /flows/executions`` in the order ``sort`` names (``field,asc|desc``)."""
+        return await self._call(executions_page_request(None, page, page_size, sort=sort))
+
+    async def get_flow(self, flow: str) -> Any:
+        """The flow of that id or name (``GET /flows/{flow}``; an unknown one: SmartFlowsNotFoundError)."""
+        return await self._call(flow_request(flow))
+
+    async def current_user(self) -> Any:
+        """The API key's own user (``GET /users/me``)."""
+        return await self._call(GET_CURRENT_USER.request())
 
     async def _read_pages(self, paging: Paging[T]) -> list[T]:
         """:func:`.api.read_pages` with ``await``: the same :class:`.api.Paging` decides."""

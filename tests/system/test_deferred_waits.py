@@ -430,7 +430,12 @@ def test_airflow_timeout_while_deferred_fails_a_sensor_and_leaves_the_execution(
     """A deferred sensor's execution_timeout passes: the sensor fails with an error that names the
     execution, which runs on (a sensor does not own what it waits for)."""
     dag_id, flow_id = "smartflows_system_timeout_sensor", "system-timeout-sensor"
-    emulator.api("POST", "/flows/executions", params={"flowId": flow_id}, json={"entity": "account", "id": ["sensor-1"]})
+    emulator.api(
+        "POST",
+        "/flows/executions",
+        params={"flowId": flow_id},
+        json={"entity": "account", "id": ["sensor-1"]},
+    )
     (execution,) = emulator.executions(flow_id)
     execution_id = str(execution["id"])
     stack.wait_for_dag(dag_id)
