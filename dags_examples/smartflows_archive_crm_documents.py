@@ -35,10 +35,18 @@ import os
 from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, Asset, task
-from airflow.sdk import AssetWatcher
 
 from airflow_provider_smartflows.operators.download import SmartFlowsDownloadDocumentsOperator
 from airflow_provider_smartflows.triggers.events import SmartFlowsExecutionEventTrigger
+from airflow_provider_smartflows.version_compat import AIRFLOW_V_3_3_PLUS, AIRFLOW_VERSION
+
+if not AIRFLOW_V_3_3_PLUS:  # say why, rather than fail on the missing AssetWatcher
+    raise ImportError(
+        f"smartflows_archive_crm_documents needs Airflow >= 3.3 (this is {AIRFLOW_VERSION}): "
+        "SmartFlowsExecutionEventTrigger keeps its cursor in the asset state store of Airflow 3.3."
+    )
+
+from airflow.sdk import AssetWatcher
 
 ARCHIVE_ROOT = os.environ.get("SMARTFLOWS_ARCHIVE_ROOT", "file:///tmp/smartflows-archive/").rstrip("/")
 
