@@ -496,7 +496,10 @@ def filter_group(conditions: Iterable[Condition] | Mapping[str, Any], match: str
         node = {"key": key, "operator": operator, "values": [str(value) for value in values]}
         nodes.append({"id": str(uuid.uuid4()), "condition": node})
     if not nodes:
-        raise SmartFlowsInputError("filter_documents needs at least one condition.")
+        raise SmartFlowsInputError(
+            "A filter needs at least one condition (key, operator, values), e.g. "
+            '("contentType", "in", ["application/pdf"]).'
+        )
     return {"group": {"type": match, "nodes": nodes}}
 
 
