@@ -244,6 +244,7 @@ class BatchRun:
             "unknown": counts[UNKNOWN],
             "executions": counts["executions"],
             "documents": counts["documents"],
+            "skipped_documents": counts.get("skipped_documents", 0),
             "worker_seconds": round(state.worker_seconds, 3),
             "resumes": state.resumes,
         }

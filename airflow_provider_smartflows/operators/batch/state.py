@@ -115,6 +115,9 @@ class BatchState:
         """Count a record's final manifest line and keep it for the next part."""
         self.counts[line["status"]] += 1
         self.counts["documents"] += len(line.get("documents") or [])
+        skipped = len(line.get("skipped_documents") or [])
+        if skipped:  # a checkpoint written before this count has no such key
+            self.counts["skipped_documents"] = self.counts.get("skipped_documents", 0) + skipped
         self.buffer.append(line)
 
     def to_json(self) -> dict[str, Any]:

@@ -46,7 +46,8 @@ def test_one_execution_per_record_with_documents_and_manifest(
     assert starts_by_account(smartflows_emulator) == {r["account"]: 1 for r in records}
     summary = result.xcom("batch")
     assert {
-        k: summary[k] for k in ("total", "succeeded", "failed", "unknown", "executions", "documents")
+        k: summary[k]
+        for k in ("total", "succeeded", "failed", "unknown", "executions", "documents", "skipped_documents")
     } == {
         "total": 7,
         "succeeded": 7,
@@ -54,6 +55,7 @@ def test_one_execution_per_record_with_documents_and_manifest(
         "unknown": 0,
         "executions": 7,
         "documents": 7,
+        "skipped_documents": 0,
     }
     assert summary["manifest"] == f"file://{tmp_path}/out/manifest.jsonl"
     lines = manifest(tmp_path)

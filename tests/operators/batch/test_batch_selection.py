@@ -45,7 +45,8 @@ def test_the_selection_chooses_what_each_record_writes(
         name_pattern="INVOICE*",
     )
     assert result.states["batch"] == "success"
-    assert result.xcom("batch")["documents"] == 2
+    summary = result.xcom("batch")
+    assert (summary["documents"], summary["skipped_documents"]) == (2, 4)
     for line in manifest(tmp_path):
         assert [d["uri"].rsplit("/", 1)[1] for d in line["documents"]] == ["Invoice.pdf"]
         assert sorted((s["display_name"], s["content_type"]) for s in line["skipped_documents"]) == [
