@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import b1_triggerer_fleet, b3_downloads, b4_batch, b5_small_documents, profile_trigger
+from benchmarks import (
+    b1_triggerer_fleet,
+    b3_downloads,
+    b4_batch,
+    b5_small_documents,
+    b6_events,
+    profile_trigger,
+)
 from benchmarks.b1_report import b1_chart, b1_section
 from benchmarks.common import fmt, loadavg, log, machine_info, write_json
 
@@ -34,6 +41,7 @@ FULL = {
     "b3": {"sizes": b3_downloads.SIZES, "repeats": 3},
     "b4": {"records": 10_000, "mapped": 400, "max_active": 200, "speedup": 1.0},
     "b5": {"documents": 2000, "concurrencies": b5_small_documents.CONCURRENCIES},
+    "b6": b6_events.FULL,
     "profile_n": 1000,
 }
 SMOKE = {
@@ -44,6 +52,8 @@ SMOKE = {
     "b3": {"sizes": {"4 MiB": 4 * 2**20, "1 MiB": 2**20}, "repeats": 1},
     "b4": {"records": 40, "mapped": 4, "max_active": 10, "speedup": 5.0},
     "b5": {"documents": 20, "concurrencies": (4,)},
+    # B6 on the services only with BENCH_SMOKE_B6=1 (else its DAGs are parsed, see main()).
+    "b6": b6_events.SMOKE,
     "profile_n": 20,
 }
 
@@ -61,7 +71,7 @@ def wait_quiet(limit_s: float, threshold: float = 1.0) -> str:
         time.sleep(30)
 
 
-PARTS = ("b1", "b2", "b3", "b4", "b5", "profile")
+PARTS = ("b1", "b2", "b3", "b4", "b5", "b6", "profile")
 
 
 def run_all(
@@ -91,6 +101,17 @@ def run_all(
         c = cfg["b2"]
         return b2_worker_slots.run(c["count"], c["seconds"], c["repeats"], work / "b2")
 
+    def b6() -> dict[str, Any]:
+        if cfg["b6"] is None:
+            return {
+                "skipped": (
+                    "smoke run without BENCH_SMOKE_B6=1: the module imported and its DAG file parsed; "
+                    "BENCH_SMOKE_B6=1 runs it on the services with tiny sizes."
+                ),
+                "dag_check": b6_events.check_dags(),
+            }
+        return b6_events.run(cfg["b6"], work / "b6")
+
     steps: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
         "b1": (
             "B1 triggerer fleet",
@@ -119,6 +140,7 @@ def run_all(
                 concurrencies=tuple(cfg["b5"]["concurrencies"]),
             ),
         ),
+        "b6": ("B6 executions started elsewhere → DAG runs", b6),
         "profile": (
             "profile of the trigger's poll path",
             lambda: profile_trigger.run(cfg["profile_n"], cfg["profile_speedup"], work / "profile"),
@@ -271,6 +293,7 @@ def report(results: dict[str, Any], meta: dict[str, Any], charts_written: list[s
         ("b3", "## B3: downloads to each store", b3_downloads.section),
         ("b4", "## B4: a batch from one task against mapped task instances", b4_batch.section),
         ("b5", "## B5: many small documents to each store", b5_small_documents.section),
+        ("b6", b6_events.HEADING, b6_events.section),
         ("profile", "## Profile of the trigger's poll path", profile_section),
     )
     for name, heading, section in sections:
@@ -383,10 +406,11 @@ def reproduce_section() -> list[str]:
         "",
         "```",
         "make bench         # installs .[dev,bench] once, waits up to 20 min for a 1-min load below 1.0,",
-        "                   # runs B1, B2, B3, B4, B5 and the profile (about 60 min), writes benchmarks/RESULTS.md + PNGs",
+        "                   # runs B1-B6 and the profile (about 70 min), writes benchmarks/RESULTS.md + PNGs",
         "python -m benchmarks.run --out benchmarks --only b3 --merge   # re-run some parts into results.json",
         "make bench-smoke   # tiny sizes (B2: 2 executions of 2 s), about 2 min; writes to BENCH_SMOKE_OUT",
-        "                   # (default /tmp/smartflows-bench-smoke); BENCH_SMOKE_B2=0 skips B2's services",
+        "                   # (default /tmp/smartflows-bench-smoke); BENCH_SMOKE_B2=0 skips B2's services,",
+        "                   # BENCH_SMOKE_B6=1 runs B6 on the services (else its DAGs are parsed only)",
         "```",
         "Single benchmarks (JSON to stdout or `--out FILE`):",
         "```",
@@ -395,10 +419,11 @@ def reproduce_section() -> list[str]:
         ".venv/bin/python -m benchmarks.b3_downloads --repeats 3",
         ".venv/bin/python -m benchmarks.b4_batch --records 10000 --mapped 400 --max-active 200 --speedup 1",
         ".venv/bin/python -m benchmarks.b5_small_documents --documents 2000 --results benchmarks/RESULTS.md",
+        ".venv/bin/python -m benchmarks.b6_events --out /tmp/b6.json --results benchmarks/RESULTS.md",
         ".venv/bin/python -m benchmarks.profile_trigger --n 1000 --speedup 5",
         "```",
         "Files: `common.py` (emulator process, statistics, machine facts), `baselines.py` (contenders b and c), "
-        "`b2_dags/` and `b4_dags/` (the DAGs of B2 and B4), `analysis.md` (the hand-written reading of the last full run, included above), "
+        "`b2_dags/`, `b4_dags/` and `b6_dags/` (the DAGs of B2, B4 and B6), `analysis.md` (the hand-written reading of the last full run, included above), "
         "`results.json` (every raw figure of the last run).",
         "",
         "Rules kept: every server on 127.0.0.1; every subprocess in its own process group, stopped by PID; "
@@ -414,7 +439,7 @@ def main(argv: list[str]) -> None:
     p.add_argument(
         "--report-only", action="store_true", help="re-render RESULTS.md and charts from OUT/results.json"
     )
-    p.add_argument("--only", default=",".join(PARTS), help="benchmarks to run (b1,b2,b3,b4,b5,profile)")
+    p.add_argument("--only", default=",".join(PARTS), help="benchmarks to run (b1,b2,b3,b4,b5,b6,profile)")
     p.add_argument("--merge", action="store_true", help="replace only these parts in OUT/results.json")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -425,6 +450,8 @@ def main(argv: list[str]) -> None:
         return
     cfg = SMOKE if args.smoke else FULL
     with_b2 = not args.smoke or os.environ.get("BENCH_SMOKE_B2", "1") != "0"
+    if args.smoke and os.environ.get("BENCH_SMOKE_B6") != "1":
+        cfg = {**cfg, "b6": None}
     quiet = wait_quiet(args.wait_quiet) if args.wait_quiet else f"not waited for; load {loadavg()} at start"
     start = time.time()
     meta = {

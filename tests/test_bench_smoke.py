@@ -66,10 +66,17 @@ def test_bench_smoke_produces_figures_for_every_benchmark(tmp_path: Path) -> Non
         ("s3", "reference"),
     }
     assert all(row["verified"] and row["docs_per_s"] > 0 for row in b5)
+    b6 = results["b6"]
+    if os.environ.get("BENCH_SMOKE_B6") == "1":
+        for phase in ("burst_result", "latency"):
+            assert (b6[phase]["duplicates"], b6[phase]["missed"]) == (0, 0), b6[phase]
+        assert b6["requests"]["one_watcher"]["listing_requests"] > 0
+    else:
+        assert b6["dag_check"].startswith("parsed"), b6
     assert results["profile"]["cprofile"]["by_own"]
 
     report = (tmp_path / "RESULTS.md").read_text()
-    for heading in ("## B1", "## B2", "## B3", "## B4", "## B5", "## Profile"):
+    for heading in ("## B1", "## B2", "## B3", "## B4", "## B5", "## B6", "## Profile"):
         assert heading in report
     charts = ("b1_triggerer_fleet.png", "b2_worker_slots.png", "b3_file.png", "b3_s3.png", "b4_batch.png")
     for chart in (*charts, "profile_trigger.png"):
