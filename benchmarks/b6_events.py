@@ -40,7 +40,7 @@ from typing import Any
 import requests
 
 from benchmarks.b4_batch import _query as query
-from benchmarks.common import ROOT, loadavg, log, percentile, replace_section
+from benchmarks.common import ROOT, loadavg, log, machine_info, percentile, replace_section
 
 DAGS = Path(__file__).parent / "b6_dags"
 DAG_ID = "bench_b6_events"
@@ -374,6 +374,7 @@ def run(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
 
     work.mkdir(parents=True, exist_ok=True)
     loads = {"start": loadavg()}
+    machine = machine_info()
     (work / "scenario.json").write_text(json.dumps(scenario()))
     poll = float(cfg["poll"])
     emulator = EmulatorProcess(work / "emulator", scenario=work / "scenario.json", speedup=1.0, quiet=True)
@@ -433,6 +434,7 @@ def run(cfg: dict[str, Any], work: Path) -> dict[str, Any]:
         "requests": r,
         "listing_requests_total": polls_total,
         "load": loads,
+        "machine": machine,
     }
 
 
@@ -463,7 +465,8 @@ def section(b6: dict[str, Any]) -> list[str]:
         f"at `poll_interval` {poll:g} s schedules a DAG of one empty task. Real scheduler, triggerer, "
         "dag-processor and api-server of `tests/support/airflow_stack.py` (LocalExecutor, SQLite), the emulator "
         "in its own process; times from the release to `asset_event.timestamp` and to the consuming run's "
-        "`dag_run.queued_at`, read from the metadata DB. One run; load averages (1/5/15 min): "
+        f"`dag_run.queued_at`, read from the metadata DB. One run ({b6.get('machine', {}).get('date', '?')}, "
+        "`python -m benchmarks.b6_events`); load averages (1/5/15 min): "
         + ", ".join(f"{k}: {v}" for k, v in b6.get("load", {}).items())
         + ".",
         "",
