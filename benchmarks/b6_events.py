@@ -488,21 +488,24 @@ def section(b6: dict[str, Any]) -> list[str]:
         f"duplicates, {s['missed']} missed | p99 ≤ poll + {TARGET_P99_SLACK:g} s ({p99_target:g} s): "
         f"{_verdict(te['p99'] <= p99_target)} |",
         f"| latency: finished → DAG run queued | **median {tr['median']:.2f} s, p99 {tr['p99']:.2f} s** "
-        f"({tr['n']} of {s['executions']} events consumed by a run; {s['dag_runs']} runs) | the rest wait for a "
-        "later event's run (apache/airflow#56050) |",
+        f"({tr['n']} of {s['executions']} events consumed by a run; {s['dag_runs']} runs) | an event that arrives while its "
+        "run is being created waits for a later event's run (apache/airflow#56050) |",
         f"| listing requests, 1 watcher ({r['in_flight']} executions in flight) | {one['listing_per_interval']:.2f} per "
-        f"interval, {one['listing_per_hour']:.0f}/h | ~1 per interval |",
+        f"interval, {one['listing_per_hour']:,.0f}/h | ~1 per interval |",
         f"| listing requests, 5 watchers on the server | {five['listing_per_interval']:.2f} per interval, "
-        f"{five['listing_per_hour']:.0f}/h ({shared:.2f} x 1 watcher) | ≤ {TARGET_SHARED_RATIO} x: "
+        f"{five['listing_per_hour']:,.0f}/h ({shared:.2f} x 1 watcher) | ≤ {TARGET_SHARED_RATIO} x: "
         f"{_verdict(shared <= TARGET_SHARED_RATIO)} |",
         f"| naive per-execution poller, {r['in_flight']} in flight | {one['naive_per_interval']:.1f} per interval, "
-        f"{one['naive_per_hour']:.0f}/h measured; for 100 in flight: {r['naive_for_100_per_interval']:.0f} per "
+        f"{one['naive_per_hour']:,.0f}/h measured; for 100 in flight: {r['naive_for_100_per_interval']:.0f} per "
         f"interval, **{r['naive_for_100_per_hour']:,.0f}/h** | one GET per execution per interval |",
         "",
         f"- Other requests in the 1-watcher window: {one['other_requests'] or 'none'}; in the 5-watcher "
         f"window: {five['other_requests'] or 'none'} (each watcher's own start requests came before it).",
         f"- Listing requests over the whole run: {b6['listing_requests_total']} (the burst's poll read "
         f"{b['executions']} executions in pages of 100).",
+        f"- The burst's hand-over ({b['trigger_events_per_s']:.0f} events/s once listed): the trigger stores its "
+        "cursor in the asset state store after each event it hands over, one round trip through the "
+        "triggerer's supervisor each, so that a killed triggerer neither repeats nor skips one.",
         "",
     ]
     return out
