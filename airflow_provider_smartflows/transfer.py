@@ -209,6 +209,7 @@ def download_all(
             overwrite=overwrite,
             execution_id=execution_id,
             block_size=block_size,
+            exact_target=True,  # no probes: the create-only write refuses an existing target
         )
 
     done: dict[int, DownloadedDocument] = {}
