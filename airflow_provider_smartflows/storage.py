@@ -1,10 +1,10 @@
 """Atomic, memory-bounded writes of a byte stream to object storage (no HTTP to Smart Flows here).
 
-``open_atomic(target, ...)`` checks the target (once: its bucket exists, nothing is there unless
-``overwrite``) and returns an :class:`AtomicWriter`: ``write(chunk)`` as the bytes arrive,
-then ``commit(expected_size)`` publishes the object, or ``abort()`` drops it. Until ``commit`` the
-destination shows nothing, whatever happens to the process (exception or SIGKILL), because every
-store's own commit step is used instead of a temporary object and a copy:
+``open_atomic(target, ...)`` checks the target (once: its bucket exists; unless ``overwrite`` or
+``probe=False``, nothing is there) and returns an :class:`AtomicWriter`: ``write(chunk)`` as the
+bytes arrive, then ``commit(expected_size)`` publishes the object, or ``abort()`` drops it. Until
+``commit`` the destination shows nothing, whatever happens to the process (exception or SIGKILL),
+because every store's own commit step is used instead of a temporary object and a copy:
 
 =========  ==========================================  ===========================================
 store      what ``write`` does                          what ``commit`` does / leftovers of a kill
