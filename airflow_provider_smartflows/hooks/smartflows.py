@@ -555,7 +555,10 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             exact_target=exact_target,
         )
         log = "Saved Smart Flows document %s to %s (%d bytes, sha256 %s)"
-        self.log.info(log, document_id, downloaded.uri, downloaded.size, downloaded.sha256)
+        # An exact target is download_all's: it logs one line per call, not one per document.
+        (self.log.debug if exact_target else self.log.info)(
+            log, document_id, downloaded.uri, downloaded.size, downloaded.sha256
+        )
         return downloaded
 
     # ----------------------------------------------------------------- connection test
