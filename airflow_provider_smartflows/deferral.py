@@ -6,7 +6,10 @@ leaves it "to handle later"). Every deferral of this provider therefore passes w
 ``execution_timeout`` as its own timeout (:func:`airflow_timeout_left`), so the limit holds on every
 line. When it passes, Airflow resumes the task only to fail it (``next_method="__fail__"``):
 neither ``execute_complete`` nor ``on_kill`` runs, so the tasks override ``resume_execution`` and
-recognise that resume with :func:`is_deferral_timeout` (then cancel their executions).
+recognise that resume with :func:`is_deferral_timeout` (then cancel their executions). Airflow 2
+never calls ``resume_execution`` for it once ``execution_timeout`` has passed (it raises
+``AirflowTaskTimeout`` first), but it calls ``pre_execute`` before, with the task instance's
+``next_method`` at hand: :func:`resume_timed_out_deferral` hands that resume over there.
 """
 
 from __future__ import annotations
@@ -48,3 +51,15 @@ def airflow_timeout_left(task: Any, context: Mapping[str, Any]) -> datetime.time
         started = started.replace(tzinfo=datetime.timezone.utc)
     left = started + limit - datetime.datetime.now(datetime.timezone.utc)
     return max(left, datetime.timedelta(seconds=1))
+
+
+def resume_timed_out_deferral(task: Any, context: Mapping[str, Any]) -> None:
+    """From ``pre_execute``: a resume that only fails the task at Airflow's timeout goes to the
+    task's ``resume_execution`` now (it raises). Airflow 2 would otherwise fail the task with a
+    bare ``AirflowTaskTimeout`` before any of the task's code ran; on Airflow 3 the task instance
+    carries no ``next_method`` here and ``resume_execution`` is called as usual."""
+    ti = context.get("ti")
+    next_method = getattr(ti, "next_method", None)
+    next_kwargs = getattr(ti, "next_kwargs", None)
+    if isinstance(next_method, str) and is_deferral_timeout(next_method, next_kwargs):
+        task.resume_execution(next_method, next_kwargs, context)

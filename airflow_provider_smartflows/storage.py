@@ -1,10 +1,10 @@
 """Atomic, memory-bounded writes of a byte stream to object storage (no HTTP to Smart Flows here).
 
-``open_atomic(target, ...)`` checks the target (once: its bucket exists, nothing is there unless
-``overwrite``) and returns an :class:`AtomicWriter`: ``write(chunk)`` as the bytes arrive,
-then ``commit(expected_size)`` publishes the object, or ``abort()`` drops it. Until ``commit`` the
-destination shows nothing, whatever happens to the process (exception or SIGKILL), because every
-store's own commit step is used instead of a temporary object and a copy:
+``open_atomic(target, ...)`` checks the target (once: its bucket exists; unless ``overwrite`` or
+``probe=False``, nothing is there) and returns an :class:`AtomicWriter`: ``write(chunk)`` as the
+bytes arrive, then ``commit(expected_size)`` publishes the object, or ``abort()`` drops it. Until
+``commit`` the destination shows nothing, whatever happens to the process (exception or SIGKILL),
+because every store's own commit step is used instead of a temporary object and a copy:
 
 =========  ==========================================  ===========================================
 store      what ``write`` does                          what ``commit`` does / leftovers of a kill
@@ -246,6 +246,7 @@ class AtomicWriter:
         metadata: dict[str, str],
         content_type: str | None,
         document_id: str | None,
+        probed: bool = True,
     ) -> None:
         self.target = target
         self.kind = kind
@@ -253,6 +254,8 @@ class AtomicWriter:
         self.block_size = block_size
         self.metadata = metadata
         self.document_id = document_id
+        # Unprobed, the store's create-only commit is the only "already exists" check.
+        self._exists_how = "appeared during the write" if probed else "already exists"
         self.size = 0
         self._content_type = content_type
         self._digest = hashlib.sha256()
@@ -299,7 +302,7 @@ class AtomicWriter:
             self._commit(sha256)
         except FileExistsError as err:
             self.abort()
-            raise _exists_error(self.target, "appeared during the write", self.document_id) from err
+            raise _exists_error(self.target, self._exists_how, self.document_id) from err
         except BaseException:
             self.abort()
             raise
@@ -340,7 +343,7 @@ class AtomicWriter:
             self._start()
         except FileExistsError as err:  # the store's own "xb" check: the object appeared meanwhile
             self.abort()
-            raise _exists_error(self.target, "appeared during the write", self.document_id) from err
+            raise _exists_error(self.target, self._exists_how, self.document_id) from err
         except BaseException:
             self.abort()
             raise
@@ -381,13 +384,14 @@ class _LocalWriter(AtomicWriter):
             self._part = f".smartflows-{uuid.uuid4().hex}.part"
             flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
             fd = os.open(self._part, flags, 0o666, dir_fd=self._dir)
-        self._file = os.fdopen(fd, "wb", buffering=self.block_size)
+        self._file = os.fdopen(fd, "wb", buffering=0)  # the chunks go to the kernel as they are, uncopied
 
     def _write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[self._file.write(view) :]
 
     def _commit(self, sha256: str) -> None:
-        self._file.flush()
         os.fsync(self._file.fileno())
         if self._part is None:
             # The unnamed file gets a name (linkat through /proc follows the descriptor's link).
@@ -515,9 +519,6 @@ class _AzureWriter(AtomicWriter):
             self._file.closed = True
 
 
-_WRITERS: dict[str, type[AtomicWriter]] = {"file": _LocalWriter, "azure": _AzureWriter}
-
-
 def open_atomic(
     target: ObjectStoragePath,
     *,
@@ -527,6 +528,7 @@ def open_atomic(
     content_type: str | None = None,
     conn_id: str | None = None,
     document_id: str | None = None,
+    probe: bool = True,
 ) -> AtomicWriter:
     """
     Start an atomic write of ``target``; see the module's docstring for what each store does.
@@ -534,7 +536,9 @@ def open_atomic(
     The target checks run here, once per object, before anything is written (so a download
     calls this before it sends its content request): the bucket/container exists (nothing is
     ever created above the object; local folders are), and ``target`` does not exist unless
-    ``overwrite``. The store itself refuses, at the commit, an object that appears meanwhile.
+    ``overwrite``. The store itself refuses, at the commit, an object that appears meanwhile; with
+    ``probe=False`` that create-only commit is the only check (no request before the write: the
+    object is refused, with the same error, after its bytes were read).
 
     :param target: the object to write (its folder, bucket or container must exist on object stores).
     :param overwrite: replace an existing object (atomically) instead of failing.
@@ -544,6 +548,8 @@ def open_atomic(
         the writer until its first write).
     :param conn_id: the storage connection, named in errors (default: the path's own).
     :param document_id: the Smart Flows document being saved, named in errors.
+    :param probe: ask the store whether ``target`` exists before writing (the bucket check, remembered
+        for a minute, runs either way).
     """
     kind = store_kind(target)
     size = DEFAULT_BLOCK_SIZES[kind] if block_size is None else check_int("block_size", block_size, minimum=1)
@@ -554,14 +560,11 @@ def open_atomic(
         if not key.isidentifier() or not key.isascii():
             raise SmartFlowsInputError(f"Metadata key {key!r}: use ASCII letters, digits and '_'.")
     check_destination(target, conn_id)
-    if not overwrite and target.exists():
+    if probe and not overwrite and target.exists():
         raise _exists_error(target, "already exists", document_id)
-    writer = _WRITERS.get(kind, _FsspecWriter)
-    if kind in ("s3", "azure", "gcs"):  # these subclass ours: imported here
-        from airflow_provider_smartflows.storage_small import AzureWriter, GcsWriter, S3Writer
+    from airflow_provider_smartflows.storage_small import WRITERS  # they subclass ours
 
-        writer = {"s3": S3Writer, "azure": AzureWriter, "gcs": GcsWriter}[kind]
-    return writer(
+    return WRITERS.get(kind, _FsspecWriter)(
         target,
         kind=kind,
         overwrite=overwrite,
@@ -569,6 +572,7 @@ def open_atomic(
         metadata=metadata,
         content_type=content_type,
         document_id=document_id,
+        probed=probe,
     )
 
 

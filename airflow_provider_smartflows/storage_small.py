@@ -13,7 +13,14 @@ from typing import Any
 
 from fsspec.asyn import sync
 
-from airflow_provider_smartflows.storage import SHA256_KEY, AtomicWriter, _AzureWriter, _FsspecWriter, _split
+from airflow_provider_smartflows.storage import (
+    SHA256_KEY,
+    AtomicWriter,
+    _AzureWriter,
+    _FsspecWriter,
+    _LocalWriter,
+    _split,
+)
 
 #: Seconds a bucket seen to exist is not probed again (per filesystem): a missing one is never
 #: remembered, and one deleted meanwhile fails the write itself.
@@ -133,3 +140,12 @@ class GcsWriter(_OnePut, _FsspecWriter):
     def _after_commit(self, sha256: str) -> None:
         if not self._tagged:
             super()._after_commit(sha256)
+
+
+#: The writer of each store kind (any other: ``storage._FsspecWriter``).
+WRITERS: dict[str, type[AtomicWriter]] = {
+    "file": _LocalWriter,
+    "s3": S3Writer,
+    "azure": AzureWriter,
+    "gcs": GcsWriter,
+}

@@ -209,11 +209,12 @@ def download_all(
             overwrite=overwrite,
             execution_id=execution_id,
             block_size=block_size,
+            exact_target=True,  # no probes: the create-only write refuses an existing target
         )
 
     done: dict[int, DownloadedDocument] = {}
     try:
-        return in_parallel(
+        saved = in_parallel(
             jobs, download, hooks, concurrency=concurrency, thread_name_prefix=thread_name_prefix, done=done
         )
     except BaseException:
@@ -221,6 +222,15 @@ def download_all(
             for index in sorted(done):
                 _remove_quietly(jobs[index][1], logger or log)
         raise
+    if saved:  # one line for the call (each document's own line is at debug level)
+        (logger or log).info(
+            "Saved %d Smart Flows documents, %d bytes (first %s, last %s)",
+            len(saved),
+            sum(document.size for document in saved),
+            saved[0].uri,
+            saved[-1].uri,
+        )
+    return saved
 
 
 def _remove_quietly(target: ObjectStoragePath, logger: Any) -> None:

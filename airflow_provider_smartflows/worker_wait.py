@@ -21,6 +21,7 @@ from airflow_provider_smartflows.deferral import (
     airflow_timeout_left,
     airflow_timeout_text,
     is_deferral_timeout,
+    resume_timed_out_deferral,
 )
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsError,
@@ -436,6 +437,12 @@ class SmartFlowsExecutionWaitMixin:
     def _push_execution_xcoms(self, context: Context, execution_id: str) -> str:
         """Push the execution id and its UI link to XCom (idempotent); return the link."""
         return self.waiter.push_xcoms(context, execution_id)
+
+    def pre_execute(self, context: Any) -> None:
+        """Airflow 2 fails a deferral resumed past ``execution_timeout`` before ``resume_execution``:
+        that resume is handled here (see :func:`resume_timed_out_deferral`)."""
+        resume_timed_out_deferral(self, context)
+        super().pre_execute(context)  # type: ignore[misc]
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow's entry point on resume: at Airflow's timeout (``execution_timeout`` while

@@ -12,7 +12,7 @@ at the download operator's default concurrency (4) and at 16, each run in its ow
 Per run: documents/s over the transfer, CPU-s per document (the process's user + system time,
 all threads), own RSS (peak minus before, peak reset after set-up), HTTP requests per document to
 Smart Flows (the emulator's request log) and to the store (counted in the process by wrapping
-``urllib3``'s ``urlopen`` and ``aiohttp``'s ``ClientSession._request``, by the store's port:
+``urllib3``'s ``urlopen`` and ``aiohttp``'s ``ClientSession._request``, by the store's port and HTTP method:
 retries count). Every object is read back after the timed part and checked (size, sha256).
 
 ``python -m benchmarks.b5_small_documents [--documents N] [--stores file,s3,azure,gcs]
@@ -79,12 +79,13 @@ class RequestCounter:
     (requests, botocore) and ``aiohttp`` (s3fs/aiobotocore, adlfs, gcsfs)."""
 
     def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
+        self.counts: dict[tuple[int, str], int] = {}
         self._lock = threading.Lock()
 
-    def add(self, port: int | None) -> None:
+    def add(self, port: int | None, method: str) -> None:
         with self._lock:
-            self.counts[port or 0] = self.counts.get(port or 0, 0) + 1
+            key = (port or 0, method.upper())
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def install(self) -> None:
         import aiohttp
@@ -95,19 +96,22 @@ class RequestCounter:
         urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
         request = aiohttp.ClientSession._request
 
-        def counted_urlopen(pool: Any, *args: Any, **kwargs: Any) -> Any:
-            counter.add(pool.port)
-            return urlopen(pool, *args, **kwargs)
+        def counted_urlopen(pool: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+            counter.add(pool.port, method)
+            return urlopen(pool, method, *args, **kwargs)
 
         async def counted_request(session: Any, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
-            counter.add(URL(str(url)).port)
+            counter.add(URL(str(url)).port, method)
             return await request(session, method, url, *args, **kwargs)
 
         urllib3.connectionpool.HTTPConnectionPool.urlopen = counted_urlopen  # type: ignore[method-assign]
         aiohttp.ClientSession._request = counted_request  # type: ignore[method-assign]
 
     def total(self, port: int) -> int:
-        return self.counts.get(port, 0)
+        return sum(self.by_method(port).values())
+
+    def by_method(self, port: int) -> dict[str, int]:
+        return {method: n for (p, method), n in self.counts.items() if p == port}
 
 
 def _status(field: str) -> int:
@@ -150,17 +154,19 @@ def child(argv: list[str]) -> None:
     dests = [_dest(args.kind, spec["work"], spec["prefix"], i) for i in range(len(docs))]
     transfer = (_ours if args.how == "ours" else _reference)(args.kind, args.concurrency, docs, dests)
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS: the set-up's peak is not counted
-    before, cpu0, store0 = _status("VmRSS"), _cpu(), counter.total(spec["store_port"])
+    before, cpu0, store0 = _status("VmRSS"), _cpu(), counter.by_method(spec["store_port"])
     start = time.perf_counter()
     transfer()
     seconds = time.perf_counter() - start
-    cpu, store_requests = _cpu() - cpu0, counter.total(spec["store_port"]) - store0
+    cpu, store1 = _cpu() - cpu0, counter.by_method(spec["store_port"])
+    methods = {m: n - store0.get(m, 0) for m, n in sorted(store1.items()) if n > store0.get(m, 0)}
     peak = _status("VmHWM")
     bad = _verify(dests, spec["expected"])
     report = {
         "seconds": seconds,
         "cpu_seconds": cpu,
-        "store_requests": store_requests if args.kind != "file" else None,
+        "store_requests": sum(methods.values()) if args.kind != "file" else None,
+        "store_methods": methods if args.kind != "file" else None,
         "own_rss_mib": (peak - before) / 2**20,
         "bad": bad,
     }
@@ -371,6 +377,9 @@ def run(
                             "store_requests_per_doc": (
                                 None if data["store_requests"] is None else data["store_requests"] / n
                             ),
+                            "store_methods_per_doc": {
+                                m: c / n for m, c in (data.get("store_methods") or {}).items()
+                            },
                             "smartflows_requests_per_doc": sf / n,
                             "own_rss_mib": data["own_rss_mib"],
                             "verified": data["bad"] == 0,
@@ -378,7 +387,7 @@ def run(
                         }
                         log(
                             f"   {row['docs_per_s']:.1f} docs/s, CPU {row['cpu_s_per_doc'] * 1000:.1f} ms/doc, "
-                            f"store req/doc {row['store_requests_per_doc']}, SF req/doc {row['smartflows_requests_per_doc']:.2f}, "
+                            f"store req/doc {_requests(row)}, SF req/doc {row['smartflows_requests_per_doc']:.2f}, "
                             f"RSS {row['own_rss_mib']:.1f} MiB, verified {row['verified']}"
                         )
                         rows.append(row)
@@ -408,6 +417,13 @@ def _num(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _requests(row: dict[str, Any]) -> str:
+    """Store requests per document, by HTTP method where counted: ``2.00 (HEAD 1.00, PUT 1.00)``."""
+    methods = row.get("store_methods_per_doc") or {}
+    detail = ", ".join(f"{m} {n:.2f}" for m, n in sorted(methods.items()))
+    return _num(row["store_requests_per_doc"], 2) + (f" ({detail})" if detail else "")
+
+
 def section(b5: dict[str, Any]) -> list[str]:
     """The "## B5" section of RESULTS.md."""
     load = ", ".join(f"{k}: {v}" for k, v in b5["load"].items())
@@ -422,7 +438,7 @@ def section(b5: dict[str, Any]) -> list[str]:
         "`requests.Session` per thread, then the store's own client: boto3 `put_object`, azure-storage-blob "
         "`upload_blob`, google-cloud-storage `upload_from_string`, a plain file write), at the same concurrency, "
         "each run in its own process, one run each. *Requests/doc*: HTTP requests to the store (counted in "
-        "the process at `urllib3` and `aiohttp`, by the store's port; retries count) and to Smart Flows "
+        "the process at `urllib3` and `aiohttp`, by the store's port and HTTP method; retries count) and to Smart Flows "
         "(the emulator's request log, the set-up's warm-up request excluded). *CPU-s/doc*: the process's "
         "user + system time over the transfer (all threads). *Own RSS*: peak minus before (peak reset "
         "after set-up). Every object was read back and checked (size and sha256 against the emulator's). "
@@ -441,7 +457,7 @@ def section(b5: dict[str, Any]) -> list[str]:
                 ratio = row["docs_per_s"] / ref["docs_per_s"] if ref else float("nan")
                 out.append(
                     f"| {kind} | {concurrency} | {how} | {row['docs_per_s']:.1f} | {ratio:.2f} | "
-                    f"{_num(row['store_requests_per_doc'], 2)} | {row['smartflows_requests_per_doc']:.2f} | "
+                    f"{_requests(row)} | {row['smartflows_requests_per_doc']:.2f} | "
                     f"{row['cpu_s_per_doc'] * 1000:.1f} | {row['own_rss_mib']:.1f} | {row['verified']} |"
                 )
     out += ["", "Targets:", ""]
@@ -481,7 +497,7 @@ def _before_after(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             out.append(
                 f"| {kind} | {concurrency} | {b['docs_per_s']:.1f} → {a['docs_per_s']:.1f} | "
                 f"{b['docs_per_s'] / b_ref['docs_per_s']:.2f} → {a['docs_per_s'] / a_ref['docs_per_s']:.2f} | "
-                f"{_num(b['store_requests_per_doc'], 2)} → {_num(a['store_requests_per_doc'], 2)} | "
+                f"{_requests(b)} → {_requests(a)} | "
                 f"{b['cpu_s_per_doc'] * 1000:.1f} → {a['cpu_s_per_doc'] * 1000:.1f} |"
             )
     return out

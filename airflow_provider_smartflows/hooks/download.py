@@ -14,10 +14,13 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import ObjectStoragePath
+
 from airflow_provider_smartflows.exceptions import (
     SmartFlowsDocumentGoneError,
     SmartFlowsDownloadError,
     SmartFlowsError,
+    SmartFlowsInputError,
     SmartFlowsNotFoundError,
 )
 from airflow_provider_smartflows.models import DownloadedDocument
@@ -26,8 +29,6 @@ from airflow_provider_smartflows.storage import destination_path, open_atomic
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
     from contextlib import AbstractContextManager
-
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     from airflow_provider_smartflows.models import DocumentInfo
     from airflow_provider_smartflows.storage import AtomicWriter
@@ -65,9 +66,11 @@ def open_document_target(
     content_type: str | None = None,
     execution_id: str | None = None,
     block_size: int | None = None,
+    probe: bool = True,
 ) -> AtomicWriter:
     """The atomic writer of a document's target, its ids as object metadata; raises before any
-    download when the bucket/container is missing or the target exists (unless ``overwrite``)."""
+    download when the bucket/container is missing or (``probe``) the target exists (unless
+    ``overwrite``); unprobed, the store's create-only commit refuses an existing target."""
     metadata = {DOCUMENT_ID_KEY: document_id}
     if execution_id:
         metadata[EXECUTION_ID_KEY] = execution_id
@@ -79,7 +82,20 @@ def open_document_target(
         content_type=content_type,
         conn_id=conn_id,
         document_id=document_id,
+        probe=probe,
     )
+
+
+def exact_path(destination: str | ObjectStoragePath, conn_id: str | None) -> ObjectStoragePath:
+    """``destination`` as the path of one object, asking the store nothing (a folder is refused)."""
+    if isinstance(destination, str) and destination.strip().endswith("/"):
+        raise SmartFlowsInputError(
+            f"exact_target=True but {destination!r} names a folder (it ends with '/'): give the "
+            "object's own URI, or pass exact_target=False to save into the folder."
+        )
+    if isinstance(destination, ObjectStoragePath):
+        return destination  # no is_dir(): that is the probe an exact target saves
+    return destination_path(destination, conn_id)[0]  # a URI string, or a clear error
 
 
 def announced_size(headers: Mapping[str, str]) -> int | None:
@@ -160,6 +176,7 @@ def save_document(
     execution_id: str | None = None,
     block_size: int | None = None,
     info: DocumentInfo | None = None,
+    exact_target: bool = False,
 ) -> DownloadedDocument:
     """
     The body of the sync hook's ``download_document`` (which documents the parameters): resolve a
@@ -167,7 +184,10 @@ def save_document(
     content request: a refused target costs no download), stream ``open_content()``'s answer
     (``iter_content`` and ``headers``, as a ``requests`` response has them) through it.
     """
-    path, is_folder = destination_path(destination, conn_id)
+    if exact_target:
+        path, is_folder = exact_path(destination, conn_id), False
+    else:
+        path, is_folder = destination_path(destination, conn_id)
     content_type: str | None = None
     target = path
     if is_folder:
@@ -184,6 +204,7 @@ def save_document(
         content_type=content_type,
         execution_id=execution_id,
         block_size=block_size,
+        probe=not exact_target,
     )
     with writer, document_gone(document_id, target), open_content() as response:
         return save_chunks(

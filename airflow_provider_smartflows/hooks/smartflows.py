@@ -519,6 +519,7 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         execution_id: str | None = None,
         block_size: int | None = None,
         info: DocumentInfo | None = None,
+        exact_target: bool = False,
     ) -> DownloadedDocument:
         """
         Stream a document's content to storage, written in place and committed atomically: the
@@ -535,6 +536,8 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
         :param execution_id: the execution that made the document, stored as object metadata.
         :param block_size: bytes per upload request (default: ``storage.DEFAULT_BLOCK_SIZES``).
         :param info: the document's metadata when already read: a folder target then asks no more.
+        :param exact_target: ``destination`` is the object itself: nothing is asked of the store before
+            the write (no folder or existence probe); a create-only commit refuses an existing one.
         """
         document_id = validate_id(document_id, "document")
         downloaded = save_document(
@@ -549,9 +552,13 @@ class SmartFlowsHook(SmartFlowsHookOptions, HttpHook):
             execution_id=validate_id(execution_id, "execution") if execution_id else None,
             block_size=block_size,
             info=info,
+            exact_target=exact_target,
         )
         log = "Saved Smart Flows document %s to %s (%d bytes, sha256 %s)"
-        self.log.info(log, document_id, downloaded.uri, downloaded.size, downloaded.sha256)
+        # An exact target is download_all's: it logs one line per call, not one per document.
+        (self.log.debug if exact_target else self.log.info)(
+            log, document_id, downloaded.uri, downloaded.size, downloaded.sha256
+        )
         return downloaded
 
     # ----------------------------------------------------------------- connection test

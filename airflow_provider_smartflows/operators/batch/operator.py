@@ -16,6 +16,7 @@ from airflow_provider_smartflows.deferral import (
     airflow_timeout_left,
     airflow_timeout_text,
     is_deferral_timeout,
+    resume_timed_out_deferral,
 )
 from airflow_provider_smartflows.documents import DocumentSelection
 from airflow_provider_smartflows.exceptions import (
@@ -277,6 +278,12 @@ class SmartFlowsRunFlowBatchOperator(BaseOperator):
         state = self._state
         if self.cancel_on_kill and state is not None:
             self._cancel_running(state, "task killed")
+
+    def pre_execute(self, context: Any) -> None:
+        """Airflow 2 fails a deferral resumed past ``execution_timeout`` before ``resume_execution``:
+        that resume is handled here (see :func:`resume_timed_out_deferral`)."""
+        resume_timed_out_deferral(self, context)
+        super().pre_execute(context)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Airflow's entry point on resume: at Airflow's timeout (``execution_timeout`` while
