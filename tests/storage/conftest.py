@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from tests.storage.stores import (
     GCS_CONN_ID,
     GCS_ENDPOINT_VARIABLE,
@@ -136,3 +137,13 @@ def store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_p
     factory = {"s3": _s3_store, "azure": _azure_store, "gcs": _gcs_store}[kind]
     with factory(request, monkeypatch, bucket) as value:
         yield value
+
+
+@pytest.fixture
+def hook(smartflows_conn: str) -> Iterator[SmartFlowsHook]:
+    """A sync hook on the emulator's connection, with short retries (the storage tests' downloads)."""
+    sync_hook = SmartFlowsHook(smartflows_conn, timeout=10, retry_limit=2, retry_delay=0.01)
+    try:
+        yield sync_hook
+    finally:
+        sync_hook.close()

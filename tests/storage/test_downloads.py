@@ -16,26 +16,15 @@ import pytest
 
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError
 from airflow_provider_smartflows.hooks.download import DOCUMENT_ID_KEY, EXECUTION_ID_KEY
-from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.storage import SHA256_KEY, lineage_dataset
 from tests.support.waits import progress_until
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
+    from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
     from tests.storage.stores import Store
 
 MIB = 1 << 20
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def hook(smartflows_conn: str) -> Iterator[SmartFlowsHook]:
-    sync_hook = SmartFlowsHook(smartflows_conn, timeout=10, retry_limit=2, retry_delay=0.01)
-    try:
-        yield sync_hook
-    finally:
-        sync_hook.close()
 
 
 def generate(emulator: Any, hook: SmartFlowsHook, *documents: dict) -> tuple[str, list[str]]:

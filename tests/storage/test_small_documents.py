@@ -14,13 +14,11 @@ import pytest
 from yarl import URL
 
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
-from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
 from airflow_provider_smartflows.storage import check_destination
 from airflow_provider_smartflows.transfer import HookPool, download_all
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
+    from airflow_provider_smartflows.hooks.smartflows import SmartFlowsHook
     from tests.storage.stores import Store
 
 KB = 1000
@@ -30,15 +28,6 @@ GCS_IGNORES_GENERATION_MATCH = (
     "the GCS emulator (gcp-storage-emulator) ignores ifGenerationMatch=0 and overwrites; real GCS "
     "refuses the upload with 412"
 )
-
-
-@pytest.fixture
-def hook(smartflows_conn: str) -> Iterator[SmartFlowsHook]:
-    sync_hook = SmartFlowsHook(smartflows_conn, timeout=10, retry_limit=2, retry_delay=0.01)
-    try:
-        yield sync_hook
-    finally:
-        sync_hook.close()
 
 
 @pytest.fixture
