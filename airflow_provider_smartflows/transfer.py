@@ -223,14 +223,18 @@ def download_all(
                 _remove_quietly(jobs[index][1], logger or log)
         raise
     if saved:  # one line for the call (each document's own line is at debug level)
-        (logger or log).info(
-            "Saved %d Smart Flows documents, %d bytes (first %s, last %s)",
-            len(saved),
-            sum(document.size for document in saved),
-            saved[0].uri,
-            saved[-1].uri,
-        )
+        _log_saved(saved, logger or log)
     return saved
+
+
+def _log_saved(saved: Sequence[DownloadedDocument], logger: Any) -> None:
+    logger.info(
+        "Saved %d Smart Flows documents, %d bytes (first %s, last %s)",
+        len(saved),
+        sum(document.size for document in saved),
+        saved[0].uri,
+        saved[-1].uri,
+    )
 
 
 def _remove_quietly(target: ObjectStoragePath, logger: Any) -> None:
