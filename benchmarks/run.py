@@ -23,6 +23,7 @@ from benchmarks import (
     b5_small_documents,
     b6_events,
     profile_trigger,
+    readme_figures,
 )
 from benchmarks.b1_report import b1_chart, b1_section
 from benchmarks.common import fmt, loadavg, log, machine_info, write_json
@@ -483,6 +484,8 @@ def main(argv: list[str]) -> None:
     written = charts(results, args.out)
     (args.out / "RESULTS.md").write_text(report(results, meta, written))
     log(f"wrote {args.out / 'RESULTS.md'} and {', '.join(written)}")
+    if args.out.resolve() == readme_figures.RESULTS.parent and readme_figures.update():
+        log(f"rewrote the measured figures of {readme_figures.README} from results.json")
 
 
 if __name__ == "__main__":

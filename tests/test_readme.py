@@ -4,11 +4,15 @@ tests/distribution/test_quickstart.py runs verbatim)."""
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from benchmarks.readme_figures import block, render
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -33,6 +37,28 @@ def test_readme_is_a_front_page() -> None:
     assert len(lines) <= 250, f"README.md has {len(lines)} lines: move the detail into docs/"
     headings = [line for line in lines if line.startswith("## ")]
     assert headings[0].startswith("## Quick start"), headings
+
+
+def test_readme_figures_are_rendered_from_the_results_file() -> None:
+    """The README's measured figures come from benchmarks/results.json, never copied by hand."""
+    results = json.loads((ROOT / "benchmarks" / "results.json").read_text())["results"]
+    assert block(README.read_text()) == render(results), (
+        "the README's figures differ from benchmarks/results.json: run python -m benchmarks.readme_figures"
+    )
+
+
+def test_readme_figures_name_each_missed_target() -> None:
+    results = json.loads((ROOT / "benchmarks" / "results.json").read_text())["results"]
+    met = copy.deepcopy(results)
+    for row in met["b5"]["rows"]:
+        row["docs_per_s"] = 100.0  # ours and the reference alike: 100 %
+    assert "met on every store" in render(met)
+    slow = copy.deepcopy(met)
+    for row in slow["b5"]["rows"]:
+        if (row["store"], row["concurrency"], row["how"]) == ("s3", 16, "ours"):
+            row["docs_per_s"] = 79.0
+    assert "missed on s3 x16." in render(slow)
+    assert "B6 (asset events): not run." in render({"b5": results["b5"]})
 
 
 def test_readme_links_point_at_files_that_exist() -> None:
