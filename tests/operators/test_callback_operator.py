@@ -81,7 +81,9 @@ def test_a_running_execution_is_waited_for_until_it_is_waiting(
     run_dag: Any, smartflows_emulator: Any
 ) -> None:
     smartflows_emulator.add_flow(ESIGN)
-    smartflows_emulator.set_speedup(1 / 3)  # the first step lasts 3 real seconds: resume sees it Running
+    # The first step lasts 10 real seconds, so that resume sees it Running: its task process took
+    # more than 3 s to start beside the deployment tests (CI's 3.0 line), and saw it Waiting.
+    smartflows_emulator.set_speedup(1 / 10)
 
     def build() -> None:
         start = SmartFlowsRunFlowOperator(task_id="start", flow_id="esign", wait_for_completion=False)
