@@ -234,7 +234,8 @@ def section(r: dict[str, Any]) -> list[str]:
     """The sub-section "### B4 with documents to S3" (appended to B4's section by hand)."""
     f, s, n = r["file"], r["s3"], r["records"]
     t = s["timeline"]
-    ideal = n * s["mean_duration"] / r["max_active"] / r["speedup"]
+    ideal = max(n * s["mean_duration"] / r["max_active"] / r["speedup"], SECONDS[1] / r["speedup"])
+    sf = {k: v for k, v in t["emulator_requests"].items() if not k.startswith(("GET /_emulator", "DELETE"))}
     upload_ms = (s["task_seconds"] - f["task_seconds"]) / n * 1000
     return [
         "### B4 with documents to S3",
@@ -262,11 +263,13 @@ def section(r: dict[str, Any]) -> list[str]:
         f"(emulator log); documents were downloaded from {t['first_download']:.1f} to {t['last_download']:.1f} and "
         f"uploaded from {t['first_upload']:.0f} to {t['last_upload']:.0f} (moto logs whole seconds); the task "
         f"ended at {t['task_end']:.1f} and the DAG run at {t['run_end']:.1f}. The executions alone need "
-        f"{ideal:.1f} s ({n:,} x mean {s['mean_duration']:.2f} s / {r['max_active']}).",
+        f"at least {ideal:.1f} s ({n:,} x mean {s['mean_duration']:.2f} s / {r['max_active']}, and no less "
+        f"than the longest, {SECONDS[1]:g} s).",
         f"- Worker time: {s['task_seconds']:.1f} s in the task ({s['task_seconds'] / s['wall_seconds']:.0%} of the wall; "
         f"deferred the rest) against {f['task_seconds']:.1f} s for `file://`: S3 adds about {upload_ms:.1f} ms "
         "per document (download to the store, its upload and the manifest's line).",
-        f"- Store requests per document (moto's log): {_per_doc(s['store_requests'], n)}.",
+        f"- Store requests per document (moto's log, method and status): {_per_doc(s['store_requests'], n)}. "
+        f"Smart Flows requests per document (emulator's log): {_per_doc(sf, n)}.",
         f"- Checked afterwards: {s['objects']:,} objects ({s['object_bytes'] / 1e6:.2f} MB) for {n:,} manifest "
         f"documents, {s['objects_differing']} differing from the emulator's (size and sha256 of every object).",
         "",
