@@ -114,7 +114,7 @@ def timeline(stack: Any, emulator: Any, batch: dict[str, Any], moto: list[dict[s
         _ts(r["ts"]) for r in requests if r["method"] == "POST" and r["path"].endswith("/flows/executions")
     ]
     downloads = [_ts(r["ts"]) for r in requests if r["path"].endswith("/content")]
-    puts = [r["ts"] for r in moto if r["method"] == "PUT"] or [float("nan")]
+    puts = [r["ts"] for r in moto if r["method"] == "PUT"] or [None]
     return {
         "task_start": _ts(start) - t0,
         "task_end": _ts(end) - t0,
@@ -123,8 +123,8 @@ def timeline(stack: Any, emulator: Any, batch: dict[str, Any], moto: list[dict[s
         "last_start": max(starts) - t0,
         "first_download": min(downloads) - t0,
         "last_download": max(downloads) - t0,
-        "first_upload": min(puts) - t0,  # moto logs whole seconds
-        "last_upload": max(puts) - t0,
+        "first_upload": None if puts[0] is None else min(puts) - t0,  # moto logs whole seconds
+        "last_upload": None if puts[0] is None else max(puts) - t0,
         "emulator_requests": dict(Counter(f"{r['method']} {_route(r['path'])}" for r in requests)),
     }
 
