@@ -186,7 +186,7 @@ def one_run(stack: Any, dag_id: str, conf: dict[str, Any], timeout: float) -> di
 
 
 def _check_batch(emulator: Any, work: Path, count: int) -> dict[str, Any]:
-    """N manifest lines, all succeeded, one execution per record, each document on disk."""
+    """N manifest lines, all succeeded, one execution per record, each ``file://`` document on disk."""
     lines = [json.loads(line) for line in (work / "manifest.jsonl").read_text().splitlines() if line]
     keys = {line["key"] for line in lines}
     bad = [line for line in lines if line["status"] != "succeeded"]
@@ -196,7 +196,7 @@ def _check_batch(emulator: Any, work: Path, count: int) -> dict[str, Any]:
         line["key"]
         for line in lines
         for doc in line["documents"]
-        if not Path(doc["uri"].removeprefix("file://")).is_file()
+        if doc["uri"].startswith("file://") and not Path(doc["uri"].removeprefix("file://")).is_file()
     ]
     problems = []
     if len(lines) != count or len(keys) != count:
@@ -406,7 +406,14 @@ def main(argv: list[str]) -> None:
     p.add_argument("--speedup", type=float, default=1.0)
     p.add_argument("--out", type=Path, default=None, help="JSON of the raw results")
     p.add_argument("--results", type=Path, default=None, help="RESULTS.md whose B4 section to rewrite")
+    p.add_argument("--store", choices=("file", "s3"), default="file", help="s3: the batch alone, to moto")
+    p.add_argument("--results-json", type=Path, default=None, help="s3: results.json to put b4_s3 in")
     args = p.parse_args(argv)
+    if args.store == "s3":
+        from benchmarks import b4_s3
+
+        b4_s3.main(args.records, args.out, args.results_json)
+        return
     with tempfile.TemporaryDirectory(prefix="bench-b4-") as tmp:
         result = run(args.records, args.mapped, args.max_active, args.speedup, Path(tmp))
     text = json.dumps(result, indent=1)

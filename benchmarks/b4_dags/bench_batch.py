@@ -19,7 +19,7 @@ MAX_ACTIVE = int(os.environ.get("BENCH_B4_MAX_ACTIVE", "200"))
 FLOW = "bench-b4"
 
 # One task: every record of a JSON Lines file, at most MAX_ACTIVE executions at once, each record's
-# document to file://, a manifest next to them.
+# document to the conf's destination (file://, or s3:// with its connection), a manifest.
 with DAG("bench_b4_batch", schedule=None, start_date=START, catchup=False, tags=["bench"]):
     SmartFlowsRunFlowBatchOperator(
         task_id="batch",
@@ -28,6 +28,7 @@ with DAG("bench_b4_batch", schedule=None, start_date=START, catchup=False, tags=
         record_key="id",
         data_template={"entity": "account", "id": ["{record[id]}"]},
         destination="{{ dag_run.conf['destination'] }}/{record[id]}.pdf",
+        destination_conn_id="{{ dag_run.conf.get('destination_conn_id', '') }}",
         manifest_uri="{{ dag_run.conf['manifest_uri'] }}",
         max_active=MAX_ACTIVE,
         deferrable=True,
