@@ -27,7 +27,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # its own AIRFLOW_HOME, SQLite DB, emulator and moto server (tests/conftest.py).
 # The system tests (tests/system) start one Airflow stack per file; the stacks mostly wait on
 # their flows, so the files run side by side (one worker each), apart from the parallel pass.
-UNIT_WORKERS   ?= 4
+UNIT_WORKERS   ?= 6
 TEST_WORKERS   ?= 4
 SYSTEM_WORKERS ?= 3
 PYTEST         := pytest -p no:cacheprovider
