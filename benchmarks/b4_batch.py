@@ -215,6 +215,20 @@ def _check_batch(emulator: Any, work: Path, count: int) -> dict[str, Any]:
     return {"executions": len(executions), "mean_duration": sum(durations) / len(durations)}
 
 
+def checked_batch_run(
+    stack: Any, emulator: Any, work: Path, conf: dict[str, Any], count: int, timeout: float
+) -> dict[str, Any]:
+    """One run of ``bench_b4_batch`` with ``conf`` (manifest under ``work``), checked by
+    :func:`_check_batch`, with its checkpoint's in-task seconds and resumes."""
+    batch = one_run(stack, "bench_b4_batch", conf, timeout=timeout)
+    if batch["state"] != "success":
+        raise RuntimeError(f"B4 batch run {batch['state']}: {batch['task_states']}\n{stack.dump()}")
+    checkpoint = json.loads((work / "manifest.jsonl.checkpoint.json").read_text())
+    batch.update(_check_batch(emulator, work, count), records=count)
+    batch.update(task_seconds=checkpoint["worker_seconds"], resumes=checkpoint["resumes"])
+    return batch
+
+
 def _mapped_estimate(
     mapped: dict[str, Any], count: int, max_active: int, mean: float, speedup: float
 ) -> float:
@@ -269,12 +283,7 @@ def run(count: int, mapped_count: int, max_active: int, speedup: float, work: Pa
                 "destination": f"file://{work / 'documents'}",
                 "manifest_uri": f"file://{work / 'manifest.jsonl'}",
             }
-            batch = one_run(stack, "bench_b4_batch", conf, timeout=ideal_guess * 4 + 600)
-            if batch["state"] != "success":
-                raise RuntimeError(f"B4 batch run {batch['state']}: {batch['task_states']}\n{stack.dump()}")
-            checkpoint = json.loads((work / "manifest.jsonl.checkpoint.json").read_text())
-            batch.update(_check_batch(emulator, work, count), records=count)
-            batch.update(task_seconds=checkpoint["worker_seconds"], resumes=checkpoint["resumes"])
+            batch = checked_batch_run(stack, emulator, work, conf, count, timeout=ideal_guess * 4 + 600)
             log(
                 f"   batch: {batch['wall_seconds']:.1f} s wall, {batch['slot_seconds']:.1f} slot-s, {batch['resumes']} resumes"
             )

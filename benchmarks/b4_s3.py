@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from benchmarks.b4_batch import DAGS, PARALLELISM, SECONDS, _check_batch, _query, _ts, one_run, scenario
+from benchmarks.b4_batch import DAGS, PARALLELISM, SECONDS, _query, _ts, checked_batch_run, scenario
 from benchmarks.common import ROOT, loadavg, log
 
 BUCKET = "bench-b4"
@@ -141,12 +141,7 @@ def _batch(stack: Any, emulator: Any, work: Path, count: int, prefix: str, **con
     conf.update(records_uri=f"file://{records}", manifest_uri=f"file://{work / 'manifest.jsonl'}")
     emulator.admin("DELETE", "/_emulator/requests")
     ideal = count * sum(SECONDS) / 2 / MAX_ACTIVE
-    batch = one_run(stack, "bench_b4_batch", conf, timeout=ideal * 4 + 600)
-    if batch["state"] != "success":
-        raise RuntimeError(f"B4 batch run {batch['state']}: {batch['task_states']}\n{stack.dump()}")
-    checkpoint = json.loads((work / "manifest.jsonl.checkpoint.json").read_text())
-    batch.update(_check_batch(emulator, work, count), records=count)
-    batch.update(task_seconds=checkpoint["worker_seconds"], resumes=checkpoint["resumes"])
+    batch = checked_batch_run(stack, emulator, work, conf, count, timeout=ideal * 4 + 600)
     log(
         f"   {batch['wall_seconds']:.1f} s wall, {batch['task_seconds']:.1f} s in the task, {batch['resumes']} resumes"
     )

@@ -88,14 +88,15 @@ def open_document_target(
 
 def exact_path(destination: str | ObjectStoragePath, conn_id: str | None) -> ObjectStoragePath:
     """``destination`` as the path of one object, asking the store nothing (a folder is refused)."""
-    if isinstance(destination, str) and destination.strip().endswith("/"):
+    if isinstance(destination, ObjectStoragePath):
+        return destination  # no is_dir(): that is the probe an exact target saves
+    path, is_folder = destination_path(destination, conn_id)  # a URI string, or a clear error
+    if is_folder:
         raise SmartFlowsInputError(
             f"exact_target=True but {destination!r} names a folder (it ends with '/'): give the "
             "object's own URI, or pass exact_target=False to save into the folder."
         )
-    if isinstance(destination, ObjectStoragePath):
-        return destination  # no is_dir(): that is the probe an exact target saves
-    return destination_path(destination, conn_id)[0]  # a URI string, or a clear error
+    return path
 
 
 def announced_size(headers: Mapping[str, str]) -> int | None:
