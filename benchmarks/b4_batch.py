@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import sys
 import tempfile
 import threading
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import ROOT, loadavg, log, replace_section
+from tests.support.airflow_stack import read_metadata_db as _query
 
 DAGS = Path(__file__).parent / "b4_dags"
 FLOW = "bench-b4"
@@ -68,19 +68,6 @@ def _ts(value: str | None) -> float:
     if not value:
         return float("nan")
     return datetime.fromisoformat(str(value).replace("Z", "+00:00").replace(" ", "T")).timestamp()
-
-
-def _query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Read the metadata DB (read-only, retried while a writer holds it)."""
-    for _ in range(50):
-        try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as conn:
-                return conn.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err):
-                raise
-            time.sleep(0.05)
-    raise RuntimeError(f"the metadata DB {db} stayed locked")
 
 
 def db_bytes_in_use(db: Path) -> int:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks import (
     b1_triggerer_fleet,
     b3_downloads,
+    b3_report,
     b4_batch,
     b5_small_documents,
     b6_events,
@@ -232,7 +233,7 @@ def charts(results: dict[str, Any], out: Path) -> list[str]:
     written.append("b2_worker_slots.png")
 
     if "b3" not in failed:
-        written += b3_downloads.charts(results["b3"], out)
+        written += b3_report.charts(results["b3"], out)
     if "b4" not in failed:
         written += b4_batch.charts(results["b4"], out)
 
@@ -291,7 +292,7 @@ def report(results: dict[str, Any], meta: dict[str, Any], charts_written: list[s
     sections = (
         ("b1", "## B1: a triggerer's fleet of waits", b1_section),
         ("b2", "## B2: worker slots (real Airflow services)", b2_section),
-        ("b3", "## B3: downloads to each store", b3_downloads.section),
+        ("b3", "## B3: downloads to each store", b3_report.section),
         ("b4", "## B4: a batch from one task against mapped task instances", b4_batch.section),
         ("b5", "## B5: many small documents to each store", b5_small_documents.section),
         ("b6", b6_events.HEADING, b6_events.section),

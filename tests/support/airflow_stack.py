@@ -19,8 +19,10 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,6 +158,19 @@ class EmulatorProcess:
             for req in self.admin("GET", "/_emulator/requests")
             if req["method"] == method and re.search(path_regex, req["path"])
         ]
+
+
+def read_metadata_db(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read a stack's SQLite metadata DB (read-only, retried while a writer holds it)."""
+    for _ in range(50):
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as conn:
+                return conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err):
+                raise
+            time.sleep(0.05)
+    raise RuntimeError(f"the metadata DB {db} stayed locked")
 
 
 def _service_env(home: Path, dags_folder: Path, api_port: int) -> dict[str, str]:
