@@ -8,7 +8,9 @@ What it shows:
   programs) that finish with ``Success`` or ``Warning`` schedule this DAG; the executions this
   connection's own user starts (Airflow's own runs) do not (``include_own=False``, the default);
 - one asset event per execution (the trigger keeps its cursor in the asset's state store:
-  Airflow >= 3.3), its payload in the event's ``extra["payload"]``: execution id, flow, status,
+  Airflow >= 3.3; a triggerer killed hard in the second after Airflow stored an event reports that
+  execution again after its restart, so the archive is keyed on the execution id and overwrites),
+  its payload in the event's ``extra["payload"]``: execution id, flow, status,
   creator, document ids, named outputs;
 - the download operator reading the execution id from the triggering asset event: one mapped
   download per execution (Airflow may hand one DAG run several events that arrived together),

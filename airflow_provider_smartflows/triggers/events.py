@@ -12,13 +12,18 @@ of the group) sorted by ``modifiedAt`` ascending; a full page is followed by a p
 modification time (key-set paging, so that nothing shifts between pages). A server without the
 filter route (404/405) is polled through the plain listing instead (:mod:`.event_polls`).
 
-Exactly once. Each watcher keeps its cursor, the ``modifiedAt`` of the last execution it passed
-plus the ids passed at that instant, in its asset's state store (Airflow >= 3.3), and writes it
-after each event is handed to the triggerer. A restart, another triggerer taking over, or the
-trigger being re-created reads the cursor back: nothing is emitted twice and nothing skipped.
-The one window left: a triggerer killed (SIGKILL) after it took an event and before it stored the
-event (the next sync with the database, about a second) loses that event. A new watcher starts
-at the newest finished execution of the server (earlier ones are history, not events).
+Nothing lost, nothing twice in normal operation. Each watcher keeps its cursor, the
+``modifiedAt`` of the last execution it passed plus the ids passed at that instant, in its asset's
+state store (Airflow >= 3.3). The trigger runs its shared stream in Airflow's ack mode
+(:meth:`~SmartFlowsExecutionEventTrigger.create_shared_stream_producer`): a watcher's cursor is
+stored only once Airflow has confirmed that it stored every event the watcher drew from a poll
+(the producer's ``advance``). A restart, another triggerer taking over, or the trigger being
+re-created reads the cursor back and goes on from there, so no execution is skipped. The one
+window left: a triggerer killed (SIGKILL) after Airflow stored an event and before the cursor
+behind it was stored (the next sync, about a second) fires that execution again after the
+restart. Consumers that must act once per execution key on ``execution_id`` (the example DAG's
+downloads overwrite the same files). A new watcher starts at the newest finished execution of
+the server (earlier ones are history, not events).
 Airflow < 3.3 has no asset state store: the trigger refuses to be built there.
 """
 
@@ -58,9 +63,15 @@ try:
 except ImportError:  # Airflow 2: no event triggers; the constructor refuses (see _refuse_old_airflow)
     from airflow.triggers.base import BaseTrigger as BaseEventTrigger  # type: ignore[assignment]
     from airflow.triggers.base import TriggerEvent
+try:
+    from airflow.triggers.shared_stream import SharedStreamProducer
+except ImportError:  # Airflow < 3.3: no shared streams; the constructor refuses
+    SharedStreamProducer = object  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    from airflow.triggers.shared_stream import AdvanceItem
 
 __all__ = [
     "FINISHED_STATUSES",
@@ -149,6 +160,38 @@ _GROUPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, _Gr
 def _group(key: Hashable) -> _Group:
     groups = _GROUPS.setdefault(asyncio.get_running_loop(), {})
     return groups.setdefault(key, _Group())
+
+
+class _Held:
+    """The cursors the watchers reached in one poll, stored once Airflow stored the poll's events."""
+
+    def __init__(self) -> None:
+        self.cursors: dict[int, tuple[Any, Cursor]] = {}
+
+
+class _CursorProducer(SharedStreamProducer):
+    """Ack mode: the trigger's polls, each with a :class:`_Held` that its watchers fill; Airflow
+    calls :meth:`advance` for a poll once every event the watchers drew from it is in its database."""
+
+    def __init__(self, trigger_class: type[SmartFlowsExecutionEventTrigger], kwargs: dict[str, Any]) -> None:
+        self._polls = trigger_class.open_shared_stream(kwargs)
+
+    async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
+        async for poll in self._polls:
+            held = _Held()
+            yield {**poll, "held": held}, held
+
+    async def advance(self, batch: Sequence[AdvanceItem]) -> None:
+        latest: dict[int, tuple[Any, Cursor]] = {}
+        for item in batch:
+            if item.outcome.failed:
+                # A watcher was failed on this poll (Airflow's ack timeout): its events may not be
+                # stored. Keep every cursor of the poll where it was; later polls move the others.
+                log.warning("A watcher failed on a poll: its executions fire again when it restarts")
+                continue
+            latest.update(item.broker_payload.cursors)
+        for store, cursor in latest.values():
+            await SmartFlowsExecutionEventTrigger._save(store, cursor)
 
 
 # --------------------------------------------------------------------------- the trigger
@@ -300,13 +343,19 @@ class SmartFlowsExecutionEventTrigger(BaseEventTrigger):
                     yield {"since": since, "executions": executions, "me": me}
                 await asyncio.sleep(interval)
 
+    @classmethod
+    def create_shared_stream_producer(cls, kwargs: dict[str, Any]) -> SharedStreamProducer:
+        """Ack mode: a cursor is stored once Airflow has stored the events behind it."""
+        return _CursorProducer(cls, kwargs)
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """This watcher alone (a triggerer without shared streams): its own poll, same events."""
         async for event in self.filter_shared_stream(self.open_shared_stream(self.serialize()[1])):
             yield event
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
-        """This watcher's events from the shared polls, its cursor stored after each one."""
+        """This watcher's events from the shared polls; its cursor is stored once they are handed
+        over: in ack mode when Airflow stored them (the poll's ``held``), else after each one."""
         store = self._state_store()
         cursor, flow_id = await self._start(store)
         group, token = _group(self.shared_stream_key()), id(self)
@@ -315,25 +364,32 @@ class SmartFlowsExecutionEventTrigger(BaseEventTrigger):
             async for poll in shared_stream:
                 if not cursor.covered_by(poll["since"]):
                     continue  # listed before this watcher joined: the next poll starts at its cursor
+                held: _Held | None = poll.get("held")
                 moved = False
                 for item in poll["executions"]:
                     position = position_of(item)
                     if position is None or cursor.passed(position[1], position[2]):
                         continue
-                    cursor = cursor.advance(*position)
+                    cursor, moved = cursor.advance(*position), True
                     if self._wants(item, poll["me"], flow_id):
                         yield TriggerEvent(finished_event(item))
                         # Handed over: only now is the execution behind the cursor.
-                        await self._save(store, cursor)
+                        moved = await self._keep(store, cursor, held, token)
                         group.move(token, cursor)
-                        moved = False
-                    else:
-                        moved = True
                 if moved:
-                    await self._save(store, cursor)
+                    await self._keep(store, cursor, held, token)
                     group.move(token, cursor)
         finally:
             group.leave(token)
+
+    @classmethod
+    async def _keep(cls, store: Any, cursor: Cursor, held: _Held | None, token: int) -> bool:
+        """Store ``cursor`` now, or (ack mode) when Airflow stored the poll's events; False: done."""
+        if held is None:
+            await cls._save(store, cursor)
+        else:
+            held.cursors[token] = (store, cursor)
+        return False
 
     # ----------------------------------------------------------------- one watcher
 

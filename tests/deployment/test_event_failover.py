@@ -3,10 +3,11 @@ other one adopts it, and every execution started outside Airflow becomes one ass
 
 An asset watched by ``SmartFlowsExecutionEventTrigger`` (1 s poll, ``dags/smartflows_deployment_events.py``)
 on the deployment of ``conftest.py`` (PostgreSQL, two triggerers). Twenty executions of ``deploy-event``
-are started as another user: 6 before the kill (their events registered first, so that no event is
-in the killed process's hands: that window is documented, docs/events.md), 8 while no triggerer runs
-the watcher, 6 once the survivor polls. Its cursor in the asset state store (PostgreSQL) is what the
-survivor goes on from: 0 duplicates, 0 missed. Times are printed and written to ``.last_run.json``.
+are started as another user: 6 before the kill (their events registered and the cursor behind them
+stored first, so that the kill does not fall in the second between the two: that window, which
+fires an execution again, is documented in docs/events.md and tests/system/test_event_system.py
+kills in it), 8 while no triggerer runs the watcher, 6 once the survivor polls. Its cursor in the
+asset state store (PostgreSQL) is what the survivor goes on from: 0 duplicates, 0 missed. Times are printed and written to ``.last_run.json``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_provider_smartflows.triggers.event_polls import Cursor, position_of
+from airflow_provider_smartflows.triggers.events import CURSOR_KEY
 from tests.deployment.dags.smartflows_deployment_events import ASSET, DAG_ID, FLOW
 from tests.deployment.test_production_shape import record
 
@@ -56,6 +59,18 @@ def events(dep: Deployment) -> list[tuple[str, float]]:
     )
     extras = [(extra if isinstance(extra, dict) else json.loads(extra), at) for extra, at in rows]
     return [(str(extra["payload"]["execution_id"]), instant(at)) for extra, at in extras]
+
+
+def cursor_passed(dep: Deployment, execution_ids: list[str]) -> bool:
+    """Whether the watcher's stored cursor is past these executions (each as the emulator has it)."""
+    rows = dep.postgres.query(
+        "SELECT s.value FROM asset_state_store s JOIN asset a ON a.id = s.asset_id "
+        "WHERE a.name = %s AND s.key = %s",
+        (ASSET, CURSOR_KEY),
+    )
+    cursor = Cursor.from_json(json.loads(rows[0][0])) if rows else None
+    positions = [position_of(dep.emulator.api("GET", f"/flows/executions/{x}")) for x in execution_ids]
+    return cursor is not None and all(p is not None and cursor.passed(p[1], p[2]) for p in positions)
 
 
 def watcher_triggerer(dep: Deployment) -> int | None:
@@ -100,6 +115,9 @@ def test_a_sigkilled_watchers_successor_fires_each_execution_once(deployment: De
             lambda: set(started) <= {x for x, _ in events(dep)},
             timeout=60,
             what="the events of the executions started before the kill",
+        )
+        dep.stack.wait_for(
+            lambda: cursor_passed(dep, started), timeout=30, what="the cursor stored past those executions"
         )
         killed_at = time.time()
         dep.stack.kill(victim_name)

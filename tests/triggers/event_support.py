@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_smartflows.triggers.events import SmartFlowsExecutionEventTrigger
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 
 class MemoryAssetStateStore:
@@ -22,8 +22,8 @@ class MemoryAssetStateStore:
     ``None`` is refused, as Airflow refuses it. ``writes`` counts every ``set``.
     """
 
-    def __init__(self) -> None:
-        self.values: dict[str, str] = {}
+    def __init__(self, values: dict[str, str] | None = None) -> None:
+        self.values: dict[str, str] = dict(values or {})
         self.writes = 0
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -67,13 +67,18 @@ class Collector:
     """Consume a trigger's events as the triggerer does (take one, ask for the next at once) in a
     task; ``stop()`` cancels it wherever it is (a triggerer going away)."""
 
-    def __init__(self, events: AsyncIterator[Any]) -> None:
+    def __init__(self, events: AsyncIterator[Any], bind: Callable[[], int | None] | None = None) -> None:
         self.payloads: list[dict[str, Any]] = []
+        #: What ``bind`` returned per event: in ack mode, the seq Airflow confirms once it stored it.
+        self.seqs: list[int | None] = []
+        self._bind = bind
         self.task = asyncio.ensure_future(self._consume(events))
 
     async def _consume(self, events: AsyncIterator[Any]) -> None:
         async for event in events:
             self.payloads.append(event.payload)
+            if self._bind is not None:  # as the triggerer: bound with no await after taking it
+                self.seqs.append(self._bind())
 
     @property
     def ids(self) -> list[str]:

@@ -252,6 +252,46 @@ async def test_a_trigger_recreated_mid_stream_neither_repeats_nor_skips(
 
 
 @pytest.mark.asyncio
+async def test_in_ack_mode_the_cursor_waits_until_airflow_stored_the_events(smartflows_emulator: Any) -> None:
+    """Through Airflow's SharedStreamManager in ack mode, as the triggerer runs the watcher: until
+    Airflow confirms it stored the events, the stored cursor stays before them (a triggerer killed
+    now is followed by one that fires them again); once confirmed, it moves past them."""
+    from airflow.triggers.shared_stream import SharedStreamManager
+
+    store, manager = MemoryAssetStateStore(), SharedStreamManager(ack_timeout=60)
+    trigger = watcher(store)
+    key = trigger.shared_stream_key()
+    stream = manager.subscribe(trigger_id=1, trigger=trigger, key=key)
+    first = Collector(
+        trigger.filter_shared_stream(stream), bind=lambda: manager.bind_pending_event(trigger_id=1, key=key)
+    )
+    try:
+        await wait_until_async(lambda: store.writes, 10, message="the watcher started")
+        before = store.get(CURSOR_KEY)
+        started = [smartflows_emulator.start_as("hello", "crm.user") for _ in range(3)]
+        await wait_until_async(lambda: len(first.ids) == 3, 20, message=lambda: first.ids)
+        await asyncio.sleep(2.5)  # more polls, and nothing confirmed
+        assert store.get(CURSOR_KEY) == before, "the cursor moved before Airflow stored the events"
+        assert None not in first.seqs, "an event was not bound to Airflow's persist confirmation"
+
+        successor = Collector(watcher(MemoryAssetStateStore(store.values)).run())  # the store as it is now
+        await wait_until_async(lambda: len(successor.ids) == 3, 20, message=lambda: successor.ids)
+        await successor.stop()
+        assert sorted(successor.ids) == sorted(started) == sorted(first.ids)
+
+        manager.confirm_persisted(seq for seq in first.seqs if seq is not None)
+        await wait_until_async(lambda: store.get(CURSOR_KEY) != before, 10, message="the cursor stored")
+        after = Collector(watcher(MemoryAssetStateStore(store.values)).run())
+        await asyncio.sleep(2.5)
+        await after.stop()
+        assert after.ids == [], "a confirmed execution fired again"
+    finally:
+        await first.stop()
+        await manager.unsubscribe(1, key)
+        await manager.stop_all()
+
+
+@pytest.mark.asyncio
 @pytest.mark.parametrize("final_status", ["Error", "Success"])
 async def test_an_execution_started_before_the_watcher_fires_when_it_finishes_after(
     smartflows_emulator: Any, final_status: str
