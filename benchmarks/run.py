@@ -21,6 +21,7 @@ from benchmarks import (
     b3_downloads,
     b3_report,
     b4_batch,
+    b4_s3,
     b5_small_documents,
     b6_events,
     profile_trigger,
@@ -309,6 +310,8 @@ def report(results: dict[str, Any], meta: dict[str, Any], charts_written: list[s
             ]
         else:
             lines += section(part)
+            if name == "b4" and "b4_s3" in results:  # its sub-section (`b4_batch --store s3`)
+                lines += b4_s3.section(results["b4_s3"])
     if ANALYSIS.exists() and not meta["smoke"]:
         lines += ["", ANALYSIS.read_text().strip(), ""]
     lines += reproduce_section()
