@@ -374,8 +374,9 @@ class SmartFlowsExecutionEventTrigger(BaseEventTrigger):
                     if self._wants(item, poll["me"], flow_id):
                         yield TriggerEvent(finished_event(item))
                         # Handed over: only now is the execution behind the cursor.
-                        moved = await self._keep(store, cursor, held, token)
+                        await self._keep(store, cursor, held, token)
                         group.move(token, cursor)
+                        moved = False
                 if moved:
                     await self._keep(store, cursor, held, token)
                     group.move(token, cursor)
@@ -383,13 +384,12 @@ class SmartFlowsExecutionEventTrigger(BaseEventTrigger):
             group.leave(token)
 
     @classmethod
-    async def _keep(cls, store: Any, cursor: Cursor, held: _Held | None, token: int) -> bool:
-        """Store ``cursor`` now, or (ack mode) when Airflow stored the poll's events; False: done."""
+    async def _keep(cls, store: Any, cursor: Cursor, held: _Held | None, token: int) -> None:
+        """Store ``cursor`` now, or (ack mode) once Airflow stored the poll's events."""
         if held is None:
             await cls._save(store, cursor)
         else:
             held.cursors[token] = (store, cursor)
-        return False
 
     # ----------------------------------------------------------------- one watcher
 
