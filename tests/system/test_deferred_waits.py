@@ -71,12 +71,14 @@ def wait_for_run(stack: AirflowStack, dag_id: str, run_id: str, timeout: float) 
     seen: dict[str, Any] = {"max_deferred": 0, "max_running": 0, "tis": []}
 
     def finished() -> bool:
+        # The run first: once it is final, so are its task instances read after it (read before it,
+        # a task instance could still show "running" beside a run that just failed).
+        seen["run_state"] = stack.dag_run_state(dag_id, run_id)
         tis = flow_tis(stack, dag_id, run_id)
         counts = states(tis)
         seen["tis"] = tis
         seen["max_deferred"] = max(seen["max_deferred"], counts.get("deferred", 0))
         seen["max_running"] = max(seen["max_running"], counts.get("running", 0))
-        seen["run_state"] = stack.dag_run_state(dag_id, run_id)
         return seen["run_state"] in ("success", "failed")
 
     stack.wait_for(
