@@ -21,6 +21,7 @@ from airflow_provider_smartflows.storage import (
     _LocalWriter,
     _split,
 )
+from airflow_provider_smartflows.storage_large import S3PartsWriter
 
 #: Seconds a bucket seen to exist is not probed again (per filesystem): a missing one is never
 #: remembered, and one deleted meanwhile fails the write itself.
@@ -55,7 +56,7 @@ class _OnePut(AtomicWriter):
                 return
             self._pending = None
             super()._start()
-            super()._write(bytes(pending))
+            super()._write(pending)  # type: ignore[arg-type]  # any buffer: the writers below copy it
         super()._write(chunk)
 
     def _commit(self, sha256: str) -> None:
@@ -73,7 +74,7 @@ class _OnePut(AtomicWriter):
         super()._abort()
 
 
-class S3Writer(_OnePut, _FsspecWriter):
+class S3Writer(_OnePut, S3PartsWriter):
     """One ``PutObject`` with the metadata, content type and the sha256 as its tag."""
 
     _tagged = False
