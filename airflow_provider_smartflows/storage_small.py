@@ -16,12 +16,10 @@ from fsspec.asyn import sync
 from airflow_provider_smartflows.storage import (
     SHA256_KEY,
     AtomicWriter,
-    _AzureWriter,
-    _FsspecWriter,
     _LocalWriter,
     _split,
 )
-from airflow_provider_smartflows.storage_large import S3PartsWriter
+from airflow_provider_smartflows.storage_large import AzureBlocksWriter, GcsChunksWriter, S3PartsWriter
 
 #: Seconds a bucket seen to exist is not probed again (per filesystem): a missing one is never
 #: remembered, and one deleted meanwhile fails the write itself.
@@ -94,7 +92,7 @@ class S3Writer(_OnePut, S3PartsWriter):
             super()._after_commit(sha256)
 
 
-class AzureWriter(_OnePut, _AzureWriter):
+class AzureWriter(_OnePut, AzureBlocksWriter):
     """One ``Put Blob`` with the metadata (sha256 included) and content type."""
 
     def _put(self, body: bytes, sha256: str) -> None:
@@ -120,7 +118,7 @@ class AzureWriter(_OnePut, _AzureWriter):
         fs.invalidate_cache(fs._parent(path))
 
 
-class GcsWriter(_OnePut, _FsspecWriter):
+class GcsWriter(_OnePut, GcsChunksWriter):
     """One multipart-related upload with the metadata (sha256 included) and content type
     (``ifGenerationMatch=0`` without overwrite: gcsfs turns the 412 into FileExistsError)."""
 

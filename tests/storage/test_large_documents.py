@@ -23,7 +23,7 @@ MIB = 1 << 20
 #: The smallest block each store accepts for a multi-block upload (S3: 5 MiB parts; GCS chunks are
 #: multiples of 256 KiB), so that a test moves few bytes through many blocks.
 BLOCK = {"s3": 5 * MIB, "azure": MIB, "gcs": MIB}
-LARGE_STORES = ["s3"]
+LARGE_STORES = ["s3", "azure", "gcs"]
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_blocks_in_flight_give_the_exact_bytes(store: Store, uploads: dict[str, 
     assert {k: found.get(k) for k in (*metadata, SHA256_KEY)} == {**metadata, SHA256_KEY: stored.sha256}
     assert store.content_type("big.pdf") == "application/pdf"
     assert writer.peak_in_flight == IN_FLIGHT[store.kind]
-    assert 1 < uploads["most"] <= IN_FLIGHT[store.kind]
+    assert min(2, IN_FLIGHT[store.kind]) <= uploads["most"] <= IN_FLIGHT[store.kind]
 
 
 @pytest.mark.parametrize("store", LARGE_STORES, indirect=True)
@@ -119,12 +119,15 @@ def test_abort_with_blocks_in_flight_leaves_nothing(store: Store) -> None:
     feed(writer, os.urandom(2 * block))  # the second block was just handed over: in flight
     writer.abort()
     assert store.keys() == []
-    assert store.pending_uploads() == 0
     assert not store.path("doc.pdf").exists()
+    if store.kind == "s3":  # Azure keeps staged blocks (uncommitted, invisible) until it expires them
+        assert store.pending_uploads() == 0
 
 
 @pytest.mark.parametrize("store", LARGE_STORES, indirect=True)
 def test_existing_object_is_refused_at_the_commit_and_kept(store: Store) -> None:
+    if store.kind == "gcs":
+        pytest.skip("the GCS emulator ignores ifGenerationMatch=0 (real GCS refuses the last chunk with 412)")
     with open_atomic(store.path("doc.pdf")) as first:
         first.write(b"precious")
         first.commit(8)
