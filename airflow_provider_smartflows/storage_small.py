@@ -3,8 +3,9 @@ a bucket seen to exist is not probed again for a minute (:func:`bucket_exists`),
 smaller than one block goes up in one request at the commit (S3 ``PutObject``, Azure ``Put Blob``,
 GCS ``uploadType=multipart``) with its metadata, sha256 and, without overwrite, the store's
 create-only condition (``If-None-Match: *``, ``ifGenerationMatch=0``); from one block on, the
-store's atomic multipart / block-list writer of ``storage`` takes over. Nothing is sent before the
-commit or the first block, so memory stays one block and an abort leaves nothing."""
+store's atomic block writer of :mod:`~airflow_provider_smartflows.storage_large` takes over (S3
+multipart, Azure block list, GCS resumable upload, several blocks in flight). Nothing is sent before
+the commit or the first block, so memory stays one block and an abort leaves nothing."""
 
 from __future__ import annotations
 
@@ -13,12 +14,7 @@ from typing import Any
 
 from fsspec.asyn import sync
 
-from airflow_provider_smartflows.storage import (
-    SHA256_KEY,
-    AtomicWriter,
-    _LocalWriter,
-    _split,
-)
+from airflow_provider_smartflows.storage import SHA256_KEY, AtomicWriter, _LocalWriter, _split
 from airflow_provider_smartflows.storage_large import AzureBlocksWriter, GcsChunksWriter, S3PartsWriter
 
 #: Seconds a bucket seen to exist is not probed again (per filesystem): a missing one is never
