@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 #: Blocks sent at once per store kind. The writer's memory is (this + 1) blocks plus what the
 #: socket buffers hold. GCS resumable chunks must arrive in order: one at a time.
-IN_FLIGHT = {"s3": 3, "azure": 4, "gcs": 1}
+IN_FLIGHT = {"s3": 2, "azure": 4, "gcs": 1}
 
 
 class _Flights:
