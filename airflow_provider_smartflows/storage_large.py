@@ -300,6 +300,8 @@ class GcsChunksWriter(BlockWriter):
         )
 
     async def _upload(self, number: int, block: io.BytesIO, size: int, offset: int, final: bool) -> None:
+        from aiohttp.payload import BytesIOPayload
+
         total = str(offset + size) if final else "*"
         start = 0
         while True:
@@ -308,10 +310,12 @@ class GcsChunksWriter(BlockWriter):
             )
             headers = {"Content-Range": span, "Content-Type": self._type, "Content-Length": str(size - start)}
             block.seek(start)
-            answer, _ = await self._fs._call("POST", self._location, headers=headers, data=block)
+            # One payload for gcsfs's retries too: aiohttp seeks it back to `start` for each attempt.
+            body = BytesIOPayload(block)
+            answer, _ = await self._fs._call("POST", self._location, headers=headers, data=body)
             # GCS may keep fewer bytes than sent ("Range: bytes=0-<last kept>"): send the rest.
             kept = int(answer["Range"].split("-")[1]) + 1 - offset if "Range" in answer else size
-            if final or kept >= size:
+            if kept >= size:  # the final chunk's answer has no Range: the object is complete
                 return
             start = kept
 
