@@ -53,7 +53,14 @@ def section(b3: dict[str, Any]) -> list[str]:
         f"{b3['repeats']} runs. Every stored object's size (and ours' sha256) was checked. The machine is "
         f"shared (2 cores, other agents working): load averages (1/5/15 min) {load}. Every S3 client "
         "gets a 600 s read timeout: moto joins the parts in memory on completion, which for 1 GiB "
-        "outlasts s3fs's default 15 s here (real S3 keeps the connection alive meanwhile).",
+        "outlasts s3fs's default 15 s here (real S3 keeps the connection alive meanwhile). Emulator "
+        "artefacts: gcp-storage-emulator appends every resumable chunk by copying the whole upload "
+        "received so far (`file_content += content`), so each 8 MiB chunk costs more than the one "
+        "before (48 ms for the first eight, 656 ms at 320-384 MiB) and 1 GiB collapses for any client "
+        "sending 8 MiB chunks (run with `--gcs-chunk-mib 8`); the SDK sends 100 MiB chunks (64 MiB: "
+        "one request), holding a chunk in memory. Azurite stages blocks (`Put Block`) at about "
+        "40 MB/s whatever their size or concurrency, against about 200 MB/s for one `Put Blob`, "
+        "which the SDK uses up to 64 MiB (holding it all).",
         "",
         "| store | size | how | MB/s | ratio to the store's reference | own RSS MiB | verified |",
         "|---|---|---|---|---|---|---|",
