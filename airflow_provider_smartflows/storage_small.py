@@ -3,8 +3,9 @@ a bucket seen to exist is not probed again for a minute (:func:`bucket_exists`),
 smaller than one block goes up in one request at the commit (S3 ``PutObject``, Azure ``Put Blob``,
 GCS ``uploadType=multipart``) with its metadata, sha256 and, without overwrite, the store's
 create-only condition (``If-None-Match: *``, ``ifGenerationMatch=0``); from one block on, the
-store's atomic multipart / block-list writer of ``storage`` takes over. Nothing is sent before the
-commit or the first block, so memory stays one block and an abort leaves nothing."""
+store's atomic block writer of :mod:`~airflow_provider_smartflows.storage_large` takes over (S3
+multipart, Azure block list, GCS resumable upload, several blocks in flight). Nothing is sent before
+the commit or the first block, so memory stays one block and an abort leaves nothing."""
 
 from __future__ import annotations
 
@@ -13,14 +14,8 @@ from typing import Any
 
 from fsspec.asyn import sync
 
-from airflow_provider_smartflows.storage import (
-    SHA256_KEY,
-    AtomicWriter,
-    _AzureWriter,
-    _FsspecWriter,
-    _LocalWriter,
-    _split,
-)
+from airflow_provider_smartflows.storage import SHA256_KEY, AtomicWriter, _LocalWriter, _split
+from airflow_provider_smartflows.storage_large import AzureBlocksWriter, GcsChunksWriter, S3PartsWriter
 
 #: Seconds a bucket seen to exist is not probed again (per filesystem): a missing one is never
 #: remembered, and one deleted meanwhile fails the write itself.
@@ -55,7 +50,7 @@ class _OnePut(AtomicWriter):
                 return
             self._pending = None
             super()._start()
-            super()._write(bytes(pending))
+            super()._write(pending)  # type: ignore[arg-type]  # any buffer: the writers below copy it
         super()._write(chunk)
 
     def _commit(self, sha256: str) -> None:
@@ -73,7 +68,7 @@ class _OnePut(AtomicWriter):
         super()._abort()
 
 
-class S3Writer(_OnePut, _FsspecWriter):
+class S3Writer(_OnePut, S3PartsWriter):
     """One ``PutObject`` with the metadata, content type and the sha256 as its tag."""
 
     _tagged = False
@@ -93,7 +88,7 @@ class S3Writer(_OnePut, _FsspecWriter):
             super()._after_commit(sha256)
 
 
-class AzureWriter(_OnePut, _AzureWriter):
+class AzureWriter(_OnePut, AzureBlocksWriter):
     """One ``Put Blob`` with the metadata (sha256 included) and content type."""
 
     def _put(self, body: bytes, sha256: str) -> None:
@@ -119,7 +114,7 @@ class AzureWriter(_OnePut, _AzureWriter):
         fs.invalidate_cache(fs._parent(path))
 
 
-class GcsWriter(_OnePut, _FsspecWriter):
+class GcsWriter(_OnePut, GcsChunksWriter):
     """One multipart-related upload with the metadata (sha256 included) and content type
     (``ifGenerationMatch=0`` without overwrite: gcsfs turns the 412 into FileExistsError)."""
 

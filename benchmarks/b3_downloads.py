@@ -12,8 +12,11 @@ Every process resets its peak RSS (``/proc/self/clear_refs``) after imports and 
 *own RSS* is what the download itself added. Throughput is bytes / seconds of the transfer call
 (MB = 10^6 bytes). The reference of each store is its fastest plain client (median MB/s).
 
+``--gcs-chunk-mib N`` gives both GCS contenders the same resumable chunk (ours' ``block_size``, the
+SDK's ``chunk_size``; default: each its own, 8 MiB and 100 MiB).
+
 ``python -m benchmarks.b3_downloads [--repeats N] [--small] [--stores file,s3,azure,gcs]
-[--results benchmarks/RESULTS.md]`` runs it alone: it rewrites only the "## B3" section of
+[--gcs-chunk-mib N] [--results benchmarks/RESULTS.md]`` runs it alone: it rewrites only the "## B3" section of
 RESULTS.md and the charts ``b3_<store>.png``; ``benchmarks/run.py`` calls :func:`run`, and
 ``benchmarks.b3_report``'s ``section`` and ``charts``.
 """
@@ -120,8 +123,13 @@ def child_ours(argv: list[str]) -> None:
     target = object_path(args.dest, args.conn)
     check_destination(target)  # the store's client set-up, out of the timed part
 
+    chunk = os.environ.get("B3_GCS_CHUNK")
+    block_size = int(chunk) if chunk and args.dest.startswith("gs://") else None
+
     def transfer() -> tuple[int, str]:
-        done = hook.download_document(args.doc, target, conn_id=args.conn, overwrite=True)
+        done = hook.download_document(
+            args.doc, target, conn_id=args.conn, overwrite=True, block_size=block_size
+        )
         return done.size, done.sha256
 
     _measure(transfer)
@@ -188,7 +196,8 @@ def _sdk_uploader(how: str, key: str) -> Any:
             credentials=AnonymousCredentials(),
             client_options={"api_endpoint": os.environ["B3_GCS_ENDPOINT"]},
         )
-        blob = client.bucket(BUCKET).blob(key)
+        chunk = os.environ.get("B3_GCS_CHUNK")
+        blob = client.bucket(BUCKET).blob(key, chunk_size=int(chunk) if chunk else None)
         client.get_bucket(BUCKET)
         return lambda stream, size: blob.upload_from_file(stream, size=size)
     if how == "gcsfs-put":
@@ -394,6 +403,10 @@ def run(sizes: dict[str, int], repeats: int, work: Path, stores: tuple[str, ...]
     scen = work / "b3-scenario.json"
     scen.write_text(json.dumps(scenario(sizes)))
     notes, raw, servers = [], [], []
+    if os.environ.get("B3_GCS_CHUNK") and "gcs" in stores:
+        notes.append(
+            f"gcs: both contenders send resumable chunks of {int(os.environ['B3_GCS_CHUNK']) >> 20} MiB"
+        )
     loads = {"start": loadavg()}
     env = {**os.environ, "AIRFLOW_HOME": str(work / "airflow-home"), "PYTHONPATH": str(ROOT)}
     env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -496,11 +509,18 @@ def main(argv: list[str]) -> None:
     p.add_argument("--small", action="store_true", help="4 MiB and 1 MiB (smoke)")
     p.add_argument("--stores", default=",".join(STORES))
     p.add_argument("--out", type=Path, default=None, help="JSON of the raw results")
+    p.add_argument(
+        "--gcs-chunk-mib", type=int, default=None, help="one resumable chunk size for both GCS contenders"
+    )
     p.add_argument("--results", type=Path, default=None, help="RESULTS.md whose B3 section to rewrite")
     args = p.parse_args(argv)
     sizes = {"1 MiB": 2**20, "4 MiB": 4 * 2**20} if args.small else SIZES
+    if args.gcs_chunk_mib:
+        os.environ["B3_GCS_CHUNK"] = str(args.gcs_chunk_mib * 2**20)  # the children inherit it
     with tempfile.TemporaryDirectory(prefix="bench-b3-") as tmp:
         result = run(sizes, args.repeats, Path(tmp), tuple(args.stores.split(",")))
+    if args.gcs_chunk_mib and "gcs" in result["stores"]:
+        result["notes"].append(f"gcs: both contenders send resumable chunks of {args.gcs_chunk_mib} MiB")
     text = json.dumps(result, indent=1)
     if args.out:
         args.out.write_text(text)

@@ -12,7 +12,14 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 TARGET_RATIO = 0.8
-TARGET_OWN_RSS_MIB = 32.0
+#: Ours' own RSS bound per store (issue 28: S3 may hold a few 5 MiB parts in flight), else 32 MiB.
+TARGET_OWN_RSS_MIB = {"s3": 48.0}
+DEFAULT_OWN_RSS_MIB = 32.0
+
+
+def rss_target(kind: str) -> float:
+    """The bound on ours' own RSS for ``kind`` (MiB)."""
+    return TARGET_OWN_RSS_MIB.get(kind, DEFAULT_OWN_RSS_MIB)
 
 
 def _median(cell: dict[str, Any] | None, metric: str) -> float:
@@ -46,7 +53,14 @@ def section(b3: dict[str, Any]) -> list[str]:
         f"{b3['repeats']} runs. Every stored object's size (and ours' sha256) was checked. The machine is "
         f"shared (2 cores, other agents working): load averages (1/5/15 min) {load}. Every S3 client "
         "gets a 600 s read timeout: moto joins the parts in memory on completion, which for 1 GiB "
-        "outlasts s3fs's default 15 s here (real S3 keeps the connection alive meanwhile).",
+        "outlasts s3fs's default 15 s here (real S3 keeps the connection alive meanwhile). Emulator "
+        "artefacts: gcp-storage-emulator appends every resumable chunk by copying the whole upload "
+        "received so far (`file_content += content`), so each 8 MiB chunk costs more than the one "
+        "before (48 ms for the first eight, 656 ms at 320-384 MiB) and 1 GiB collapses for any client "
+        "sending 8 MiB chunks (run with `--gcs-chunk-mib 8`); the SDK sends 100 MiB chunks (64 MiB: "
+        "one request), holding a chunk in memory. Azurite stages blocks (`Put Block`) at about "
+        "40 MB/s whatever their size or concurrency, against about 200 MB/s for one `Put Blob`, "
+        "which the SDK uses up to 64 MiB (holding it all).",
         "",
         "| store | size | how | MB/s | ratio to the store's reference | own RSS MiB | verified |",
         "|---|---|---|---|---|---|---|",
@@ -81,7 +95,7 @@ def section(b3: dict[str, Any]) -> list[str]:
         worst = max(rss)
         out.append(
             f"- {kind}: ours' own RSS {' / '.join(f'{r:.1f}' for r in rss)} MiB for {' / '.join(labels)} "
-            f"(target ≤ {TARGET_OWN_RSS_MIB:.0f} MiB {_verdict(worst <= TARGET_OWN_RSS_MIB)}; the same for both "
+            f"(target ≤ {rss_target(kind):.0f} MiB {_verdict(worst <= rss_target(kind))}; the same for both "
             f"sizes, within 5 MiB: {spread:.1f} MiB {_verdict(spread <= 5)})"
         )
     out += [f"- {note}" for note in b3["notes"]]
@@ -118,11 +132,11 @@ def charts(b3: dict[str, Any], out: Path) -> list[str]:
         ax1.set_title("throughput (MB/s, medians, min-max)", fontsize=10)
         ax2.set_title("the transfer's own RSS (MiB)", fontsize=10)
         ax2.axhline(
-            TARGET_OWN_RSS_MIB,
+            rss_target(kind),
             color="red",
             ls="--",
             lw=1,
-            label=f"target ≤ {TARGET_OWN_RSS_MIB:.0f} MiB (ours)",
+            label=f"target ≤ {rss_target(kind):.0f} MiB (ours)",
         )
         for ax in (ax1, ax2):
             ax.set_xticks(range(len(labels)), labels)
