@@ -55,6 +55,7 @@ from airflow_provider_smartflows.digest import StreamDigest
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
 from airflow_provider_smartflows.filesystems import check_filesystem_available as check_filesystem_available
 from airflow_provider_smartflows.validation import check_int
+from airflow_provider_smartflows.write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -385,12 +386,11 @@ class _LocalWriter(AtomicWriter):
             self._part = f".smartflows-{uuid.uuid4().hex}.part"
             flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
             fd = os.open(self._part, flags, 0o666, dir_fd=self._dir)
-        self._file = os.fdopen(fd, "wb", buffering=0)  # the chunks go to the kernel as they are, uncopied
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._behind = WriteBehind(fd)  # the chunks go to the kernel as they are, uncopied
 
     def _write(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            view = view[self._file.write(view) :]
+        self._behind.write(chunk)
 
     def _commit(self, sha256: str) -> None:
         os.fsync(self._file.fileno())
