@@ -11,6 +11,7 @@ for the last window only. Where ``posix_fadvise`` is missing, the file is writte
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 #: Bytes written between two write-back starts (documents under it never ask for one).
@@ -32,12 +33,12 @@ class WriteBehind:
 
     def write(self, block: bytes | bytearray | memoryview) -> None:
         """Write all of ``block`` (a short write continues where it stopped)."""
-        view = memoryview(block)
+        view = memoryview(block).cast("B")
+        self.written += len(view)
         while view:
             view = view[os.write(self.fd, view) :]
-        self.written += len(block)
-        if self.written - self._started_to >= self.window and hasattr(os, "posix_fadvise"):
-            os.posix_fadvise(
-                self.fd, self._started_to, self.written - self._started_to, os.POSIX_FADV_DONTNEED
-            )
-            self._started_to = self.written
+        start, end = self._started_to, self.written
+        if end - start >= self.window and hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError):  # only a hint: a file that refuses it is written all the same
+                os.posix_fadvise(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)
+            self._started_to = end
