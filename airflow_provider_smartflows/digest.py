@@ -97,6 +97,7 @@ class StreamDigest:
     ``bytes`` block is queued as it is (it cannot change), any other buffer is copied first, so
     the caller may reuse it as soon as :meth:`update` returns.
 
+    :param use_thread: hash past ``inline_bytes`` on a thread (False: everything inline).
     :param inline_bytes: bytes hashed in the caller's thread before the thread starts.
     :param queue_bytes: bytes queued for the thread at most.
     :param hasher: the hash object (default: a new ``hashlib.sha256()``).
@@ -106,12 +107,14 @@ class StreamDigest:
     def __init__(
         self,
         *,
+        use_thread: bool = True,
         inline_bytes: int = INLINE_BYTES,
         queue_bytes: int = QUEUE_BYTES,
         hasher: Any = None,
         name: str = "smartflows-sha256",
     ) -> None:
         self._hasher = hashlib.sha256() if hasher is None else hasher
+        self._use_thread = use_thread
         self._inline_left = inline_bytes
         self._queue_bytes = queue_bytes
         self._name = name
@@ -124,7 +127,7 @@ class StreamDigest:
         """Add ``block`` (hashed now, or queued for the thread); raises what failed in the thread."""
         if self._finished:
             raise ValueError("The digest is finished: it takes no more bytes.")
-        if self._thread is None and self._inline_left > 0:
+        if self._thread is None and (self._inline_left > 0 or not self._use_thread):
             self._hasher.update(block)
             self._inline_left -= len(block)
             return

@@ -259,7 +259,7 @@ class AtomicWriter:
         self._exists_how = "appeared during the write" if probed else "already exists"
         self.size = 0
         self._content_type = content_type
-        self._digest = StreamDigest()  # a big object's sha256 is computed on a thread of its own
+        self._digest = StreamDigest(use_thread=kind == "file")  # object stores: no memory left for its queue
         self._started = False
         self._done = False
 
