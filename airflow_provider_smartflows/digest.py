@@ -4,16 +4,17 @@ Inline, sha256 costs a download about as much CPU as receiving and writing the b
 ``hashlib`` releases the GIL while it hashes a buffer of 2 KiB or more, so a thread of its own
 hashes a big document on the other core while the caller receives and writes the next blocks.
 :class:`StreamDigest` hashes the first :data:`INLINE_BYTES` in the caller's thread (a small
-document never starts a thread), then hands the blocks, in order, to its thread through a queue
-bounded by :data:`QUEUE_BYTES` (the caller waits when the hash falls behind: memory stays bounded).
+document never starts a thread), then hands copies of the blocks, in order, to its thread in
+:data:`BUFFERS` buffers of its own (the caller waits when the hash falls behind: memory stays
+bounded by :data:`QUEUE_BYTES`).
 :meth:`StreamDigest.hexdigest` waits for the thread and raises what failed in it;
 :meth:`StreamDigest.close` drops what is queued. Either way the thread has ended when they return.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
+import queue
 import threading
 import weakref
 from typing import Any
@@ -23,79 +24,65 @@ MIB = 1 << 20
 #: Bytes hashed in the caller's thread before a thread takes over (small documents stay inline).
 INLINE_BYTES = 4 * MIB
 
-#: Bytes queued for the hashing thread at most (one block is always admitted, whatever its size).
+#: Bytes queued for the hashing thread at most: :data:`BUFFERS` buffers, a block longer than one
+#: is queued in pieces.
 QUEUE_BYTES = 4 * MIB
+BUFFERS = 4
 
 
 class _HashThread:
     """Hashes the queued blocks in order until it takes ``None``; a failure is kept in :attr:`error`.
 
-    Each block is copied into a buffer of the thread's own, reused once hashed: the caller's block
-    is released at once (a fresh block held for the thread would make every allocation of the
-    reading thread fresh memory, page faults included, which costs more than the copy).
+    Each block is copied into one of the thread's ``buffers`` (taken free, given back once hashed,
+    so the caller waits when all are queued): the caller's block is released at once (a block held
+    for the thread would make the reading thread's every allocation fresh memory, page faults
+    included, which costs more than the copy).
     """
 
-    def __init__(self, hasher: Any, limit: int, name: str) -> None:
+    def __init__(self, hasher: Any, buffer_size: int, name: str) -> None:
         self.hasher = hasher
-        self.limit = limit
+        self.buffer_size = buffer_size
         self.error: BaseException | None = None
         self._dropping = False
-        self._blocks: collections.deque[memoryview | None] = collections.deque()
-        self._spare: list[bytearray] = []  # buffers hashed, ready for the next blocks
-        self._queued = 0  # bytes queued or being hashed
-        self._changed = threading.Condition()
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(BUFFERS):
+            self._free.put(bytearray())  # allocated when first used: a short stream needs fewer
+        self._blocks: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def put(self, block: bytes | bytearray | memoryview) -> None:
-        size = len(block)
-        with self._changed:
-            while self._queued and self._queued + size > self.limit:
-                self._changed.wait()
-            buffer = self._spare.pop() if self._spare and len(self._spare[-1]) >= size else bytearray(size)
-            view = memoryview(buffer)[:size]
-            view[:] = block
-            self._blocks.append(view)
-            self._queued += size
-            self._changed.notify_all()
+        """Queue a copy of ``block``, in pieces of at most one buffer (waits for a free buffer)."""
+        data = memoryview(block).cast("B")
+        for start in range(0, len(data), self.buffer_size):
+            piece = data[start : start + self.buffer_size]
+            buffer = self._free.get() or bytearray(self.buffer_size)
+            view = memoryview(buffer)[: len(piece)]
+            view[:] = piece
+            self._blocks.put(view)
 
     def stop(self, *, drop: bool) -> None:
         """Let the thread end after the queued blocks (or at once with ``drop``) and wait for it."""
-        with self._changed:
-            self._dropping = self._dropping or drop
-            self._blocks.append(None)
-            self._changed.notify_all()
+        self._dropping = self._dropping or drop
+        self._blocks.put(None)
         self.thread.join()
-        self._spare.clear()
 
     def _run(self) -> None:
-        while True:
-            with self._changed:
-                while not self._blocks:
-                    self._changed.wait()
-                view = self._blocks[0]  # counted in _queued until hashed
-            if view is None:
-                return
+        while (view := self._blocks.get()) is not None:
             if self.error is None and not self._dropping:
                 try:
                     self.hasher.update(view)
                 except BaseException as err:  # raised in the caller's thread by StreamDigest
                     self.error = err
-            with self._changed:
-                self._blocks.popleft()
-                self._queued -= len(view)
-                if len(self._spare) < 4:
-                    self._spare.append(view.obj)  # type: ignore[arg-type]
-                self._changed.notify_all()
+            self._free.put(view.obj)  # type: ignore[arg-type]
 
 
 class StreamDigest:
     """
     The sha256 (or ``hasher``'s digest) of the blocks given to :meth:`update`, in their order.
 
-    Blocks after the first ``inline_bytes`` are hashed by a thread of the digest's own: a
-    ``bytes`` block is queued as it is (it cannot change), any other buffer is copied first, so
-    the caller may reuse it as soon as :meth:`update` returns.
+    Blocks after the first ``inline_bytes`` are copied for a thread of the digest's own, which
+    hashes them: the caller may reuse its buffer as soon as :meth:`update` returns.
 
     :param use_thread: hash past ``inline_bytes`` on a thread (False: everything inline).
     :param inline_bytes: bytes hashed in the caller's thread before the thread starts.
@@ -155,7 +142,7 @@ class StreamDigest:
             thread.stop(drop=True)
 
     def _start(self) -> _HashThread:
-        self._thread = thread = _HashThread(self._hasher, self._queue_bytes, self._name)
+        self._thread = thread = _HashThread(self._hasher, max(1, self._queue_bytes // BUFFERS), self._name)
         self.threaded = True
         # A digest dropped without hexdigest() or close() does not leave its thread waiting forever.
         weakref.finalize(self, _HashThread.stop, thread, drop=True).atexit = False

@@ -57,8 +57,8 @@ class FailingHasher:
 
 @pytest.mark.parametrize(
     ("inline_bytes", "queue_bytes"),
-    [(0, 1), (0, 4 * MIB), (INLINE_BYTES, 64 * 1024), (1 << 40, 4 * MIB)],
-    ids=["threaded-one-block-queued", "threaded", "inline-then-threaded", "inline"],
+    [(0, 4096), (0, 4 * MIB), (INLINE_BYTES, 64 * 1024), (1 << 40, 4 * MIB)],
+    ids=["threaded-in-1k-pieces", "threaded", "inline-then-threaded", "inline"],
 )
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_digest_is_hashlibs_over_random_blocks(inline_bytes: int, queue_bytes: int, seed: int) -> None:
@@ -112,11 +112,11 @@ def test_a_failure_in_the_thread_surfaces_at_the_digest_and_ends_the_thread() ->
 
 
 def test_a_failure_in_the_thread_stops_the_next_blocks() -> None:
-    digest = StreamDigest(inline_bytes=0, queue_bytes=1, hasher=FailingHasher(fail_after=0))
+    digest = StreamDigest(inline_bytes=0, queue_bytes=4 * 4096, hasher=FailingHasher(fail_after=0))
     digest.update(b"x" * 4096)
 
     def more_blocks() -> None:
-        for _ in range(100):  # one block queued at a time: the third update sees the first fail
+        for _ in range(100):  # four blocks in flight at most: a later update sees the first fail
             digest.update(b"y" * 4096)
 
     with pytest.raises(RuntimeError, match="the hash failed"):
