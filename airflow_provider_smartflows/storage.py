@@ -43,7 +43,6 @@ and an optional connection, :func:`destination_path` tells a folder from a file,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import uuid
@@ -52,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+from airflow_provider_smartflows.digest import StreamDigest
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
 from airflow_provider_smartflows.filesystems import check_filesystem_available as check_filesystem_available
 from airflow_provider_smartflows.validation import check_int
@@ -259,7 +259,7 @@ class AtomicWriter:
         self._exists_how = "appeared during the write" if probed else "already exists"
         self.size = 0
         self._content_type = content_type
-        self._digest = hashlib.sha256()
+        self._digest = StreamDigest(use_thread=kind == "file")  # object stores: no memory left for its queue
         self._started = False
         self._done = False
 
@@ -297,9 +297,9 @@ class AtomicWriter:
                 document_id=self.document_id,
                 uri=str(self.target),
             )
-        sha256 = self._digest.hexdigest()
         self._start_once()
         try:
+            sha256 = self._digest.hexdigest()  # waits for the hashing thread; raises what failed there
             self._commit(sha256)
         except FileExistsError as err:
             self.abort()
@@ -316,6 +316,7 @@ class AtomicWriter:
         if self._done:
             return
         self._done = True
+        self._digest.close()
         if not self._started:
             return
         try:
