@@ -43,7 +43,6 @@ and an optional connection, :func:`destination_path` tells a folder from a file,
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import uuid
@@ -52,9 +51,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
+from airflow_provider_smartflows.digest import StreamDigest
 from airflow_provider_smartflows.exceptions import SmartFlowsDownloadError, SmartFlowsInputError
 from airflow_provider_smartflows.filesystems import check_filesystem_available as check_filesystem_available
 from airflow_provider_smartflows.validation import check_int
+from airflow_provider_smartflows.write_behind import WriteBehind
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -258,7 +259,7 @@ class AtomicWriter:
         self._exists_how = "appeared during the write" if probed else "already exists"
         self.size = 0
         self._content_type = content_type
-        self._digest = hashlib.sha256()
+        self._digest = StreamDigest(use_thread=kind == "file")  # object stores: no memory left for its queue
         self._started = False
         self._done = False
 
@@ -296,9 +297,9 @@ class AtomicWriter:
                 document_id=self.document_id,
                 uri=str(self.target),
             )
-        sha256 = self._digest.hexdigest()
         self._start_once()
         try:
+            sha256 = self._digest.hexdigest()  # waits for the hashing thread; raises what failed there
             self._commit(sha256)
         except FileExistsError as err:
             self.abort()
@@ -315,6 +316,7 @@ class AtomicWriter:
         if self._done:
             return
         self._done = True
+        self._digest.close()
         if not self._started:
             return
         try:
@@ -384,12 +386,11 @@ class _LocalWriter(AtomicWriter):
             self._part = f".smartflows-{uuid.uuid4().hex}.part"
             flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC
             fd = os.open(self._part, flags, 0o666, dir_fd=self._dir)
-        self._file = os.fdopen(fd, "wb", buffering=0)  # the chunks go to the kernel as they are, uncopied
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._behind = WriteBehind(fd)  # the chunks go to the kernel as they are, uncopied
 
     def _write(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            view = view[self._file.write(view) :]
+        self._behind.write(chunk)
 
     def _commit(self, sha256: str) -> None:
         os.fsync(self._file.fileno())
