@@ -27,7 +27,8 @@ gs/gcs     sends resumable-upload chunks                 the last chunk finalise
 =========  ==========================================  ===========================================
 
 Memory is bounded by the block size (:data:`DEFAULT_BLOCK_SIZES`, override with ``block_size``):
-the store's client holds two to four blocks at a time whatever the document's size.
+a writer holds the blocks in flight plus the one filling (:data:`.storage_large.IN_FLIGHT`)
+whatever the document's size.
 
 Integrity metadata (``metadata`` plus ``sha256``): S3 and GCS take metadata when the upload
 *starts*, before the sha256 is known, so ``metadata`` goes there at the start and the sha256 is
@@ -66,12 +67,12 @@ log = logging.getLogger(__name__)
 MIB = 1 << 20
 
 #: Bytes buffered before each upload request, per store kind. Chosen so that a download stays well
-#: under 32 MiB of its own memory (the client holds two to four blocks) while each request is big
+#: under 32 MiB of its own memory (blocks in flight + 1, storage_large) while each request is big
 #: enough to run at loopback speed:
 #: - s3: 8 MiB parts, two in flight plus one filling (storage_large; 10,000 parts allow objects up
 #:   to 78 GiB): 25 MiB for a 256 MiB write; fewer requests ran faster than 5 MiB x 3 (B3);
 #: - gcs: 8 MiB chunks (a multiple of the 256 KiB that resumable uploads require);
-#: - azure: 4 MiB blocks (the Azure SDK copies a block once more; 50,000 blocks allow 195 GiB);
+#: - azure: 4 MiB blocks, four staged at once (storage_large; 50,000 blocks allow 195 GiB);
 #: - file: 1 MiB writes (the kernel's page cache does the rest).
 DEFAULT_BLOCK_SIZES = {"s3": 8 * MIB, "gcs": 8 * MIB, "azure": 4 * MIB, "file": 1 * MIB, "other": 8 * MIB}
 
@@ -426,24 +427,17 @@ class _LocalWriter(AtomicWriter):
 
 
 class _FsspecWriter(AtomicWriter):
-    """An fsspec buffered file opened with ``autocommit=False`` (S3 multipart, GCS resumable and
-    any other store that implements ``commit``/``discard``)."""
+    """An fsspec buffered file opened with ``autocommit=False``: the writer of a store without one
+    of its own (S3, Azure and GCS have theirs in :mod:`.storage_large` / :mod:`.storage_small`),
+    if its filesystem implements ``commit``/``discard``; no metadata (fsspec has no common way)."""
 
     _file: Any = None
 
     def _start(self) -> None:
         self._fs = self.target.fs
         self._path = str(self.target.path)
-        options: dict[str, Any] = {}
-        if self.kind == "s3":
-            options["Metadata"] = self.metadata
-            if self.content_type:
-                options["ContentType"] = self.content_type
-        elif self.kind == "gcs":
-            options["metadata"] = self.metadata
-            options["content_type"] = self.content_type
         mode = "wb" if self.overwrite else "xb"
-        self._file = self._fs.open(self._path, mode, block_size=self.block_size, autocommit=False, **options)
+        self._file = self._fs.open(self._path, mode, block_size=self.block_size, autocommit=False)
 
     def _write(self, chunk: bytes) -> None:
         self._file.write(chunk)
@@ -455,22 +449,6 @@ class _FsspecWriter(AtomicWriter):
         self._file.close()
         self._file.commit()
         self._forget()
-
-    def _after_commit(self, sha256: str) -> None:
-        try:
-            if self.kind == "s3":
-                bucket, key = _split(self.target)
-                self._fs.call_s3(
-                    "put_object_tagging",
-                    Bucket=bucket,
-                    Key=key,
-                    Tagging={"TagSet": [{"Key": SHA256_KEY, "Value": sha256}]},
-                )
-            elif self.kind == "gcs":
-                # All keys again: GCS merges them, some emulators replace the whole set.
-                self._fs.setxattrs(self._path, **{**self.metadata, SHA256_KEY: sha256})
-        except Exception:
-            log.warning("%s is saved, but its sha256 could not be attached to it", self.target, exc_info=True)
 
     def _abort(self) -> None:
         if self._file is None:
@@ -486,38 +464,6 @@ class _FsspecWriter(AtomicWriter):
         # fsspec keeps every autocommit=False file in the filesystem's transaction list.
         with contextlib.suppress(ValueError, AttributeError):
             self._fs.transaction.files.remove(self._file)
-
-
-class _AzureWriter(AtomicWriter):
-    """An adlfs block-blob file: blocks are staged as they fill; closing commits the block list
-    (with the metadata, sha256 included), so the writer never closes it before :meth:`commit`."""
-
-    _file: Any = None
-
-    def _start(self) -> None:
-        self._blob_metadata = {"is_directory": "false", **self.metadata}
-        settings = {"content_type": self.content_type} if self.content_type else None
-        mode = "wb" if self.overwrite else "xb"
-        self._file = self.target.fs.open(
-            str(self.target.path),
-            mode,
-            block_size=self.block_size,
-            metadata=self._blob_metadata,
-            content_settings=settings,
-        )
-
-    def _write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-
-    def _commit(self, sha256: str) -> None:
-        self._file.metadata = {**self._blob_metadata, SHA256_KEY: sha256}
-        self._file.close()
-
-    def _abort(self) -> None:
-        # adlfs commits on close() and in __del__: mark the file closed without its final flush;
-        # the staged blocks stay uncommitted (invisible) until Azure drops them.
-        if self._file is not None:
-            self._file.closed = True
 
 
 def open_atomic(
