@@ -74,6 +74,38 @@ def _b5(b5: dict[str, Any]) -> str:
     )
 
 
+B3_STORES = {"file": "local file (curl)", "s3": "S3 on moto", "azure": "Azure on Azurite", "gcs": "GCS on its emulator"}
+
+
+def _b3(b3: dict[str, Any]) -> str:
+    """One sentence: ours / the store's fastest plain client per size, own memory, the misses named."""
+    table, labels = b3["table"], list(b3["sizes"])
+    parts, missed, rss = [], [], []
+    for store in b3["stores"]:
+        ratios = []
+        for label in labels:
+            cells = {key.rsplit("/", 1)[1]: cell for key, cell in table.items() if key.startswith(f"{label}/{store}/")}
+            others = [cell["mb_per_s"]["median"] for how, cell in cells.items() if how != "ours" and cell]
+            ours = cells.get("ours")
+            if not ours or not others:
+                continue
+            ratio = ours["mb_per_s"]["median"] / max(others)
+            ratios.append(_pct(ratio))
+            if ratio < TARGET:
+                missed.append(f"{store} {label}")
+            if ours.get("own_rss_mib"):
+                rss.append(ours["own_rss_mib"]["median"])
+        if ratios:
+            parts.append(f"{B3_STORES.get(store, store)} {' / '.join(ratios)}")
+    verdict = f"missed on {', '.join(missed)}" if missed else "met on every store"
+    return (
+        f"- **One big document to storage (B3)**, streamed from the emulator, ours against the store's "
+        f"fastest plain client at {' / '.join(labels)}: {'; '.join(parts)}; the download's own memory "
+        f"{min(rss):.0f}-{max(rss):.0f} MiB whatever the size. Target ≥ {_pct(TARGET)}: {verdict} "
+        "(why, per store: [performance](docs/performance.md))."
+    )
+
+
 def _b6(b6: dict[str, Any]) -> str:
     burst, spread, requests = b6["burst_result"], b6["latency"], b6["requests"]
     one, five = requests["one_watcher"], requests["five_watchers"]
@@ -98,6 +130,8 @@ def render(results: dict[str, Any]) -> str:
         "load and every figure: [performance](docs/performance.md)):",
         "",
     ]
+    if "table" in results.get("b3", {}):
+        lines.append(_b3(results["b3"]))
     lines.append(_b5(results["b5"]) if "b5" in results else "- B5 (many small documents): not run.")
     lines.append(_b6(results["b6"]) if "b6" in results else "- B6 (asset events): not run.")
     return "\n".join(lines)

@@ -61,6 +61,19 @@ def test_readme_figures_name_each_missed_target() -> None:
     assert "B6 (asset events): not run." in render({"b5": results["b5"]})
 
 
+def test_readme_b3_figures_name_each_missed_target() -> None:
+    results = json.loads((ROOT / "benchmarks" / "results.json").read_text())["results"]
+    b3 = copy.deepcopy(results["b3"])
+    assert "table" in b3, "results.json has no B3 run to render"
+    for cell in b3["table"].values():
+        cell["mb_per_s"]["median"] = 100.0  # ours and every plain client alike: 100 %
+    line = render({"b3": b3}).splitlines()[3]
+    assert line.startswith("- **One big document to storage (B3)**")
+    assert "met on every store" in line
+    b3["table"]["1 GiB/s3/ours"]["mb_per_s"]["median"] = 79.0
+    assert "missed on s3 1 GiB (" in render({"b3": b3})
+
+
 def test_readme_links_point_at_files_that_exist() -> None:
     targets = re.findall(r"\]\((?!https?://|#)([^)#\s]+)", README.read_text())
     assert "docs/index.md" in targets
