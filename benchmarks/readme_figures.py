@@ -59,12 +59,13 @@ def _b5(b5: dict[str, Any]) -> str:
             parts.append(f"{' / '.join(ratios)} of {B5_CLIENTS.get(store, store)}{count}")
     requests = sorted(
         {
-            r["store_requests_per_doc"]
+            f"{r['store_requests_per_doc']:.2f}"
             for r in rows
             if r["how"] == "ours" and r["store_requests_per_doc"] is not None
-        }
+        },
+        key=float,
     )
-    per_doc = f"{requests[0]:.2f}" if len(requests) == 1 else f"{requests[0]:.2f}-{requests[-1]:.2f}"
+    per_doc = requests[0] if len(requests) == 1 else f"{requests[0]}-{requests[-1]}"
     verdict = f"missed on {', '.join(missed)}" if missed else "met on every store"
     return (
         f"- **Many small documents to storage (B5)**: {b5['documents']:,} documents of about "
@@ -74,7 +75,12 @@ def _b5(b5: dict[str, Any]) -> str:
     )
 
 
-B3_STORES = {"file": "local file (curl)", "s3": "S3 on moto", "azure": "Azure on Azurite", "gcs": "GCS on its emulator"}
+B3_STORES = {
+    "file": "local file (curl)",
+    "s3": "S3 on moto",
+    "azure": "Azure on Azurite",
+    "gcs": "GCS on its emulator",
+}
 
 
 def _b3(b3: dict[str, Any]) -> str:
@@ -84,7 +90,11 @@ def _b3(b3: dict[str, Any]) -> str:
     for store in b3["stores"]:
         ratios = []
         for label in labels:
-            cells = {key.rsplit("/", 1)[1]: cell for key, cell in table.items() if key.startswith(f"{label}/{store}/")}
+            cells = {
+                key.rsplit("/", 1)[1]: cell
+                for key, cell in table.items()
+                if key.startswith(f"{label}/{store}/")
+            }
             others = [cell["mb_per_s"]["median"] for how, cell in cells.items() if how != "ours" and cell]
             ours = cells.get("ours")
             if not ours or not others:
