@@ -94,7 +94,9 @@ def test_size_mismatch_at_commit_leaves_nothing(store: Store) -> None:
 @pytest.mark.slow  # a killed writer process
 def test_sigkill_mid_stream_leaves_nothing(store: Store) -> None:
     block = DEFAULT_BLOCK_SIZES[store.kind]
-    env = {**os.environ, **store.env}
+    # stdout is the child's protocol (PAUSED): not also every request the Azure SDK logs at INFO
+    # (Airflow 2 logs them to stdout, from the upload threads, while the child prints).
+    env = {**os.environ, **store.env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
     child = subprocess.Popen(
         [
             *(sys.executable, "-m", "tests.storage.writer_child", *store.child_args("killed.pdf")),
