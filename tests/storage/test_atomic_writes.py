@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,27 +93,53 @@ def test_size_mismatch_at_commit_leaves_nothing(store: Store) -> None:
     assert store.keys() == []
 
 
+def read_until(child: subprocess.Popen[bytes], marker: bytes, seconds: float, stderr: Path) -> None:
+    """Read the child's stdout until ``marker`` arrives. Past ``seconds``, or when the child ends
+    first, fail with what it wrote and, when it still runs, its threads' stacks (faulthandler on
+    SIGUSR1): a stuck writer fails the test saying where it was stuck instead of hanging it."""
+    assert child.stdout is not None
+    fd, seen = child.stdout.fileno(), b""
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while marker not in seen:
+            left = deadline - time.monotonic()
+            chunk = os.read(fd, 65536) if left > 0 and selector.select(left) else None
+            if not chunk:
+                if chunk is None:  # still running: ask it for its stacks
+                    child.send_signal(signal.SIGUSR1)
+                    time.sleep(1)
+                why = "in time" if chunk is None else f"before it ended (exit {child.wait()})"
+                pytest.fail(
+                    f"the writer child did not print {marker!r} {why}; its stdout ended with "
+                    f"{seen[-2000:]!r}; its stderr:\n{stderr.read_text(errors='replace')[-12000:]}"
+                )
+            seen += chunk
+
+
 @pytest.mark.slow  # a killed writer process
-def test_sigkill_mid_stream_leaves_nothing(store: Store) -> None:
+def test_sigkill_mid_stream_leaves_nothing(store: Store, tmp_path: Path) -> None:
     block = DEFAULT_BLOCK_SIZES[store.kind]
     # stdout is the child's protocol (PAUSED): not also every request the Azure SDK logs at INFO
     # (Airflow 2 logs them to stdout, from the upload threads, while the child prints).
     env = {**os.environ, **store.env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}
-    child = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tests.storage.writer_child", *store.child_args("killed.pdf")),
-            *("--size", str(8 * block), "--pause-after", str(2 * block + MIB)),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    stderr = tmp_path / "child.stderr"
+    with stderr.open("wb") as err:
+        child = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tests.storage.writer_child", *store.child_args("killed.pdf")),
+                *("--size", str(8 * block), "--pause-after", str(2 * block + MIB)),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
     try:
-        assert child.stdout is not None
-        lines = iter(child.stdout.readline, b"")
-        assert b"PAUSED\n" in lines  # two blocks handed to the store's client, nothing committed
+        # Two blocks handed to the store's client, nothing committed. A few seconds normally.
+        read_until(child, b"PAUSED\n", 120, stderr)
         if store.kind in ("s3", "azure"):
             # Parts/blocks reach the server, uncommitted (Azure's are sent while the writer goes on).
             wait_until(lambda: store.pending_uploads() == 1, 20, message=store.pending_uploads)

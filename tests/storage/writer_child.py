@@ -2,7 +2,7 @@
 
 ``python -m tests.storage.writer_child URI --size N [--pause-after M]``
 - writes N bytes in 1 MiB chunks (a fresh bytes object per chunk, as a download's iterator gives);
-- with ``--pause-after M``: after M bytes, prints "PAUSED" and waits on stdin forever (the parent
+- with ``--pause-after M``: after M bytes, prints "PAUSED" (one line) and waits on stdin forever (the parent
   kills it there: a real upload is in flight, nothing is committed yet);
 - else commits and prints one JSON line: size, sha256, the RSS before the write (VmRSS) and the
   peak during it (VmHWM after resetting the peak through /proc/self/clear_refs, so that the
@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
+import signal
 import sys
 
 
@@ -40,6 +42,7 @@ def main() -> None:
     parser.add_argument("--pause-after", type=int, default=None)
     parser.add_argument("--block-size", type=int, default=None)
     args = parser.parse_args()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for stacks when stuck
 
     from airflow_provider_smartflows.storage import check_destination, object_path, open_atomic
     from tests.storage.stores import setup_from_env
@@ -54,7 +57,9 @@ def main() -> None:
     for data in _chunks(args.size):
         writer.write(data)
         if args.pause_after is not None and writer.size >= args.pause_after:
-            print("PAUSED", flush=True)
+            # One write: a line logged meanwhile by another thread cannot split it from its newline.
+            sys.stdout.write("PAUSED\n")
+            sys.stdout.flush()
             sys.stdin.read()
             raise SystemExit(3)
     stored = writer.commit(args.size)
