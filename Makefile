@@ -27,6 +27,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # its own AIRFLOW_HOME, SQLite DB, emulator and moto server (tests/conftest.py).
 # The system tests (tests/system) start one Airflow stack per file; the stacks mostly wait on
 # their flows, so the files run side by side (one worker each), apart from the parallel pass.
+# `make unit` lets idle workers take tests from busy ones (--dist worksteal): its slow files are
+# few and long (the event trigger's is 58 s alone), and its module fixtures are cheap.
 UNIT_WORKERS   ?= 6
 TEST_WORKERS   ?= 4
 SYSTEM_WORKERS ?= 3
@@ -74,7 +76,7 @@ format: $(STAMP)
 # subprocess, real services, soak, benchmark smoke, hundreds of MiB, a killed process; a test using
 # the run_dag/airflow_db fixtures is `slow` whatever its file says).
 unit: $(STAMP)
-	$(BIN)/$(PYTEST) -q -m "not slow" -n $(UNIT_WORKERS) --dist loadfile
+	$(BIN)/$(PYTEST) -q -m "not slow" -n $(UNIT_WORKERS) --dist worksteal
 
 # Azurite, the Azure Blob emulator of tests/storage, comes from npm into .cache/azurite (skipped,
 # with its tests, where there is no npm). Three passes: everything that can share the machine on

@@ -47,7 +47,9 @@ def azurite_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("azurite")
     args = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence"]
     args += ["--skipApiVersionCheck", "--loose", "--silent"]
-    with serving("azurite-blob", args, port, cwd=str(work)) as url:
+    # In memory, nothing to save: Azurite waits for its clients' idle keep-alive connections on
+    # SIGTERM (10 s of every worker's teardown in `make unit`), so it gets 2 s before SIGKILL.
+    with serving("azurite-blob", args, port, cwd=str(work), grace=2.0) as url:
         yield url
 
 
