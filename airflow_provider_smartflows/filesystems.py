@@ -1,7 +1,8 @@
 """The early check that a store's filesystem can be loaded (re-exported by :mod:`.storage`).
 
 Without ``s3fs`` (or ``adlfs``, ``gcsfs``) a download would fail only when it writes, after the flow
-ran; the download and batch operators call :func:`check_filesystem_available` before anything starts.
+ran; the download operator calls :func:`check_filesystem_available` when the DAG is parsed (and
+again before its first request), the batch before anything starts.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The early check that a destination's filesystem can be loaded: a missing ``s3fs`` / ``adlfs`` /
-``gcsfs`` fails the download and batch operators before any request, naming the extra to install.
+``gcsfs`` fails the download operator when the DAG is parsed and the batch before any request,
+naming the extra to install.
 
 Nothing is uninstalled: fsspec's registry is patched so the scheme's implementation names a module
 that cannot be imported (the thing under test is the provider's error, not the store).
@@ -70,13 +71,24 @@ def test_installed_filesystems_pass() -> None:
     check_filesystem_available("s3://bucket/key")  # s3fs is installed in the test environment
 
 
-def test_download_fails_before_any_request(
+@pytest.mark.airflow_agnostic
+def test_download_fails_when_the_dag_is_parsed(missing: Any) -> None:
+    """The download task runs after the flow did: the missing filesystem must stop the DAG sooner."""
+    missing("s3")
+    with pytest.raises(SmartFlowsInputError, match=r"airflow-provider-smartflows\[amazon\]"):
+        SmartFlowsDownloadDocumentsOperator(
+            task_id="download", execution_id="some-execution", destination="s3://bucket/invoices/"
+        )
+
+
+def test_download_with_a_templated_store_fails_before_any_request(
     smartflows_emulator: Any, smartflows_conn: str, missing: Any
 ) -> None:
     missing("s3")
     operator = SmartFlowsDownloadDocumentsOperator(
-        task_id="download", execution_id="some-execution", destination="s3://bucket/invoices/"
-    )
+        task_id="download", execution_id="some-execution", destination="{{ params.store }}://bucket/x/"
+    )  # the store is known only once rendered: the parse-time check cannot tell
+    operator.destination = "s3://bucket/invoices/"  # what the template rendered
     with pytest.raises(SmartFlowsInputError, match=r"airflow-provider-smartflows\[amazon\]"):
         operator.execute({})  # type: ignore[arg-type]
     assert smartflows_emulator.requests == []
