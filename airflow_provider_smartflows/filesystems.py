@@ -51,8 +51,12 @@ def check_filesystem_available(uri: object, what: str = "destination") -> None:
         return
     except ImportError as err:
         extra = EXTRAS.get(protocol)
-        fix = f"pip install 'airflow-provider-smartflows[{extra}]'" if extra else "its fsspec implementation"
+        fix = (
+            f"run pip install 'airflow-provider-smartflows[{extra}]'"
+            if extra
+            else "install its fsspec implementation"
+        )
         raise SmartFlowsInputError(
-            f"The {what} {uri} is on {protocol}://, whose filesystem cannot be loaded ({err}): install "
-            f"{fix}. Nothing was started."
+            f"The {what} {uri} is on {protocol}://, whose filesystem cannot be loaded ({err}): {fix} "
+            "where the DAG is parsed and where it runs. Nothing was started."
         ) from None
