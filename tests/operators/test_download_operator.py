@@ -182,7 +182,10 @@ def test_first_failure_stops_the_rest_and_leaves_nothing(
     run_dag: Any, smartflows_emulator: Any, tmp_path: Path
 ) -> None:
     flow_id = many_documents_flow(smartflows_emulator, 20)
-    smartflows_emulator.add_fault("truncate", path="/content$", times=1)  # the first content request
+    # The first content request is cut short; every later one answers 2 s late, so none of the others
+    # in flight can end (and free a slot for a fourth) before the operator has seen the failure.
+    smartflows_emulator.add_fault("latency", path="/content$", latency=2.0, times=None, after=1)
+    smartflows_emulator.add_fault("truncate", path="/content$", times=1)
     result = generate_and_download(run_dag, flow_id, destination=f"file://{tmp_path}/out/", max_concurrency=3)
     assert result.states["download"] == "failed"
     assert isinstance(result.error("download"), SmartFlowsDownloadError)
